@@ -1,0 +1,22 @@
+"""Thinker entry point: Hydra composes the config, thinker.pipeline runs it.
+
+    python launch.py                                  # embedded default (tiny-qwen, QLoRA, CPU)
+    python launch.py backend=tinker model=qwen-0.5b
+    python launch.py -m method=lora,qlora optimizer.lr=1e-4,3e-4
+"""
+
+import hydra
+from omegaconf import DictConfig
+
+import thinker.config.schema  # noqa: F401  (registers the structured configs with Hydra)
+from thinker.entry import guarded_main
+from thinker.pipeline import run
+
+
+@hydra.main(config_path="conf", config_name="config", version_base="1.3")
+def main(cfg: DictConfig) -> float | None:
+    return run(cfg)
+
+
+if __name__ == "__main__":
+    guarded_main(main)

@@ -1,0 +1,235 @@
+"""backend=local: fine-tune with Lightning on this machine and return the common TrainingReport.
+
+The recipe, step by step: seed; load (and for builtin models, build) the model and tokenizer; apply the
+method (full / LoRA / QLoRA); tokenise and pack the data; train with checkpoints every evaluation;
+save the adapter (or full weights) in Hugging Face format, atomically.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig
+
+from thinker.backends import TrainingReport
+from thinker.errors import ExitCode, ThinkerError
+
+log = logging.getLogger("thinker")
+
+PRECISION = {"fp32": "32-true", "bf16": "bf16-mixed", "fp16": "16-mixed"}
+CHECKPOINTS = "checkpoints"
+WEIGHTS = "weights"
+
+
+def lightning_precision(precision: str) -> str:
+    if precision not in PRECISION:
+        raise ThinkerError(
+            f"trainer.precision={precision} is a weight format, not a training precision",
+            "trainer.precision",
+            "use fp32, bf16 or fp16 (4-bit weights come from method=qlora)",
+            stage="train",
+        )
+    return PRECISION[precision]
+
+
+def device_type(cfg: DictConfig) -> str:
+    import torch
+
+    wants_gpu = str(cfg.trainer.accelerator) in ("gpu", "cuda")
+    if wants_gpu and not torch.cuda.is_available():
+        raise ThinkerError(
+            f"trainer={cfg.trainer.name} needs a CUDA GPU and none is visible",
+            "trainer.accelerator=gpu",
+            "use trainer=cpu on this machine",
+            stage="train",
+        )
+    if str(cfg.trainer.accelerator) == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return "cuda" if wants_gpu else "cpu"
+
+
+def apply_method(model: Any, method: DictConfig, device: str) -> Any:
+    """full: every weight trains. lora/qlora: peft adapters on a frozen (for qlora 4-bit) base."""
+    name = str(method.name)
+    if name == "full":
+        for p in model.parameters():
+            p.requires_grad_(True)
+        return model
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+
+    if name == "qlora":
+        # Gradient checkpointing trades compute for memory: worth it on a GPU, a pure loss on a tiny CPU model.
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=device == "cuda")
+    targets = str(method.target_modules)
+    target_modules: Any = targets if targets == "all-linear" else [t.strip() for t in targets.split(",") if t.strip()]
+    config = LoraConfig(
+        r=int(method.rank), lora_alpha=float(method.alpha), lora_dropout=float(method.dropout),
+        target_modules=target_modules, bias=str(method.bias), task_type="CAUSAL_LM",
+    )
+    try:
+        return get_peft_model(model, config)
+    except ValueError as exc:
+        raise ThinkerError(
+            f"LoRA could not be applied: {exc}", f"method.target_modules={targets}",
+            "use all-linear or module names that exist in this model (e.g. q_proj,v_proj)", stage="train",
+        ) from exc
+
+
+def total_optimizer_steps(n_batches: int, cfg: DictConfig) -> int:
+    per_epoch = max(1, math.ceil(n_batches / int(cfg.trainer.grad_accum)))
+    by_epochs = per_epoch * int(cfg.trainer.epochs)
+    max_steps = int(cfg.trainer.max_steps)
+    return min(by_epochs, max_steps) if max_steps > 0 else by_epochs
+
+
+def save_weights_atomically(model: Any, tokenizer: Any, target: Path, metadata: dict[str, Any]) -> Path:
+    """save_pretrained into a temp folder beside `target`, then rename: never a half-written adapter."""
+    import json
+
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        (tmp / "metadata.json").write_text(json.dumps(metadata, indent=2, default=str) + "\n")
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return target
+
+
+def _find_resume_checkpoint(run_dir: Path) -> Path:
+    last = run_dir / CHECKPOINTS / "last.ckpt"
+    if not last.exists():
+        raise ThinkerError(
+            f"resume=true but there is no checkpoint at {last}",
+            "resume",
+            "pass hydra.run.dir=<the interrupted run's folder> with resume=true, or drop resume",
+            stage="train",
+        )
+    return last
+
+
+def train(cfg: DictConfig, run_dir: Path, session: Any = None) -> TrainingReport:
+    import lightning.pytorch as pl
+    import torch
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    from thinker.backends.local.checkpointing import AtomicCheckpointIO, GracefulStop
+    from thinker.backends.local.datamodule import FineTuneDataModule, make_rows, stats, tokenize_all
+    from thinker.backends.local.module import FineTuneModule
+    from thinker.data.examples import read_examples, split_examples
+    from thinker.data.tokenize import LossWeights
+    from thinker.models.loading import count_parameters, load_causal_lm, load_tokenizer, resolve_model_path
+    from thinker.tracking.mlflow_logger import BatchedMlflowLogger
+
+    device = device_type(cfg)
+    precision = lightning_precision(str(cfg.trainer.precision))
+    ckpt_path = _find_resume_checkpoint(run_dir) if cfg.resume else None
+    pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
+
+    # model
+    path = resolve_model_path(cfg.model, int(cfg.seed), [Path(p) for p in cfg.model.tokenizer_corpus])
+    tokenizer = load_tokenizer(path, cfg.model.revision)
+    quant = dict(cfg.method) if str(cfg.method.name) == "qlora" else None
+    model = load_causal_lm(path, method=str(cfg.method.name), quant=quant, dtype="fp32",
+                           revision=cfg.model.revision, device=device)
+    model = apply_method(model, cfg.method, device)
+    trainable, total = count_parameters(model)
+    log.info("parameters: %s trainable of %s total (%.2f%%)", f"{trainable:,}", f"{total:,}",
+             100.0 * trainable / max(total, 1))
+
+    # data
+    examples = read_examples(cfg.data.path, cfg.data.prompt_field, cfg.data.completion_field, cfg.data.max_examples)
+    train_ex, val_ex = split_examples(examples, float(cfg.data.validation_split), int(cfg.seed))
+    weights = LossWeights(float(cfg.data.claim_c1_weight), float(cfg.data.evidence_weight))
+    packed = "sequence_packing" in [str(o) for o in cfg.trainer.optimizations]
+    max_len = int(cfg.trainer.max_seq_length)
+    on_inputs = str(cfg.trainer.train_on_inputs) == "enabled"
+    train_tok = tokenize_all(tokenizer, train_ex, max_len, weights, on_inputs)
+    val_tok = tokenize_all(tokenizer, val_ex, max_len, weights, on_inputs)
+    train_rows, val_rows = make_rows(train_tok, max_len, packed), make_rows(val_tok, max_len, packed)
+    st = stats(train_tok, train_rows)
+    log.info("data: %d train / %d held-out examples, %d tokens in %d rows (packing %s), %d truncated",
+             len(train_ex), len(val_ex), st.tokens, st.rows, "on" if packed else "off", st.truncated)
+    data = FineTuneDataModule(train_rows, val_rows, int(cfg.trainer.batch_size), tokenizer.pad_token_id, packed,
+                              int(cfg.seed), bool(cfg.data.shuffle))
+
+    n_batches = math.ceil(len(train_rows) / int(cfg.trainer.batch_size))
+    steps = total_optimizer_steps(n_batches, cfg)
+    evals = max(1, int(cfg.trainer.evaluations))
+    every = max(1, steps // evals)
+    module = FineTuneModule(model, cfg.optimizer, steps, device)
+
+    ckpt_dir = run_dir / CHECKPOINTS
+    stopper = GracefulStop(ckpt_dir)
+    # save_total_limit periodic checkpoints are kept (newest first); last.ckpt is always kept for resume
+    periodic = ModelCheckpoint(
+        dirpath=ckpt_dir, filename="step{step:06d}", auto_insert_metric_name=False,
+        every_n_train_steps=every, save_top_k=int(cfg.trainer.save_total_limit), monitor="step", mode="max",
+        save_last=True,
+    )
+    callbacks: list[Any] = [stopper, periodic]
+    logger = BatchedMlflowLogger(session.client, session.run_id) if session is not None else False
+    if session is not None:
+        session.log_metrics({"trainable_params": trainable, "total_params": total,
+                             "train_examples": len(train_ex), "train_tokens": st.tokens})
+    clip = float(cfg.optimizer.max_grad_norm)
+    trainer = pl.Trainer(
+        accelerator="gpu" if device == "cuda" else "cpu",
+        devices=cfg.trainer.devices,
+        strategy=str(cfg.trainer.strategy),
+        precision=precision,
+        max_epochs=int(cfg.trainer.epochs),
+        max_steps=steps,
+        accumulate_grad_batches=int(cfg.trainer.grad_accum),
+        gradient_clip_val=clip if clip > 0 else None,
+        val_check_interval=min(every * int(cfg.trainer.grad_accum), n_batches) if val_rows else None,
+        check_val_every_n_epoch=None if val_rows else 1,
+        limit_val_batches=1.0 if val_rows else 0,
+        num_sanity_val_steps=0,
+        log_every_n_steps=int(cfg.trainer.log_every_n_steps),
+        logger=logger,
+        callbacks=callbacks,
+        plugins=[AtomicCheckpointIO()],
+        enable_model_summary=False,
+        default_root_dir=str(run_dir),
+    )
+    log.info("training: %d optimizer steps, held-out eval + checkpoint every %d", steps, every)
+    started = time.perf_counter()
+    trainer.fit(module, datamodule=data, ckpt_path=str(ckpt_path) if ckpt_path else None)
+    fit_seconds = time.perf_counter() - started
+
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k in ("val_loss", "train_loss")}
+    metrics.update(trainable_params=float(trainable), total_params=float(total),
+                   trained_tokens=float(module.trained_tokens), optimizer_steps=float(trainer.global_step))
+    metrics["train_seconds"] = fit_seconds
+    if isinstance(logger, BatchedMlflowLogger):
+        logger.flush(wait=True)
+        metrics["logging_overhead_fraction"] = logger.seconds_in_logging / max(fit_seconds, 1e-9)
+    if stopper.requested:
+        raise ThinkerError(
+            f"training stopped by {stopper.requested} at step {trainer.global_step}; checkpoint saved",
+            f"{ckpt_dir / 'last.ckpt'}",
+            f"continue with: python launch.py <same overrides> hydra.run.dir={run_dir} resume=true",
+            stage="train", code=ExitCode.INTERRUPTED,
+        )
+
+    out = save_weights_atomically(
+        module.model, tokenizer, run_dir / WEIGHTS,
+        {"base_model": cfg.model.name, "base_path": str(path), "method": str(cfg.method.name),
+         "steps": trainer.global_step, "metrics": metrics},
+    )
+    torch.set_grad_enabled(True)
+    log.info("saved %s to %s", "adapter" if str(cfg.method.name) != "full" else "model", out)
+    return TrainingReport(backend="local", checkpoint_dir=out, metrics=metrics,
+                          extra={"packing": packed, "truncated_examples": st.truncated})

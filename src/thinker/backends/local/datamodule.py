@@ -1,0 +1,122 @@
+"""LightningDataModule for prompt/completion data: tokenise once, pack, and serve resumable batches.
+
+The train loader is resumable: Lightning stores its state_dict in each checkpoint, so a resumed run sees
+exactly the batches an uninterrupted run would have seen next (same seed, same order, same packing).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import lightning.pytorch as pl
+
+from thinker.data.examples import Example
+from thinker.data.packing import Row, collate, pack_rows, single_rows
+from thinker.data.tokenize import LossWeights, TokenizedExample, tokenize_example
+
+log = logging.getLogger("thinker")
+
+
+@dataclass
+class TokenStats:
+    examples: int
+    truncated: int
+    tokens: int
+    trained_tokens: int
+    rows: int
+
+
+def tokenize_all(tokenizer: Any, examples: list[Example], max_length: int, weights: LossWeights,
+                 train_on_inputs: bool) -> list[TokenizedExample]:
+    return [
+        tokenize_example(tokenizer, ex.prompt, ex.completion, max_length=max_length, weights=weights,
+                         train_on_inputs=train_on_inputs)
+        for ex in examples
+    ]
+
+
+def make_rows(tokenized: list[TokenizedExample], max_length: int, packed: bool) -> list[Row]:
+    return pack_rows(tokenized, max_length) if packed else single_rows(tokenized)
+
+
+def stats(tokenized: list[TokenizedExample], rows: list[Row]) -> TokenStats:
+    return TokenStats(
+        examples=len(tokenized),
+        truncated=sum(t.truncated for t in tokenized),
+        tokens=sum(len(t) for t in tokenized),
+        trained_tokens=sum(t.trained_tokens for t in tokenized),
+        rows=len(rows),
+    )
+
+
+class ResumableLoader:
+    """Yields collated batches of rows in a seeded order that changes every epoch.
+
+    Lightning calls set_epoch() before each epoch and saves/loads state_dict() with checkpoints; after a
+    load the first `skip` batches of the saved epoch are skipped, so nothing is seen twice.
+    """
+
+    def __init__(self, rows: list[Row], batch_size: int, pad_id: int, packed: bool, seed: int, shuffle: bool,
+                 processed_in_epoch: Callable[[], int] | None = None):
+        self.rows = rows
+        self.batch_size = batch_size
+        self.pad_id = pad_id
+        self.packed = packed
+        self.seed = seed
+        self.shuffle = shuffle
+        self.epoch = 0
+        self._skip_epoch, self._skip = -1, 0
+        self._processed_in_epoch = processed_in_epoch
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def order(self, epoch: int) -> list[int]:
+        idx = list(range(len(self.rows)))
+        if self.shuffle:
+            random.Random(self.seed * 1_000_003 + epoch).shuffle(idx)
+        return idx
+
+    def __len__(self) -> int:
+        return (len(self.rows) + self.batch_size - 1) // self.batch_size
+
+    def __iter__(self) -> Iterator[dict]:
+        idx = self.order(self.epoch)
+        start = self._skip if self._skip_epoch == self.epoch else 0
+        self._skip_epoch, self._skip = -1, 0
+        for b in range(start, len(self)):
+            chunk = idx[b * self.batch_size : (b + 1) * self.batch_size]
+            yield collate([self.rows[i] for i in chunk], self.pad_id, self.packed)
+
+    # Lightning's resumable-loader protocol
+    def state_dict(self) -> dict[str, int]:
+        processed = self._processed_in_epoch() if self._processed_in_epoch else 0
+        return {"epoch": self.epoch, "processed": processed}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self._skip_epoch, self._skip = int(state["epoch"]), int(state["processed"])
+
+
+class FineTuneDataModule(pl.LightningDataModule):
+    def __init__(self, train_rows: list[Row], val_rows: list[Row], batch_size: int, pad_id: int, packed: bool,
+                 seed: int, shuffle: bool = True):
+        super().__init__()
+        self.train_rows, self.val_rows = train_rows, val_rows
+        self.batch_size, self.pad_id, self.packed = batch_size, pad_id, packed
+        self.seed, self.shuffle = seed, shuffle
+
+    def _processed_in_epoch(self) -> int:
+        return int(self.trainer.fit_loop.epoch_loop.batch_progress.current.processed)
+
+    def train_dataloader(self) -> ResumableLoader:
+        return ResumableLoader(self.train_rows, self.batch_size, self.pad_id, self.packed, self.seed,
+                               self.shuffle, self._processed_in_epoch)
+
+    def val_dataloader(self) -> ResumableLoader | list:
+        if not self.val_rows:
+            return []
+        return ResumableLoader(self.val_rows, self.batch_size, self.pad_id, self.packed, self.seed, shuffle=False)

@@ -1,0 +1,154 @@
+"""Cross-field rules: every constraint that spans more than one config key lives here.
+
+Each rule reads the composed config (and the environment, for credentials) and yields Violations. The
+check module turns the first violation into a ThinkerError; tests call the rules one by one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+
+from omegaconf import DictConfig
+
+from thinker.config.enums import BackendName, OptimizerName, TrainingMethod
+
+
+@dataclass(frozen=True)
+class Violation:
+    what: str
+    where: str
+    fix: str
+
+
+Rule = Callable[[DictConfig, Mapping[str, str]], Iterator[Violation]]
+
+
+def _s(value: object) -> str:
+    return str(value.value if hasattr(value, "value") else value)
+
+
+def grokfast_only_for_pretraining(cfg: DictConfig, env: Mapping[str, str]) -> Iterator[Violation]:
+    # ADR-002: GrokFast is a pretraining optimizer; on fine-tuning it destabilises a trained model.
+    if _s(cfg.optimizer.name) == OptimizerName.grokfast and _s(cfg.method.name) != TrainingMethod.pretrain:
+        yield Violation(
+            f"optimizer=grokfast only works with method=pretrain (got method={_s(cfg.method.name)})",
+            "optimizer, method",
+            "use optimizer=adamw for fine-tuning, or method=pretrain with a from-scratch model",
+        )
+
+
+def pretrain_needs_buildable_model(cfg: DictConfig, env: Mapping[str, str]) -> Iterator[Violation]:
+    if _s(cfg.method.name) == TrainingMethod.pretrain and not cfg.model.from_scratch:
+        yield Violation(
+            f"method=pretrain needs a model that can be built from its config, and model={cfg.model.name} cannot",
+            "method, model",
+            "use model=cognate-25m (or tiny-qwen) for pretraining, or method=lora to fine-tune this model",
+        )
+
+
+def qlora_needs_4bit(cfg: DictConfig, env: Mapping[str, str]) -> Iterator[Violation]:
+    if _s(cfg.method.name) != TrainingMethod.qlora:
+        return
+    if not cfg.model.supports_4bit:
+        yield Violation(
+            f"method=qlora needs 4-bit loading, which model={cfg.model.name} does not support",
+            "method, model",
+            "use method=lora",
+        )
+
+
+def method_supported_by_backend(cfg: DictConfig, env: Mapping[str, str]) -> Iterator[Violation]:
+    method = _s(cfg.method.name)
+    backend = _s(cfg.backend.name)
+    supported = [_s(m) for m in cfg.backend.supported_methods]
+    if method not in supported:
+        yield Violation(
+            f"backend={backend} cannot train with method={method}",
+            "backend, method",
+            f"choose one of method={','.join(supported)} or another backend",
+        )
+    if backend == BackendName.provider and cfg.provider.name != "none":
+        offered = [_s(m) for m in cfg.provider.supported_methods]
+        if method not in offered:
+            yield Violation(
+                f"provider={cfg.provider.name} does not offer method={method}",
+                "provider, method",
+                f"choose one of method={','.join(offered) or '(none)'} or another provider",
+            )
+
+
+def provider_matches_backend(cfg: DictConfig, env: Mapping[str, str]) -> Iterator[Violation]:
+    backend = _s(cfg.backend.name)
+    provider = cfg.provider.name
+    if backend == BackendName.provider and provider == "none":
+        yield Violation(
+            "backend=provider needs a hosted provider",
+            "provider",
+            "add provider=openai|together|fireworks|mistral",
+        )
+    if backend != BackendName.provider and provider != "none":
+        yield Violation(
+            f"provider={provider} only takes effect with backend=provider (got backend={backend})",
+            "backend, provider",
+            "add backend=provider, or drop the provider override",
+        )
+
+
+def credentials_present(cfg: DictConfig, env: Mapping[str, str]) -> Iterator[Violation]:
+    # Only the variable's name is ever mentioned, never its value.
+    needed = []
+    if cfg.backend.api_key_env:
+        needed.append(("backend", cfg.backend.api_key_env))
+    if _s(cfg.backend.name) == BackendName.provider and cfg.provider.api_key_env:
+        needed.append(("provider", cfg.provider.api_key_env))
+    for group, var in needed:
+        if not env.get(var, "").strip():
+            yield Violation(
+                f"{var} is not set in the environment",
+                f"{group}={_s(cfg[group].name)}",
+                f"export {var}=<your key> before launching (it is read from the environment only)",
+            )
+
+
+def max_steps_valid(cfg: DictConfig, env: Mapping[str, str]) -> Iterator[Violation]:
+    steps = cfg.trainer.max_steps
+    if steps != -1 and steps < 1:
+        yield Violation(
+            f"trainer.max_steps={steps} is not allowed",
+            "trainer.max_steps",
+            "use a positive number of optimizer steps, or -1 to let trainer.epochs decide",
+        )
+
+
+def validation_split_valid(cfg: DictConfig, env: Mapping[str, str]) -> Iterator[Violation]:
+    split = cfg.data.validation_split
+    if not 0.0 <= split < 1.0:
+        yield Violation(
+            f"data.validation_split={split} is outside [0, 1)",
+            "data.validation_split",
+            "use a fraction such as 0.1 (0 disables the held-out split)",
+        )
+    max_examples = cfg.data.max_examples
+    if max_examples is not None and max_examples < 1:
+        yield Violation(
+            f"data.max_examples={max_examples} is not allowed",
+            "data.max_examples",
+            "use a positive count, or null for the whole file",
+        )
+
+
+RULES: list[Rule] = [
+    max_steps_valid,
+    validation_split_valid,
+    grokfast_only_for_pretraining,
+    pretrain_needs_buildable_model,
+    qlora_needs_4bit,
+    provider_matches_backend,
+    method_supported_by_backend,
+    credentials_present,
+]
+
+
+def violations(cfg: DictConfig, env: Mapping[str, str]) -> list[Violation]:
+    return [v for rule in RULES for v in rule(cfg, env)]

@@ -1,0 +1,268 @@
+"""Typed structured configs for every config group, registered in Hydra's ConfigStore.
+
+Each YAML option under conf/<group>/ starts from one of these schemas (its defaults list names
+`/schema/<group>/<kind>@_here_`), so a misspelt key or a value of the wrong type fails while Hydra composes
+the config, before anything heavy is imported. Ranges and cross-field rules are checked right after
+composition by thinker.config.check, reading thinker.config.ranges.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+from thinker.config.enums import (
+    BackendName,
+    FieldType,
+    LRSchedulerType,
+    ModelPrecision,
+    OptimizationFeature,
+    OptimizerName,
+    Stage,
+    TrainingMethod,
+    TrainOnInputs,
+)
+
+# ---------------------------------------------------------------- model
+
+
+@dataclass
+class ModelConfig:
+    name: str = MISSING
+    family: str = MISSING  # architecture adapter: qwen2, qwen3, llama, cognate
+    # where the weights come from: "builtin" (built from `arch` below, no download), a hub id, or a folder
+    source: str = MISSING
+    revision: str | None = None
+    # the architecture can be built from its config alone (needed for method=pretrain)
+    from_scratch: bool = False
+    # bitsandbytes can load this architecture in 4 bit (needed for method=qlora)
+    supports_4bit: bool = True
+    # model name on the Tinker service, for backend=tinker (None: not offered there)
+    tinker_name: str | None = None
+    # architecture parameters for source=builtin (seed 002 decision 6: they live with the model)
+    arch: dict[str, Any] = field(default_factory=dict)
+    # approximate parameter count, for memory estimates and the run record
+    params: int | None = None
+    # source=builtin: the text its tokenizer is trained on (part of the model's identity, not the run's data)
+    tokenizer_corpus: list[str] = field(default_factory=list)
+
+
+# ---------------------------------------------------------------- backend / provider
+
+
+@dataclass
+class BackendConfig:
+    name: BackendName = MISSING
+    supported_methods: list[TrainingMethod] = field(default_factory=list)
+    # environment variable holding the credential this backend needs (never the value itself)
+    api_key_env: str | None = None
+    base_url: str | None = None
+
+
+@dataclass
+class ProviderConfig:
+    name: str = "none"
+    api_key_env: str | None = None
+    base_url: str | None = None
+    supported_methods: list[TrainingMethod] = field(default_factory=list)
+    # seconds between status polls of a hosted job
+    poll_interval_s: float = 30.0
+
+
+# ---------------------------------------------------------------- data
+
+
+@dataclass
+class SchemaField:
+    name: str = MISSING
+    type: FieldType = FieldType.string
+    required: bool = True
+    allow_empty: bool = False
+
+
+@dataclass
+class DataConfig:
+    name: str = MISSING
+    path: str = MISSING  # JSONL file, one record per line
+    format: str = "prompt_completion"  # prompt_completion | claim_extraction | reasoning
+    schema: list[SchemaField] = field(default_factory=list)
+    max_examples: int | None = None  # validate (and train on) at most this many records
+    prompt_field: str = "prompt"
+    completion_field: str = "completion"
+    validation_split: float = 0.1
+    shuffle: bool = True
+    # seed 001's token-level loss weights for the claim format: the CLAIM[c1] line and evidence lines
+    claim_c1_weight: float = 1.0
+    evidence_weight: float = 1.0
+
+
+# ---------------------------------------------------------------- method
+
+
+@dataclass
+class MethodConfig:
+    name: TrainingMethod = MISSING
+
+
+@dataclass
+class LoraMethodConfig(MethodConfig):
+    rank: int = 8
+    alpha: float = 16.0
+    dropout: float = 0.0
+    # "all-linear" or a comma-separated list of module names ("q_proj,v_proj"), as in seed 004
+    target_modules: str = "all-linear"
+    bias: str = "none"
+
+
+@dataclass
+class QLoraMethodConfig(LoraMethodConfig):
+    quant_type: str = "nf4"
+    double_quant: bool = True
+    compute_dtype: ModelPrecision = ModelPrecision.fp32
+
+
+# ---------------------------------------------------------------- optimizer
+
+
+@dataclass
+class SchedulerConfig:
+    type: LRSchedulerType = LRSchedulerType.cosine
+    warmup_ratio: float = 0.0
+    min_lr_ratio: float = 0.0
+    cycles: float = 0.5
+
+
+@dataclass
+class OptimizerConfig:
+    name: OptimizerName = MISSING
+    lr: float = 1e-5
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    eps: float = 1e-8
+    momentum: float = 0.0
+    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+
+
+@dataclass
+class GrokFastOptimizerConfig(OptimizerConfig):
+    # GrokFast-EMA: gradients are amplified by an EMA filter of past gradients (alpha, lamb)
+    grokfast_alpha: float = 0.98
+    grokfast_lamb: float = 2.0
+
+
+# ---------------------------------------------------------------- trainer / logger
+
+
+@dataclass
+class TrainerConfig:
+    name: str = MISSING
+    accelerator: str = "cpu"  # cpu | gpu | auto
+    devices: Any = 1
+    strategy: str = "auto"  # auto | ddp | fsdp
+    precision: ModelPrecision = ModelPrecision.fp32
+    # bounds optimizer steps on every backend; -1 lets `epochs` decide
+    max_steps: int = -1
+    epochs: int = 3
+    batch_size: int = 4
+    grad_accum: int = 1
+    max_seq_length: int = 512
+    save_total_limit: int = 1
+    evaluations: int = 1  # held-out evaluations during training
+    log_every_n_steps: int = 1
+    train_on_inputs: TrainOnInputs = TrainOnInputs.auto
+    optimizations: list[OptimizationFeature] = field(
+        default_factory=lambda: [OptimizationFeature.sequence_packing]
+    )
+    num_workers: int = 0
+
+
+@dataclass
+class LoggerConfig:
+    name: str = MISSING  # mlflow | none
+    # None: $MLFLOW_TRACKING_URI, else a SQLite file in the working directory
+    tracking_uri: str | None = None
+    experiment_name: str = "thinker"
+    run_name: str | None = None
+
+
+# ---------------------------------------------------------------- root
+
+
+@dataclass
+class PytestGateConfig:
+    enabled: bool = True
+    paths: list[str] = field(default_factory=lambda: ["tests/gate"])
+    markers: str = "not slow"
+    args: list[str] = field(default_factory=lambda: ["-q", "-p", "no:cacheprovider"])
+
+
+@dataclass
+class ValidationConfig:
+    enabled: bool = True  # false skips the gate: debug only, and recorded in the run record
+    max_errors_shown: int = 20
+    pytest: PytestGateConfig = field(default_factory=PytestGateConfig)
+
+
+@dataclass
+class EvaluationConfig:
+    enabled: bool = True
+    claims_file: str | None = None
+    corpus_file: str | None = None
+    max_samples: int | None = 50
+    output_path: str | None = None
+
+
+@dataclass
+class OutputConfig:
+    dir: str = "${hydra:runtime.output_dir}"
+    # name under which a run's weights are registered; None: {base}-finetuned-{timestamp}
+    name: str | None = None
+
+
+@dataclass
+class ThinkerConfig:
+    # the six groups plus trainer and logger; their schemas come from each option's defaults list
+    model: Any = MISSING
+    backend: Any = MISSING
+    provider: Any = MISSING
+    data: Any = MISSING
+    method: Any = MISSING
+    optimizer: Any = MISSING
+    trainer: Any = MISSING
+    logger: Any = MISSING
+
+    stage: Stage = Stage.run
+    seed: int = 42
+    debug: bool = False  # show tracebacks for user errors too
+    resume: bool = False
+    validation: ValidationConfig = field(default_factory=ValidationConfig)
+    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+
+
+SCHEMAS: dict[str, dict[str, type]] = {
+    "model": {"model": ModelConfig},
+    "backend": {"backend": BackendConfig},
+    "provider": {"provider": ProviderConfig},
+    "data": {"data": DataConfig},
+    "method": {"method": MethodConfig, "lora": LoraMethodConfig, "qlora": QLoraMethodConfig},
+    "optimizer": {"optimizer": OptimizerConfig, "grokfast": GrokFastOptimizerConfig},
+    "trainer": {"trainer": TrainerConfig},
+    "logger": {"logger": LoggerConfig},
+}
+
+
+def register_configs() -> None:
+    """Store the root schema and one schema per group option kind under `schema/<group>/<kind>`."""
+    cs = ConfigStore.instance()
+    cs.store(name="thinker_schema", node=ThinkerConfig)
+    for group, kinds in SCHEMAS.items():
+        for kind, node in kinds.items():
+            cs.store(group=f"schema/{group}", name=kind, node=node)
+
+
+register_configs()

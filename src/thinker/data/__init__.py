@@ -1,0 +1,1 @@
+"""Data: the claim format, reading and splitting examples, tokenisation with loss weights, packing."""

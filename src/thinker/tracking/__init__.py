@@ -1,0 +1,1 @@
+"""Provenance and tracking: fingerprints, secrets masking, the run record, MLflow helpers."""

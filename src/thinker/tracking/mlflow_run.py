@@ -1,0 +1,119 @@
+"""MLflow for a Thinker run: where runs go, one run per job, params, tags, dataset input, artifacts.
+
+Default store: a SQLite file in the working directory (sqlite:///mlflow.db) with artifacts under
+./mlartifacts; $MLFLOW_TRACKING_URI or logger.tracking_uri override it. mlflow is imported lazily.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from thinker.tracking.secrets import is_secret_key, mask
+
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+ARTIFACT_ROOT = "mlartifacts"
+_MAX_PARAM_CHARS = 6000  # MLflow's limit on one param value
+
+
+def tracking_uri(configured: str | None) -> str:
+    return configured or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+
+
+def flatten(data: Any, prefix: str = "") -> dict[str, str]:
+    """Nested config -> {"optimizer.lr": "0.0002", ...}, secrets masked, values cut to MLflow's limit."""
+    out: dict[str, str] = {}
+    if isinstance(data, dict):
+        for key, value in data.items():
+            out.update(flatten(value, f"{prefix}{key}."))
+    elif isinstance(data, list) and any(isinstance(v, dict | list) for v in data):
+        for i, value in enumerate(data):
+            out.update(flatten(value, f"{prefix}{i}."))
+    else:
+        key = prefix[:-1]
+        out[key] = str(data)[:_MAX_PARAM_CHARS]
+    return {k: ("***" if is_secret_key(k.rsplit(".", 1)[-1]) else v) for k, v in mask(out).items()}
+
+
+def get_client(uri: str):
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=uri)
+
+
+def ensure_experiment(client, name: str) -> str:
+    found = client.get_experiment_by_name(name)
+    if found is not None:
+        return found.experiment_id
+    location = Path(ARTIFACT_ROOT).resolve().as_uri()
+    try:
+        return client.create_experiment(name, artifact_location=location)
+    except Exception:  # another job of the same sweep created it first
+        found = client.get_experiment_by_name(name)
+        if found is None:
+            raise
+        return found.experiment_id
+
+
+def log_params(client, run_id: str, params: dict[str, str]) -> None:
+    from mlflow.entities import Param
+
+    items = [Param(k, v) for k, v in sorted(params.items())]
+    for i in range(0, len(items), 100):  # MLflow accepts at most 100 params per batch
+        client.log_batch(run_id, params=items[i : i + 100])
+
+
+def log_dataset(client, run_id: str, path: str, sha256: str | None, name: str, context: str = "train") -> None:
+    """Record the training file as an MLflow dataset input carrying its digest."""
+    from mlflow.data.meta_dataset import MetaDataset
+    from mlflow.data.sources import LocalArtifactDatasetSource
+    from mlflow.entities import DatasetInput, InputTag
+
+    source = LocalArtifactDatasetSource(Path(path).resolve().as_uri())
+    # MLflow caps a digest at 36 characters; the full SHA256 goes into the run's tags.
+    dataset = MetaDataset(source=source, name=name, digest=(sha256 or "unknown")[:16])
+    tags = [InputTag(key="mlflow.data.context", value=context)]
+    client.log_inputs(run_id, datasets=[DatasetInput(dataset=dataset._to_mlflow_entity(), tags=tags)])
+
+
+class MlflowSession:
+    """One MLflow run for one Thinker job: opened by the first stage that needs it, closed by the pipeline."""
+
+    def __init__(self, uri: str, experiment_name: str, run_name: str | None, resume_run_id: str | None = None):
+        self.uri = uri
+        self.client = get_client(uri)
+        self.experiment_id = ensure_experiment(self.client, experiment_name)
+        if resume_run_id:
+            self.client.update_run(resume_run_id, status="RUNNING")
+            self.run_id = resume_run_id
+        else:
+            run = self.client.create_run(self.experiment_id, run_name=run_name)
+            self.run_id = run.info.run_id
+
+    def log_metrics(self, metrics: dict[str, float], step: int = 0) -> None:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        items = [Metric(k, float(v), now, step) for k, v in metrics.items() if v is not None]
+        if items:
+            self.client.log_batch(self.run_id, metrics=items)
+
+    def set_tags(self, tags: dict[str, Any]) -> None:
+        from mlflow.entities import RunTag
+
+        items = [RunTag(k, str(v)) for k, v in mask(tags).items() if v is not None]
+        if items:
+            self.client.log_batch(self.run_id, tags=items)
+
+    def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
+        path = Path(path)
+        if path.is_dir():
+            self.client.log_artifacts(self.run_id, str(path), artifact_path)
+        elif path.exists():
+            self.client.log_artifact(self.run_id, str(path), artifact_path)
+
+    def end(self, status: str) -> None:
+        """status: FINISHED, FAILED or KILLED."""
+        self.client.set_terminated(self.run_id, status)

@@ -1,0 +1,317 @@
+"""Streaming schema check of a JSONL dataset, and the SHA256 digest recorded for provenance.
+
+The file is read line by line in binary (a JSON record cannot span lines, and binary mode splits on b"\\n"
+only, so U+2028 inside a string does not end a line). Each line is hashed as it is read, so the digest
+costs no second pass. Every problem becomes a DatasetIssue; nothing here raises for bad input, so the
+caller can show the first N problems and exit with the validate stage's code.
+
+Standard library only: `thinker validate` must not pay for importing torch.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import json
+import os
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import IO, Any
+
+from thinker.config.enums import FieldType
+
+_UTF8_BOM = b"\xef\xbb\xbf"
+_HASH_CHUNK_BYTES = 1 << 20  # for the bytes left after max_examples: large reads, few calls
+
+# The Python types json.loads produces for each schema type. Matched with `type(v) in ...`, never
+# isinstance, so True (a bool, a subclass of int) is not accepted as an integer or a number.
+_ACCEPTED_TYPES: dict[str, frozenset[type]] = {
+    FieldType.string.value: frozenset({str}),
+    FieldType.integer.value: frozenset({int}),
+    FieldType.number.value: frozenset({int, float}),
+    FieldType.boolean.value: frozenset({bool}),
+    FieldType.object.value: frozenset({dict}),
+    FieldType.array.value: frozenset({list}),
+}
+# Types that can be empty; numbers and booleans cannot.
+_SIZED_TYPES = {FieldType.string.value, FieldType.object.value, FieldType.array.value}
+
+_JSON_TYPE_NAMES: dict[type, str] = {
+    str: "string",
+    int: "integer",
+    float: "number",
+    bool: "boolean",
+    dict: "object",
+    list: "array",
+    type(None): "null",
+}
+
+_ABSENT = object()  # a field that is not in the record at all (None would mean JSON null)
+
+
+def _reject_constant(name: str) -> Any:
+    # json.loads accepts NaN and Infinity, but they are not JSON and other readers (pyarrow, jq) refuse them.
+    raise ValueError(f"{name} is not valid JSON")
+
+
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+
+
+# ---------------------------------------------------------------- public types
+
+
+@dataclass(frozen=True)
+class FieldSpec:
+    """One field of the dataset schema: a JSON type, whether it must be present, whether it may be empty."""
+
+    name: str
+    type: str = "string"
+    required: bool = True
+    allow_empty: bool = False
+
+    def __post_init__(self) -> None:
+        if self.type not in _ACCEPTED_TYPES:
+            raise ValueError(
+                f"schema field {self.name!r} has type {self.type!r}; choose one of {', '.join(_ACCEPTED_TYPES)}"
+            )
+
+    @classmethod
+    def from_config(cls, items: Iterable[Any] | None) -> list[FieldSpec]:
+        """Build specs from `data.schema`: mappings, DictConfig nodes or objects with the same attributes."""
+        return [cls._from_item(item) for item in items or ()]
+
+    @classmethod
+    def _from_item(cls, item: Any) -> FieldSpec:
+        if isinstance(item, Mapping):
+            get = item.get
+        else:
+
+            def get(key: str, default: Any = None) -> Any:
+                return getattr(item, key, default)
+
+        return cls(
+            name=str(get("name")),
+            type=_plain_value(get("type", "string")),
+            required=bool(get("required", True)),
+            allow_empty=bool(get("allow_empty", False)),
+        )
+
+
+def _plain_value(value: Any) -> str:
+    # OmegaConf hands back FieldType.string for a structured node; the checks compare plain strings.
+    return str(value.value) if isinstance(value, enum.Enum) else str(value)
+
+
+@dataclass(frozen=True)
+class DatasetIssue:
+    """One problem, at a 1-based physical line of the file (line 0: the file as a whole)."""
+
+    line: int
+    field: str | None
+    message: str
+
+    def __str__(self) -> str:
+        where = f"line {self.line}: field {self.field!r}" if self.field is not None else f"line {self.line}"
+        return f"{where}: {self.message}"
+
+
+@dataclass
+class DatasetValidationResult:
+    path: str
+    records: int  # non-blank lines checked
+    lines: int  # physical lines read, blank ones included
+    errors: list[DatasetIssue]
+    sha256: str | None  # of the whole file; None when it could not be read to the end
+    size_bytes: int
+    stopped_at_max_examples: bool
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors and self.records > 0
+
+    def summary(self, max_shown: int = 20) -> str:
+        """A human report: a count line, then the first `max_shown` problems and how many were left out."""
+        lines = [self._count_line()]
+        shown = self.errors[: max(max_shown, 0)]
+        lines.extend(f"  {issue}" for issue in shown)
+        hidden = len(self.errors) - len(shown)
+        if hidden:
+            lines.append(f"  ... and {hidden} more")
+        return "\n".join(lines)
+
+    def _count_line(self) -> str:
+        scope = f"{self.records} records, {self.lines} lines"
+        if self.stopped_at_max_examples:
+            scope += ", stopped at max_examples"
+        if self.ok:
+            return f"dataset {self.path}: OK ({scope}, sha256 {self.sha256})"
+        noun = "problem" if len(self.errors) == 1 else "problems"
+        return f"dataset {self.path}: {len(self.errors)} {noun} ({scope})"
+
+
+# ---------------------------------------------------------------- validation
+
+
+def validate_dataset(
+    path: str | os.PathLike[str], fields: Sequence[FieldSpec], max_examples: int | None = None
+) -> DatasetValidationResult:
+    """Check every record of a JSONL file against `fields`, hashing the whole file on the way.
+
+    `max_examples` stops the checks after that many records; the rest of the file is still hashed so the
+    digest always identifies the whole file.
+    """
+    if max_examples is not None and max_examples < 1:
+        raise ValueError(f"max_examples must be at least 1 or None, got {max_examples}")
+    result = DatasetValidationResult(
+        path=str(path),
+        records=0,
+        lines=0,
+        errors=[],
+        sha256=None,
+        size_bytes=0,
+        stopped_at_max_examples=False,
+    )
+    if os.path.isdir(path):
+        result.errors.append(DatasetIssue(0, None, "is a directory, not a JSONL file"))
+        return result
+    try:
+        with open(path, "rb") as f:
+            _scan(f, fields, max_examples, result)
+    except FileNotFoundError:
+        result.errors.append(DatasetIssue(0, None, "file not found"))
+    except OSError as exc:  # permissions, a read error half way: the digest is then meaningless
+        result.sha256 = None
+        result.errors.append(
+            DatasetIssue(result.lines, None, f"cannot read the file ({exc.strerror or exc})")
+        )
+    return result
+
+
+def _scan(
+    f: IO[bytes], fields: Sequence[FieldSpec], max_examples: int | None, result: DatasetValidationResult
+) -> None:
+    digest = hashlib.sha256()
+    lines, has_bom = _lines_without_bom(f, digest)
+    _check_lines(lines, _field_checks(fields), max_examples, has_bom, digest, result)
+    if result.stopped_at_max_examples:
+        result.stopped_at_max_examples = _hash_rest(f, digest)
+    result.size_bytes = f.tell()
+    result.sha256 = digest.hexdigest()
+    if result.size_bytes == 0:
+        result.errors.append(DatasetIssue(0, None, "file is empty (0 bytes)"))
+    elif result.records == 0:
+        result.errors.append(DatasetIssue(0, None, "no records (the file has only blank lines)"))
+
+
+def _lines_without_bom(f: IO[bytes], digest: Any) -> tuple[Iterator[bytes], bool]:
+    """The file's lines with a leading UTF-8 BOM removed (json.loads rejects it); the BOM is still hashed."""
+    first = f.readline()
+    has_bom = first.startswith(_UTF8_BOM)
+    if has_bom:
+        digest.update(_UTF8_BOM)
+        first = first[len(_UTF8_BOM) :]
+    return _chain_first(first, f), has_bom
+
+
+def _chain_first(first: bytes, rest: Iterable[bytes]) -> Iterator[bytes]:
+    if first:
+        yield first
+    yield from rest
+
+
+def _hash_rest(f: IO[bytes], digest: Any) -> bool:
+    """Hash what max_examples left unread; True if it holds more than whitespace."""
+    more = False
+    while chunk := f.read(_HASH_CHUNK_BYTES):
+        digest.update(chunk)
+        more = more or not chunk.isspace()
+    return more
+
+
+_FieldCheck = tuple[str, frozenset[type], bool, FieldSpec]
+
+
+def _field_checks(fields: Sequence[FieldSpec]) -> tuple[_FieldCheck, ...]:
+    # Precomputed once so the per-record loop does one dict lookup and one set lookup per field.
+    return tuple(
+        (spec.name, _ACCEPTED_TYPES[spec.type], not spec.allow_empty and spec.type in _SIZED_TYPES, spec)
+        for spec in fields
+    )
+
+
+def _check_lines(
+    lines: Iterable[bytes],
+    checks: tuple[_FieldCheck, ...],
+    max_examples: int | None,
+    has_bom: bool,
+    digest: Any,
+    result: DatasetValidationResult,
+) -> None:
+    """The hot loop: hash, skip blanks, decode, parse, check. Problems go to the slow helpers below."""
+    errors = result.errors
+    hash_line = digest.update
+    loads = _DECODER.decode
+    line_no = 0
+    records = 0
+    try:
+        for raw in lines:
+            line_no += 1
+            hash_line(raw)
+            if raw.isspace():
+                continue
+            records += 1
+            try:
+                record = loads(raw.decode("utf-8"))
+            except ValueError as exc:  # UnicodeDecodeError and JSONDecodeError are both ValueErrors
+                errors.append(_parse_issue(exc, line_no, has_bom and line_no == 1))
+            else:
+                if type(record) is not dict:
+                    errors.append(
+                        DatasetIssue(line_no, None, f"expected a JSON object, got {_json_type(record)}")
+                    )
+                else:
+                    for name, accepted, reject_empty, spec in checks:
+                        value = record.get(name, _ABSENT)
+                        if type(value) in accepted:
+                            if reject_empty and (not value or (type(value) is str and value.isspace())):
+                                errors.append(DatasetIssue(line_no, name, _empty_message(value)))
+                        else:
+                            message = _mismatch_message(value, spec)
+                            if message is not None:
+                                errors.append(DatasetIssue(line_no, name, message))
+            if records == max_examples:
+                result.stopped_at_max_examples = True  # provisional: _hash_rest says if anything was left
+                break
+    finally:  # also when a read fails half way, so the error can name the line
+        result.lines = line_no
+        result.records = records
+
+
+def _parse_issue(exc: ValueError, line_no: int, after_bom: bool) -> DatasetIssue:
+    if isinstance(exc, UnicodeDecodeError):
+        byte = exc.start + 1 + (len(_UTF8_BOM) if after_bom else 0)
+        bad = exc.object[exc.start : exc.start + 1].hex()
+        return DatasetIssue(line_no, None, f"invalid UTF-8 ({exc.reason}: byte 0x{bad} at byte {byte})")
+    if isinstance(exc, json.JSONDecodeError):
+        column = exc.colno + (1 if after_bom else 0)  # the BOM is one character
+        return DatasetIssue(line_no, None, f"invalid JSON ({exc.msg} at column {column})")
+    return DatasetIssue(line_no, None, f"invalid JSON ({exc})")
+
+
+def _mismatch_message(value: Any, spec: FieldSpec) -> str | None:
+    """Why a value of the wrong type is wrong, or None if it is an optional field left out or null."""
+    if value is _ABSENT:
+        return "is missing" if spec.required else None
+    if value is None:
+        return "is null" if spec.required else None
+    return f"expected {spec.type}, got {_json_type(value)}"
+
+
+def _empty_message(value: Any) -> str:
+    if isinstance(value, str):
+        return "is an empty string" if not value else "is a whitespace-only string"
+    return f"is an empty {_json_type(value)}"
+
+
+def _json_type(value: Any) -> str:
+    return _JSON_TYPE_NAMES.get(type(value), type(value).__name__)

@@ -7,7 +7,6 @@ of the stage that failed. Heavy libraries are imported only inside the stages th
 from __future__ import annotations
 
 import logging
-import os
 import sys
 import traceback
 from pathlib import Path
@@ -18,6 +17,7 @@ from thinker.config.check import check_config
 from thinker.config.enums import Stage
 from thinker.entry import release_stderr
 from thinker.errors import ExitCode, ThinkerError
+from thinker.paths import project_root, resolve_input
 from thinker.tracking.fingerprint import config_fingerprint
 from thinker.tracking.provenance import git_commit, git_dirty
 from thinker.tracking.run_record import RECORD_NAME, RunRecord
@@ -57,8 +57,9 @@ def new_record(cfg: DictConfig, run_dir: Path) -> RunRecord:
     record.stage = str(cfg.stage)
     record.backend = str(OmegaConf.select(cfg, "backend.name", default=None))
     record.dataset_path = OmegaConf.select(cfg, "data.path", default=None, throw_on_missing=False)
-    record.git_commit = git_commit()
-    record.git_dirty = git_dirty() if record.git_commit else None
+    code_dir = project_root() or Path.cwd()  # the code's commit, wherever the run is launched from
+    record.git_commit = git_commit(code_dir)
+    record.git_dirty = git_dirty(code_dir) if record.git_commit else None
     try:
         record.config_fingerprint = config_fingerprint(cfg)
     except Exception:  # an incomplete config has no fingerprint; the config stage will say why
@@ -139,7 +140,7 @@ def run(cfg: DictConfig) -> float | None:
 def environment_for_gate(cfg: DictConfig) -> dict[str, str]:
     """Variables the dataset-contract tests read (tests/gate)."""
     return {
-        "THINKER_DATA_PATH": os.path.abspath(str(cfg.data.path)),
+        "THINKER_DATA_PATH": str(resolve_input(str(cfg.data.path)).resolve()),
         "THINKER_DATA_FORMAT": str(cfg.data.format),
         "THINKER_PROMPT_FIELD": str(cfg.data.prompt_field),
         "THINKER_COMPLETION_FIELD": str(cfg.data.completion_field),

@@ -14,6 +14,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from thinker.errors import NotAvailableYet, ThinkerError
+from thinker.paths import resolve_input
 from thinker.tracking.run_record import RunRecord
 
 log = logging.getLogger("thinker")
@@ -57,7 +58,8 @@ def log_run_metadata(session: Any, cfg: DictConfig, record: RunRecord) -> None:
         "method": str(cfg.method.name), "model": cfg.model.name, "data": cfg.data.name,
         "run_dir": str(record.path.parent),
     })
-    log_dataset(session.client, session.run_id, str(cfg.data.path), record.dataset_sha256, cfg.data.name)
+    log_dataset(session.client, session.run_id, str(resolve_input(str(cfg.data.path))), record.dataset_sha256,
+                cfg.data.name)
 
 
 def stage_validate(ctx: StageContext) -> None:
@@ -73,8 +75,9 @@ def stage_validate(ctx: StageContext) -> None:
         return
 
     path = str(cfg.data.path)
+    found = resolve_input(path)
     log.info("validating %s against the %s schema", path, cfg.data.name)
-    result = validate_dataset(path, FieldSpec.from_config(cfg.data.schema), max_examples=cfg.data.max_examples)
+    result = validate_dataset(found, FieldSpec.from_config(cfg.data.schema), max_examples=cfg.data.max_examples)
     record.dataset_sha256 = result.sha256
     record.stage_update(
         "validate", "running", dataset_records=result.records, dataset_errors=len(result.errors)
@@ -93,7 +96,7 @@ def stage_validate(ctx: StageContext) -> None:
     gate = cfg.validation.pytest
     if gate.enabled:
         log.info("pytest gate: %s -m %r", " ".join(gate.paths), gate.markers)
-        outcome = run_pytest_gate(list(gate.paths), gate.markers, list(gate.args), environment_for_gate(cfg))
+        outcome = run_pytest_gate([str(resolve_input(p)) for p in gate.paths], gate.markers, list(gate.args), environment_for_gate(cfg))
         record.stage_update("validate", "running", pytest=outcome.status)
         if outcome.status != "passed":
             raise ThinkerError(
@@ -111,7 +114,7 @@ def stage_validate(ctx: StageContext) -> None:
 def _record_dataset_digest(ctx: StageContext) -> None:
     from thinker.tracking.provenance import file_sha256
 
-    ctx.record.dataset_sha256 = file_sha256(str(ctx.cfg.data.path))
+    ctx.record.dataset_sha256 = file_sha256(resolve_input(str(ctx.cfg.data.path)))
     ctx.record.write()
 
 

@@ -22,7 +22,9 @@ class TrainingReport:
     backend: str
     checkpoint_dir: Path | None
     metrics: dict[str, float] = field(default_factory=dict)
-    extra: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)  # JSON-able details for the run record
+    # in-memory results for programmatic callers (trained model, tokenizer); never recorded
+    objects: dict[str, Any] = field(default_factory=dict, repr=False)
 
 
 class TrainingBackend(Protocol):

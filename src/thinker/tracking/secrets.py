@@ -12,7 +12,9 @@ from collections.abc import Mapping
 from typing import Any
 
 MASK = "***"
-_SECRET_KEY = re.compile(r"(api[_-]?key|token|secret|password|passwd|credential)", re.IGNORECASE)
+# A key names a secret when it *ends* in one of these words (HF_TOKEN, api_key), not merely contains one
+# (trained_tokens, tokenizer_corpus are not secrets).
+_SECRET_KEY = re.compile(r"(^|[_.\-])(api[_-]?key|key|token|secret|password|passwd|credentials?)$", re.IGNORECASE)
 # Names of variables that only *name* a credential (api_key_env: TINKER_API_KEY) are not secrets.
 _NAMES_A_VARIABLE = re.compile(r"_env$", re.IGNORECASE)
 _KEY_PREFIXES = re.compile(r"\b(sk-[A-Za-z0-9_\-]{8,}|hf_[A-Za-z0-9]{8,}|tml-[A-Za-z0-9_\-]{8,}|fw_[A-Za-z0-9]{8,})")

@@ -20,6 +20,7 @@ from omegaconf import DictConfig
 
 from thinker.backends import TrainingReport
 from thinker.errors import ExitCode, ThinkerError
+from thinker.paths import resolve_input
 
 log = logging.getLogger("thinker")
 
@@ -119,9 +120,22 @@ def _find_resume_checkpoint(run_dir: Path) -> Path:
     return last
 
 
-def train(cfg: DictConfig, run_dir: Path, session: Any = None) -> TrainingReport:
+def _quiet_lightning() -> None:
+    """Lightning adds its own console handler; Hydra's root handler already prints (and files) its records."""
+    for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
+        logging.getLogger(name).handlers.clear()
+    # its info lines (device summary, cloud-logger tips) repeat what thinker logs; warnings still show
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
+    # its tips about cloud loggers and "eval mode" module counts are noise in a launcher's output
+    import warnings
+
+    warnings.filterwarnings("ignore", message=".*module\\(s\\) in eval mode.*")
+    warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\).*")
+
+
+def train(cfg: DictConfig, run_dir: Path, session: Any = None, callbacks: tuple = ()) -> TrainingReport:
+    """Fine-tune per `cfg` into `run_dir`. `callbacks`: extra Lightning callbacks (tools and tests)."""
     import lightning.pytorch as pl
-    import torch
     from lightning.pytorch.callbacks import ModelCheckpoint
 
     from thinker.backends.local.checkpointing import AtomicCheckpointIO, GracefulStop
@@ -132,24 +146,25 @@ def train(cfg: DictConfig, run_dir: Path, session: Any = None) -> TrainingReport
     from thinker.models.loading import count_parameters, load_causal_lm, load_tokenizer, resolve_model_path
     from thinker.tracking.mlflow_logger import BatchedMlflowLogger
 
+    _quiet_lightning()
     device = device_type(cfg)
     precision = lightning_precision(str(cfg.trainer.precision))
     ckpt_path = _find_resume_checkpoint(run_dir) if cfg.resume else None
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
 
     # model
-    path = resolve_model_path(cfg.model, int(cfg.seed), [Path(p) for p in cfg.model.tokenizer_corpus])
+    path = resolve_model_path(cfg.model, int(cfg.seed), [resolve_input(p) for p in cfg.model.tokenizer_corpus])
     tokenizer = load_tokenizer(path, cfg.model.revision)
     quant = dict(cfg.method) if str(cfg.method.name) == "qlora" else None
     model = load_causal_lm(path, method=str(cfg.method.name), quant=quant, dtype="fp32",
-                           revision=cfg.model.revision, device=device)
+                           revision=cfg.model.revision)
     model = apply_method(model, cfg.method, device)
     trainable, total = count_parameters(model)
     log.info("parameters: %s trainable of %s total (%.2f%%)", f"{trainable:,}", f"{total:,}",
              100.0 * trainable / max(total, 1))
 
     # data
-    examples = read_examples(cfg.data.path, cfg.data.prompt_field, cfg.data.completion_field, cfg.data.max_examples)
+    examples = read_examples(resolve_input(str(cfg.data.path)), cfg.data.prompt_field, cfg.data.completion_field, cfg.data.max_examples)
     train_ex, val_ex = split_examples(examples, float(cfg.data.validation_split), int(cfg.seed))
     weights = LossWeights(float(cfg.data.claim_c1_weight), float(cfg.data.evidence_weight))
     packed = "sequence_packing" in [str(o) for o in cfg.trainer.optimizations]
@@ -178,7 +193,7 @@ def train(cfg: DictConfig, run_dir: Path, session: Any = None) -> TrainingReport
         every_n_train_steps=every, save_top_k=int(cfg.trainer.save_total_limit), monitor="step", mode="max",
         save_last=True,
     )
-    callbacks: list[Any] = [stopper, periodic]
+    all_callbacks: list[Any] = [stopper, periodic, *callbacks]
     logger = BatchedMlflowLogger(session.client, session.run_id) if session is not None else False
     if session is not None:
         session.log_metrics({"trainable_params": trainable, "total_params": total,
@@ -199,7 +214,7 @@ def train(cfg: DictConfig, run_dir: Path, session: Any = None) -> TrainingReport
         num_sanity_val_steps=0,
         log_every_n_steps=int(cfg.trainer.log_every_n_steps),
         logger=logger,
-        callbacks=callbacks,
+        callbacks=all_callbacks,
         plugins=[AtomicCheckpointIO()],
         enable_model_summary=False,
         default_root_dir=str(run_dir),
@@ -229,7 +244,7 @@ def train(cfg: DictConfig, run_dir: Path, session: Any = None) -> TrainingReport
         {"base_model": cfg.model.name, "base_path": str(path), "method": str(cfg.method.name),
          "steps": trainer.global_step, "metrics": metrics},
     )
-    torch.set_grad_enabled(True)
     log.info("saved %s to %s", "adapter" if str(cfg.method.name) != "full" else "model", out)
     return TrainingReport(backend="local", checkpoint_dir=out, metrics=metrics,
-                          extra={"packing": packed, "truncated_examples": st.truncated})
+                          extra={"packing": packed, "truncated_examples": st.truncated},
+                          objects={"model": module.model, "tokenizer": tokenizer, "datamodule": data})

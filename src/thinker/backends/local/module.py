@@ -39,6 +39,7 @@ class FineTuneModule(pl.LightningModule):
     def __init__(self, model: torch.nn.Module, optimizer_cfg: Any, total_steps: int, device_type: str = "cpu"):
         super().__init__()
         self.model = model
+        self.model.train()  # from_pretrained returns eval mode; Lightning keeps whatever mode it finds
         self.optimizer_cfg = optimizer_cfg
         self.total_steps = max(1, total_steps)
         self.device_type = device_type

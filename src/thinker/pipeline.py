@@ -35,9 +35,10 @@ STAGES_FOR = {
 
 def _run_dir(cfg: DictConfig) -> Path:
     try:
-        return Path(cfg.output.dir)
-    except Exception:  # no Hydra runtime (tools, tests): fall back to a local folder
-        return Path("outputs") / "adhoc"
+        configured = cfg.output.dir
+    except Exception:  # no Hydra runtime (tools, tests)
+        configured = None
+    return Path(configured) if configured else Path("outputs") / "adhoc"
 
 
 def _hydra_context() -> tuple[str | None, list[str]]:

@@ -125,8 +125,11 @@ def stage_train(ctx: StageContext) -> None:
     name = str(cfg.backend.name)
     train = get_backend(name)
     record.stage_update("train", "running", backend=name, method=str(cfg.method.name), model=cfg.model.name)
-    report = train(cfg, ctx.run_dir, ctx.open_session())
+    session = ctx.open_session()
+    report = train(cfg, ctx.run_dir, session)
     ctx.results["train"] = report
+    if session is not None and report.checkpoint_dir is not None:
+        log_weights(session, report.checkpoint_dir)
     record.metrics.update(report.metrics)
     record.stage_update(
         "train",
@@ -136,6 +139,17 @@ def stage_train(ctx: StageContext) -> None:
         metrics=report.metrics,
         **report.extra,
     )
+
+
+# Adapters are small and go into MLflow whole; a full model above this size is referenced by path only.
+MAX_WEIGHTS_ARTIFACT_BYTES = 200 * 1024 * 1024
+
+
+def log_weights(session: Any, weights_dir: Path) -> None:
+    size = sum(p.stat().st_size for p in Path(weights_dir).rglob("*") if p.is_file())
+    if size <= MAX_WEIGHTS_ARTIFACT_BYTES:
+        session.log_artifact(weights_dir, "weights")
+    session.set_tags({"weights_path": str(Path(weights_dir).resolve()), "weights_bytes": size})
 
 
 def stage_eval(ctx: StageContext) -> None:

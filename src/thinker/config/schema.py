@@ -40,6 +40,9 @@ class ModelConfig:
     from_scratch: bool = False
     # bitsandbytes can load this architecture in 4 bit (needed for method=qlora)
     supports_4bit: bool = True
+    # the learning rate adam-family optimizers start from with this model (optimizer.lr overrides it):
+    # a randomly initialised builtin model needs a far larger step than a pretrained one
+    recommended_lr: float = 2e-4
     # model name on the Tinker service, for backend=tinker (None: not offered there)
     tinker_name: str | None = None
     # architecture parameters for source=builtin (seed 002 decision 6: they live with the model)
@@ -218,7 +221,7 @@ class EvaluationConfig:
 
 @dataclass
 class OutputConfig:
-    dir: str = "${hydra:runtime.output_dir}"
+    dir: str | None = "${hydra:runtime.output_dir}"  # None when no Hydra run is active (--cfg)
     # name under which a run's weights are registered; None: {base}-finetuned-{timestamp}
     name: str | None = None
 

@@ -247,4 +247,5 @@ def train(cfg: DictConfig, run_dir: Path, session: Any = None, callbacks: tuple 
     log.info("saved %s to %s", "adapter" if str(cfg.method.name) != "full" else "model", out)
     return TrainingReport(backend="local", checkpoint_dir=out, metrics=metrics,
                           extra={"packing": packed, "truncated_examples": st.truncated},
-                          objects={"model": module.model, "tokenizer": tokenizer, "datamodule": data})
+                          objects={"model": module.model, "tokenizer": tokenizer, "datamodule": data,
+                                   "module": module, "base_path": path})

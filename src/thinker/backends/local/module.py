@@ -8,6 +8,7 @@ plus the RNG states, so a resumed run continues exactly where the interrupted on
 
 from __future__ import annotations
 
+import logging
 import random
 import time
 from typing import Any
@@ -19,6 +20,8 @@ import torch.nn.functional as F  # noqa: N812
 from thinker.backends.local.optimizers import build_optimizer
 from thinker.backends.local.schedules import lr_multiplier
 from thinker.data.tokenize import IGNORE_INDEX
+
+log = logging.getLogger("thinker")
 
 
 def token_losses(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -47,6 +50,7 @@ class FineTuneModule(pl.LightningModule):
         self._val_sum = 0.0
         self._val_count = 0
         self.trained_tokens = 0
+        self.val_history: list[tuple[int, float]] = []
         self._t0: float | None = None
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -89,7 +93,10 @@ class FineTuneModule(pl.LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         if self._val_count:
-            self.log("val_loss", self._val_sum / self._val_count, prog_bar=True, on_epoch=True)
+            val_loss = self._val_sum / self._val_count
+            self.log("val_loss", val_loss, prog_bar=True, on_epoch=True)
+            self.val_history.append((int(self.global_step), val_loss))
+            log.info("step %d/%d: held-out loss %.4f", self.global_step, self.total_steps, val_loss)
 
     def configure_optimizers(self) -> dict[str, Any]:
         params = [p for p in self.model.parameters() if p.requires_grad]

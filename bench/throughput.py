@@ -1,0 +1,271 @@
+"""Training throughput of the local backend vs a plain Hugging Face Trainer + PEFT LoRA baseline.
+
+    python bench/throughput.py                      # lora, batch 8, 768 tokens, default steps
+    python bench/throughput.py --steps 10 --method qlora
+
+Both sides fine-tune the builtin tiny-qwen model on the same train split of data/sample/claims.jsonl with
+the same batch size, maximum length, number of optimizer steps, LoRA settings, AdamW hyper-parameters and
+cosine schedule, in this one process (baseline first, then ours).
+
+- baseline: what a typical user writes. Each example is tokenised (prompt tokens masked to -100; the ids
+  and labels are exactly ours, minus our loss weights), batches are padded to their longest example with
+  an attention mask (DataCollatorForSeq2Seq), and transformers.Trainer runs `max_steps` steps on the CPU.
+- ours: thinker.backends.local.backend.train() with sequence packing (rows of max_seq_length, several
+  examples each, position_ids restarting per example, no padding inside a row).
+- ours without packing (trainer.optimizations=[]), for reference.
+
+The metric is NON-PADDING input tokens per second of training: a packed batch holds more examples than a
+padded one, which is the point of packing. Only the training loop is timed (trainer.train() and
+Lightning's fit); building and loading the model and tokenising are not. No side evaluates. Our side
+also writes its checkpoints inside fit, as a real run does; the "steps s" column is the time inside
+optimizer steps only, so the difference shows the per-run overhead.
+
+The last line is the ratio of our packed tokens/s to the baseline's (goal >= 1.5x).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import os
+import statistics
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from _common import ROOT, compose, quiet
+
+# No held-out part: neither side evaluates, so the timed loop is training only, on the same examples.
+VALIDATION_SPLIT = 0.0
+
+
+@dataclass
+class Result:
+    name: str
+    seconds: float  # wall time of the training loop
+    tokens: int = 0  # non-padding input tokens in the batches consumed
+    losses: list[float] = field(default_factory=list)  # mean token cross-entropy per optimizer step
+    step_seconds: list[float] = field(default_factory=list)
+    examples: int = 0  # examples in the batches consumed
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.tokens / max(self.seconds, 1e-9)
+
+
+# ---------------------------------------------------------------- shared setup
+
+
+def overrides(args: argparse.Namespace, packed: bool) -> list[str]:
+    out = [
+        f"method={args.method}", "logger=none",
+        f"trainer.max_steps={args.steps}", f"trainer.batch_size={args.batch_size}",
+        f"trainer.max_seq_length={args.max_seq_length}", "trainer.grad_accum=1", "trainer.evaluations=1",
+        f"data.validation_split={VALIDATION_SPLIT}",
+    ]
+    return out if packed else [*out, "trainer.optimizations=[]"]
+
+
+def model_path(cfg: Any) -> str:
+    """The builtin model's folder (built on first use under THINKER_MODELS_DIR); the same for both sides."""
+    from thinker.models.loading import resolve_model_path
+    from thinker.paths import resolve_input
+
+    return resolve_model_path(cfg.model, int(cfg.seed), [resolve_input(p) for p in cfg.model.tokenizer_corpus])
+
+
+def train_examples(cfg: Any) -> list[Any]:
+    from thinker.data.examples import read_examples, split_examples
+    from thinker.paths import resolve_input
+
+    examples = read_examples(resolve_input(str(cfg.data.path)), cfg.data.prompt_field, cfg.data.completion_field,
+                             cfg.data.max_examples)
+    return split_examples(examples, float(cfg.data.validation_split), int(cfg.seed))[0]
+
+
+# ---------------------------------------------------------------- baseline: transformers.Trainer + PEFT
+
+
+def baseline_dataset(cfg: Any, tokenizer: Any) -> list[dict[str, list[int]]]:
+    from thinker.data.tokenize import tokenize_example
+
+    max_len = int(cfg.trainer.max_seq_length)
+    return [
+        {"input_ids": t.input_ids, "labels": t.labels}
+        for t in (tokenize_example(tokenizer, ex.prompt, ex.completion, max_length=max_len)
+                  for ex in train_examples(cfg))
+    ]
+
+
+def baseline_model(cfg: Any, path: str) -> Any:
+    """The base model loaded as ours loads it, with the same LoRA adapters (peft, all-linear)."""
+    import transformers
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+
+    from thinker.models.loading import load_causal_lm
+
+    transformers.set_seed(int(cfg.seed))
+    method = cfg.method
+    quant = dict(method) if str(method.name) == "qlora" else None
+    model = load_causal_lm(path, method=str(method.name), quant=quant, dtype="fp32")
+    if quant is not None:
+        # as ours does on a CPU: gradient checkpointing would only add recomputation here
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    lora = LoraConfig(r=int(method.rank), lora_alpha=float(method.alpha), lora_dropout=float(method.dropout),
+                      target_modules=str(method.target_modules), bias=str(method.bias), task_type="CAUSAL_LM")
+    return get_peft_model(model, lora)
+
+
+def baseline_arguments(cfg: Any, out_dir: str) -> Any:
+    from transformers import TrainingArguments
+
+    opt = cfg.optimizer
+    return TrainingArguments(
+        output_dir=out_dir, per_device_train_batch_size=int(cfg.trainer.batch_size),
+        gradient_accumulation_steps=1, max_steps=int(cfg.trainer.max_steps),
+        learning_rate=float(opt.lr), weight_decay=float(opt.weight_decay), adam_beta1=float(opt.betas[0]),
+        adam_beta2=float(opt.betas[1]), adam_epsilon=float(opt.eps), max_grad_norm=float(opt.max_grad_norm),
+        optim="adamw_torch", lr_scheduler_type=str(opt.scheduler.type),
+        warmup_steps=float(opt.scheduler.warmup_ratio),  # a float below 1 is a ratio of the total steps
+        logging_steps=1, report_to="none", save_strategy="no", eval_strategy="no", use_cpu=True,
+        seed=int(cfg.seed), dataloader_num_workers=0, disable_tqdm=True,
+    )
+
+
+def run_baseline(cfg: Any, path: str) -> Result:
+    import torch
+    from transformers import DataCollatorForSeq2Seq, Trainer, TrainerCallback
+
+    from thinker.models.loading import load_tokenizer
+
+    tokenizer = load_tokenizer(path)
+    dataset = baseline_dataset(cfg, tokenizer)
+    model = baseline_model(cfg, path)
+    counts = {"tokens": 0, "examples": 0}
+    step_seconds: list[float] = []
+
+    class CountingTrainer(Trainer):
+        # counted where a batch is consumed: the accelerate loader fetches one batch ahead of use
+        def training_step(self, model: Any, inputs: dict[str, torch.Tensor], *rest: Any, **kw: Any) -> Any:
+            counts["tokens"] += int(inputs["attention_mask"].sum())
+            counts["examples"] += int(inputs["input_ids"].size(0))
+            return super().training_step(model, inputs, *rest, **kw)
+
+    class StepTimer(TrainerCallback):
+        def on_step_begin(self, *_: Any, **__: Any) -> None:
+            self.t0 = time.perf_counter()
+
+        def on_step_end(self, *_: Any, **__: Any) -> None:
+            step_seconds.append(time.perf_counter() - self.t0)
+
+    with tempfile.TemporaryDirectory() as out_dir:
+        trainer = CountingTrainer(
+            model=model, args=baseline_arguments(cfg, out_dir), train_dataset=dataset,
+            data_collator=DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100),
+            callbacks=[StepTimer()],
+        )
+        started = time.perf_counter()
+        trainer.train()
+        seconds = time.perf_counter() - started
+    losses = [float(e["loss"]) for e in trainer.state.log_history if "loss" in e]
+    return Result("HF Trainer + PEFT (padded)", seconds, counts["tokens"], losses, step_seconds,
+                  counts["examples"])
+
+
+# ---------------------------------------------------------------- ours: the local backend
+
+
+def served_rows(trainer: Any, batch_idx: int) -> list[Any]:
+    """The rows of train batch `batch_idx`, in the order our loader serves them this epoch."""
+    loader = trainer.train_dataloader  # the ResumableLoader itself (a single train loader)
+    order = loader.order(loader.epoch)
+    return [loader.rows[i] for i in order[batch_idx * loader.batch_size:(batch_idx + 1) * loader.batch_size]]
+
+
+def ours_recorder(result: Result) -> Any:
+    """A Lightning callback that counts served tokens and records per-step loss and time into `result`."""
+    import lightning.pytorch as pl
+
+    class Recorder(pl.Callback):
+        def on_train_batch_start(self, trainer: Any, module: Any, batch: Any, batch_idx: int) -> None:
+            rows = served_rows(trainer, batch_idx)
+            assert len(rows) == batch["input_ids"].size(0), "row bookkeeping out of step with the loader"
+            result.tokens += sum(len(r) for r in rows)
+            result.examples += sum(r.n_examples for r in rows)
+            self.t0 = time.perf_counter()
+
+        def on_train_batch_end(self, trainer: Any, module: Any, *_: Any) -> None:
+            result.step_seconds.append(time.perf_counter() - self.t0)
+            result.losses.append(float(trainer.callback_metrics["train_loss"]))
+
+    return Recorder()
+
+
+def run_ours(cfg: Any, name: str) -> Result:
+    from thinker.backends.local.backend import train
+
+    result = Result(name, 0.0)
+    with tempfile.TemporaryDirectory() as run_dir, contextlib.redirect_stdout(io.StringIO()):
+        # stdout swallowed: Lightning's progress bar (kept on, as in a real run) writes there
+        report = train(cfg, Path(run_dir), session=None, callbacks=(ours_recorder(result),))
+    quiet()  # train() resets Lightning's loggers
+    result.seconds = report.metrics["train_seconds"]
+    steps = int(report.metrics["optimizer_steps"])
+    assert len(result.losses) == steps * int(cfg.trainer.grad_accum), "a batch was not counted"
+    return result
+
+
+# ---------------------------------------------------------------- report
+
+
+def print_table(results: list[Result]) -> None:
+    print(f"{'':32} {'tokens/s':>9} {'tokens':>9} {'examples':>8} {'seconds':>8} {'steps s':>8} "
+          f"{'s/step':>7} {'final loss':>10}")
+    for r in results:
+        median_step = statistics.median(r.step_seconds) if r.step_seconds else float("nan")
+        final = r.losses[-1] if r.losses else float("nan")
+        print(f"{r.name:32} {r.tokens_per_second:9.0f} {r.tokens:9d} {r.examples:8d} {r.seconds:8.2f} "
+              f"{sum(r.step_seconds):8.2f} {median_step:7.3f} {final:10.4f}")
+
+
+def print_loss_comparison(baseline: Result, others: list[Result]) -> None:
+    print("\nloss curves (mean token cross-entropy on completions, per optimizer step). Packing changes what a")
+    print("step contains (more, different examples per batch) and ours weights some lines in its objective,")
+    print("so the curves are not expected to coincide, only to fall alike.")
+    for r in others:
+        n = min(len(baseline.losses), len(r.losses))
+        mad = sum(abs(a - b) for a, b in zip(baseline.losses[:n], r.losses[:n], strict=True)) / max(n, 1)
+        print(f"  {r.name:32} vs baseline: mean |diff| over {n} steps {mad:.4f}; first {r.losses[0]:.4f} vs "
+              f"{baseline.losses[0]:.4f}; final {r.losses[-1]:.4f} vs {baseline.losses[-1]:.4f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=40, help="optimizer steps per side")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--max-seq-length", type=int, default=768)
+    parser.add_argument("--method", choices=("lora", "qlora"), default="lora")
+    args = parser.parse_args()
+    quiet()
+    os.chdir(ROOT)  # the config's data and corpus paths are relative to the project
+
+    with tempfile.TemporaryDirectory() as models:
+        os.environ.setdefault("THINKER_MODELS_DIR", models)  # reuse a models folder if one is configured
+        packed_cfg, unpacked_cfg = compose(overrides(args, True)), compose(overrides(args, False))
+        path = model_path(packed_cfg)
+        baseline = run_baseline(packed_cfg, path)
+        ours = run_ours(packed_cfg, "ours (packed)")
+        unpacked = run_ours(unpacked_cfg, "ours (packing off)")
+
+    print(f"\n{args.method}, batch {args.batch_size}, max length {args.max_seq_length}, {args.steps} optimizer "
+          f"steps per side, {len(train_examples(packed_cfg))} train examples")
+    print_table([baseline, ours, unpacked])
+    print_loss_comparison(baseline, [ours, unpacked])
+    print(f"ratio ours/baseline tokens/s: {ours.tokens_per_second / baseline.tokens_per_second:.2f}x (goal >= 1.5)")
+
+
+if __name__ == "__main__":
+    main()

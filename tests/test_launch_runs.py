@@ -1,0 +1,182 @@
+"""launch.py end to end, as a user runs it: MLflow contents, interruption, sweeps, user errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from conftest import ROOT, clean_env, launch
+
+pytestmark = pytest.mark.slow
+
+TINY = ["data.max_examples=32", "trainer.max_seq_length=256", "trainer.batch_size=4", "trainer.evaluations=2"]
+
+
+@pytest.fixture
+def env(tmp_path_factory):
+    models = tmp_path_factory.getbasetemp() / "shared-models"
+    return clean_env(THINKER_MODELS_DIR=str(models), HF_HUB_OFFLINE="1")
+
+
+def client_for(cwd):
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=f"sqlite:///{cwd / 'mlflow.db'}")
+
+
+def only_run(cwd):
+    client = client_for(cwd)
+    exp = client.get_experiment_by_name("thinker")
+    runs = client.search_runs([exp.experiment_id])
+    return client, runs
+
+
+def test_default_run_is_tracked_in_mlflow_with_provenance(tmp_path, env):
+    out = launch(["method=lora", "trainer.max_steps=4", *TINY, "hydra.run.dir=run"], cwd=tmp_path, env=env)
+    assert out.returncode == 0, out.stderr[-3000:]
+    record = json.loads((tmp_path / "run" / "run_record.json").read_text())
+    assert record["exit_status"] == "succeeded" and record["stages"]["validate"]["pytest"] == "passed"
+    assert record["stages"]["eval"]["status"] == "not_available"
+    client, runs = only_run(tmp_path)
+    assert len(runs) == 1
+    run = runs[0]
+    assert run.info.status == "FINISHED" and run.info.run_id == record["mlflow_run_id"]
+    assert run.data.params["optimizer.lr"] == "0.003" and run.data.params["method.name"] == "lora"
+    tags = run.data.tags
+    assert tags["dataset_sha256"] == record["dataset_sha256"] and len(tags["dataset_sha256"]) == 64
+    assert tags["config_fingerprint"] == record["config_fingerprint"]
+    assert tags["git_commit"] == str(record["git_commit"]) and tags["backend"] == "local"
+    assert tags["method"] == "lora" and tags["model"] == "tiny-qwen"
+    history = client.get_metric_history(run.info.run_id, "train_loss")
+    assert [m.step for m in history] == [1, 2, 3, 4] or len(history) >= 4
+    assert "val_loss" in run.data.metrics
+    inputs = run.inputs.dataset_inputs
+    assert inputs and inputs[0].dataset.digest == record["dataset_sha256"][:16]
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"run_record.json", "config", "weights"} <= artifacts
+    weights = {a.path for a in client.list_artifacts(run.info.run_id, "weights")}
+    assert "weights/adapter_model.safetensors" in weights
+    assert record["metrics"]["logging_overhead_fraction"] < 0.02
+
+
+def test_secrets_stay_out_of_logs_params_and_records(tmp_path, env):
+    secret = "hf_SECRETsecretSECRET123456"
+    out = launch(["method=lora", "trainer.max_steps=1", *TINY, "validation.pytest.enabled=false",
+                  "hydra.run.dir=run"], cwd=tmp_path, env={**env, "HF_TOKEN": secret})
+    assert out.returncode == 0, out.stderr[-3000:]
+    for path in (tmp_path / "run").rglob("*"):
+        if path.is_file() and path.suffix in (".json", ".yaml", ".log"):
+            assert secret not in path.read_text(errors="ignore"), path
+    assert secret not in out.stdout + out.stderr
+    _client, runs = only_run(tmp_path)
+    assert secret not in json.dumps(runs[0].data.params) + json.dumps(runs[0].data.tags)
+
+
+def test_sigint_saves_checkpoint_and_marks_run_killed(tmp_path, env):
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "launch.py"), "method=lora", "trainer.max_steps=400", *TINY,
+         "validation.pytest.enabled=false", "hydra.run.dir=run"],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    deadline = time.time() + 240
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        if "held-out loss" in line or time.time() > deadline:  # training is under way
+            break
+    proc.send_signal(signal.SIGINT)
+    rest, _ = proc.communicate(timeout=240)
+    output = "".join(lines) + rest
+    assert proc.returncode == int(130), output[-3000:]
+    assert "[thinker] error: training stopped by SIGINT" in output and "resume=true" in output
+    assert "Traceback" not in output
+    run_dir = tmp_path / "run"
+    record = json.loads((run_dir / "run_record.json").read_text())
+    assert record["exit_status"] == "interrupted" and record["exit_code"] == 130
+    import torch
+
+    ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)
+    assert ckpt["global_step"] >= 1 and "thinker_rng" in ckpt
+    assert not list(run_dir.rglob("*.tmp")) and not (run_dir / "weights").exists()
+    _client, runs = only_run(tmp_path)
+    assert runs[0].info.status == "KILLED"
+
+
+def test_kill_9_leaves_last_complete_checkpoint_loadable(tmp_path, env):
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "launch.py"), "method=lora", "trainer.max_steps=400", "trainer.evaluations=200",
+         *TINY[:-1], "validation.pytest.enabled=false", "logger=none", "hydra.run.dir=run"],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    seen = 0
+    for line in proc.stdout:
+        seen += "held-out loss" in line
+        if seen >= 3:
+            break
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=60)
+    import torch
+
+    ckpts = [p for p in (tmp_path / "run" / "checkpoints").glob("*.ckpt")]
+    assert ckpts
+    for path in ckpts:  # every file under its final name is complete
+        assert torch.load(path, weights_only=False)["global_step"] >= 1
+
+
+def test_multirun_gives_comparable_runs(tmp_path, env):
+    out = launch(["-m", "method=lora,qlora", "trainer.max_steps=2", *TINY, "validation.pytest.enabled=false"],
+                 cwd=tmp_path, env=env)
+    assert out.returncode == 0, out.stderr[-3000:]
+    client, runs = only_run(tmp_path)
+    assert sorted(r.data.tags["method"] for r in runs) == ["lora", "qlora"]
+    keys = [set(r.data.metrics) for r in runs]
+    assert keys[0] == keys[1] and {"train_loss", "val_loss", "trainable_params"} <= keys[0]
+    assert len({r.data.tags["config_fingerprint"] for r in runs}) == 2
+
+
+def test_bad_dataset_stops_before_training_with_validate_exit_code(tmp_path, env):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": "p", "completion": "CLAIM[c1]: x"}\n[1, 2]\n{"prompt": ""}\n')
+    out = launch([f"data.path={bad}", "hydra.run.dir=run"], cwd=tmp_path, env=env)
+    assert out.returncode == 3
+    assert "line 2" in out.stdout + out.stderr and "line 3" in out.stdout + out.stderr
+    last = [ln for ln in out.stderr.splitlines() if ln.strip()][-1]
+    assert last.startswith("[thinker] error: dataset failed validation")
+    record = json.loads((tmp_path / "run" / "run_record.json").read_text())
+    assert record["stages"]["validate"]["status"] == "failed" and "train" not in record["stages"]
+    assert not (tmp_path / "mlflow.db").exists(), "no MLflow run for a run that never trained"
+
+
+def test_missing_credential_fails_fast_without_printing_it(tmp_path, env):
+    out = launch(["backend=tinker", "method=lora", "hydra.run.dir=run"], cwd=tmp_path,
+                 env={**env, "TINKER_API_KEY": ""})
+    assert out.returncode == 2 and "TINKER_API_KEY is not set" in out.stderr
+
+
+def test_not_yet_available_backend_says_so(tmp_path, env):
+    secret = "tml-THISisSECRET12345678"
+    out = launch(["backend=tinker", "method=lora", "validation.pytest.enabled=false", "hydra.run.dir=run"],
+                 cwd=tmp_path, env={**env, "TINKER_API_KEY": secret})
+    assert out.returncode == 7 and "not available yet" in out.stderr
+    assert secret not in out.stdout + out.stderr + (tmp_path / "run" / "run_record.json").read_text()
+
+
+def test_validation_can_be_skipped_and_that_is_recorded(tmp_path, env):
+    out = launch(["stage=validate", "validation.enabled=false", "hydra.run.dir=run"], cwd=tmp_path, env=env)
+    assert out.returncode == 0
+    record = json.loads((tmp_path / "run" / "run_record.json").read_text())
+    assert record["stages"]["validate"]["status"] == "skipped" and "debug only" in record["stages"]["validate"]["reason"]
+    assert record["dataset_sha256"]
+
+
+def test_stage_validate_runs_schema_and_pytest_gate_only(tmp_path, env):
+    out = launch(["stage=validate", "hydra.run.dir=run"], cwd=tmp_path, env=env)
+    assert out.returncode == 0, out.stderr[-2000:]
+    record = json.loads((tmp_path / "run" / "run_record.json").read_text())
+    assert record["stages"]["validate"] == {**record["stages"]["validate"], "status": "passed", "pytest": "passed"}
+    assert set(record["stages"]) == {"config", "validate"} and record["exit_status"] == "succeeded"

@@ -1,0 +1,172 @@
+"""The local backend for real: short Lightning runs of the tiny model on the shipped data, on the CPU.
+
+Each run is a handful of optimizer steps on a slice of the sample data; the builtin model is built once
+per session into a temporary models folder.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import pytest
+import torch
+from conftest import compose
+
+from thinker.errors import ExitCode, ThinkerError
+
+pytestmark = pytest.mark.slow
+
+FAST = ["data.max_examples=40", "trainer.max_seq_length=256", "trainer.batch_size=4", "validation.pytest.enabled=false",
+        "logger=none"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def models_dir(tmp_path_factory):
+    path = tmp_path_factory.mktemp("models")
+    old = os.environ.get("THINKER_MODELS_DIR")
+    os.environ["THINKER_MODELS_DIR"] = str(path)
+    yield path
+    if old is None:
+        os.environ.pop("THINKER_MODELS_DIR", None)
+    else:
+        os.environ["THINKER_MODELS_DIR"] = old
+
+
+def run_train(tmp_path, overrides, callbacks=()):
+    from thinker.backends.local.backend import train
+
+    cfg = compose([*FAST, f"output.dir={tmp_path}", *overrides])
+    return cfg, train(cfg, tmp_path, None, callbacks=callbacks)
+
+
+def sample_batch(report):
+    rows = report.objects["datamodule"].val_rows[:2]
+    from thinker.data.packing import collate
+
+    return collate(rows, pad_id=report.objects["tokenizer"].pad_token_id, packed=True)
+
+
+@pytest.mark.parametrize("method", ["full", "lora", "qlora"])
+def test_each_method_trains_and_saves_hf_weights(tmp_path, method):
+    _cfg, report = run_train(tmp_path, [f"method={method}", "trainer.max_steps=2"])
+    weights = report.checkpoint_dir
+    assert report.metrics["optimizer_steps"] == 2
+    assert torch.isfinite(torch.tensor(report.metrics["val_loss"]))
+    if method == "full":
+        assert (weights / "model.safetensors").exists()
+        assert report.metrics["trainable_params"] == report.metrics["total_params"]
+    else:
+        assert (weights / "adapter_config.json").exists() and (weights / "adapter_model.safetensors").exists()
+        assert report.metrics["trainable_params"] < 0.2 * report.metrics["total_params"]
+    if method == "qlora":
+        import bitsandbytes as bnb
+
+        assert any(isinstance(m, bnb.nn.Linear4bit) for m in report.objects["model"].modules())
+    assert not [p for p in tmp_path.rglob("*.tmp")], "temporary files left behind"
+
+
+def test_held_out_loss_goes_down(tmp_path):
+    _cfg, report = run_train(tmp_path, ["method=lora", "optimizer.lr=3e-3", "trainer.max_steps=16",
+                                        "trainer.evaluations=4", "data.max_examples=80"])
+    history = report.objects["module"].val_history
+    assert len(history) >= 3
+    first, last = history[0][1], history[-1][1]
+    assert last < first - 0.5, history
+
+
+@pytest.mark.parametrize("method", ["lora", "qlora"])
+def test_saved_adapter_reloads_to_identical_logits(tmp_path, method):
+    from peft import PeftModel
+
+    from thinker.models.loading import load_causal_lm
+
+    cfg, report = run_train(tmp_path, [f"method={method}", "trainer.max_steps=3", "method.dropout=0.0"])
+    batch = sample_batch(report)
+    trained = report.objects["model"].eval()
+    base_path = report.objects["base_path"]
+    quant = dict(cfg.method) if method == "qlora" else None
+    base = load_causal_lm(base_path, method=method, quant=quant)
+    reloaded = PeftModel.from_pretrained(base, str(report.checkpoint_dir)).eval()
+    with torch.no_grad():
+        a = trained(input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False).logits
+        b = reloaded(input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False).logits
+    assert torch.equal(a, b)
+
+
+def test_merged_model_matches_adapter(tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    from thinker.cli import main
+
+    _cfg, report = run_train(tmp_path / "run", ["method=lora", "trainer.max_steps=3", "method.dropout=0.0"])
+    assert main(["models", "merge", str(tmp_path / "run"), "--out", str(tmp_path / "merged")]) == 0
+    merged = AutoModelForCausalLM.from_pretrained(tmp_path / "merged").eval()
+    batch = sample_batch(report)
+    with torch.no_grad():
+        a = report.objects["model"].eval()(input_ids=batch["input_ids"], position_ids=batch["position_ids"],
+                                           use_cache=False).logits
+        b = merged(input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False).logits
+    torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+
+
+class SignalAtStep:
+    """Sends this process a real SIGTERM after optimizer step `step`, as a scheduler would."""
+
+    def __init__(self, step: int):
+        import lightning.pytorch as pl
+
+        class _Cb(pl.Callback):
+            def on_train_batch_end(cb, trainer, *args):
+                if trainer.global_step == step and not getattr(cb, "sent", False):
+                    cb.sent = True
+                    os.kill(os.getpid(), signal.SIGTERM)
+
+        self.callback = _Cb()
+
+
+def test_resume_reaches_the_same_loss_as_an_uninterrupted_run(tmp_path):
+    steps = ["method=lora", "trainer.max_steps=8", "trainer.evaluations=2", "optimizer.lr=2e-3",
+             "data.max_examples=60"]
+    _cfg, straight = run_train(tmp_path / "straight", steps)
+
+    interrupted_dir = tmp_path / "interrupted"
+    signal_at = SignalAtStep(3)
+    # Lightning's own callbacks run before ours (thinker's GracefulStop checks on the next batch end)
+    with pytest.raises(ThinkerError) as info:
+        run_train(interrupted_dir, steps, callbacks=(signal_at.callback,))
+    assert info.value.exit_code == ExitCode.INTERRUPTED
+    assert (interrupted_dir / "checkpoints" / "last.ckpt").exists()
+    assert signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None) or callable(signal.getsignal(signal.SIGTERM))
+
+    _cfg, resumed = run_train(interrupted_dir, [*steps, "resume=true"])
+    assert resumed.metrics["optimizer_steps"] == straight.metrics["optimizer_steps"] == 8
+    # Same seed, same batches, same RNG: on the CPU the two runs agree to float rounding.
+    assert resumed.metrics["train_loss"] == pytest.approx(straight.metrics["train_loss"], rel=1e-4)
+    assert resumed.metrics["val_loss"] == pytest.approx(straight.metrics["val_loss"], rel=1e-4)
+
+
+def test_resume_without_checkpoint_is_a_clear_error(tmp_path):
+    with pytest.raises(ThinkerError) as info:
+        run_train(tmp_path, ["resume=true"])
+    assert "no checkpoint" in str(info.value) and "hydra.run.dir" in str(info.value)
+
+
+def test_save_total_limit_keeps_only_the_newest_checkpoints(tmp_path):
+    run_train(tmp_path, ["method=lora", "trainer.max_steps=6", "trainer.evaluations=3", "trainer.save_total_limit=1"])
+    ckpts = sorted(p.name for p in (tmp_path / "checkpoints").glob("*.ckpt"))
+    assert ckpts == ["last.ckpt", "step000006.ckpt"], ckpts
+
+
+def test_paged_optimizer_on_cpu_is_a_clear_error(tmp_path):
+    with pytest.raises(ThinkerError) as info:
+        run_train(tmp_path, ["method=lora", "optimizer=paged_adamw", "trainer.max_steps=1"])
+    assert "CUDA" in str(info.value)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_qlora_on_cuda(tmp_path):
+    _cfg, report = run_train(tmp_path, ["method=qlora", "trainer=gpu", "trainer.precision=bf16",
+                                        "method.compute_dtype=bf16", "trainer.max_steps=3", *FAST])
+    assert torch.isfinite(torch.tensor(report.metrics["val_loss"]))

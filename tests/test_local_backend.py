@@ -71,8 +71,9 @@ def test_held_out_loss_goes_down(tmp_path):
                                         "trainer.evaluations=4", "data.max_examples=80"])
     history = report.objects["module"].val_history
     assert len(history) >= 3
-    first, last = history[0][1], history[-1][1]
-    assert last < first - 0.5, history
+    losses = [loss for _step, loss in history]
+    assert all(b < a for a, b in zip(losses, losses[1:])), history  # falls at every evaluation
+    assert losses[0] - losses[-1] > 0.2, history
 
 
 @pytest.mark.parametrize("method", ["lora", "qlora"])

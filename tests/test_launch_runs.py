@@ -79,8 +79,8 @@ def test_secrets_stay_out_of_logs_params_and_records(tmp_path, env):
 
 def test_sigint_saves_checkpoint_and_marks_run_killed(tmp_path, env):
     proc = subprocess.Popen(
-        [sys.executable, str(ROOT / "launch.py"), "method=lora", "trainer.max_steps=400", *TINY,
-         "validation.pytest.enabled=false", "hydra.run.dir=run"],
+        [sys.executable, str(ROOT / "launch.py"), "method=lora", "trainer.max_steps=60", *TINY[:-1],
+         "trainer.evaluations=20", "validation.pytest.enabled=false", "hydra.run.dir=run"],
         cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     deadline = time.time() + 240
@@ -109,7 +109,7 @@ def test_sigint_saves_checkpoint_and_marks_run_killed(tmp_path, env):
 
 def test_kill_9_leaves_last_complete_checkpoint_loadable(tmp_path, env):
     proc = subprocess.Popen(
-        [sys.executable, str(ROOT / "launch.py"), "method=lora", "trainer.max_steps=400", "trainer.evaluations=200",
+        [sys.executable, str(ROOT / "launch.py"), "method=lora", "trainer.max_steps=40", "trainer.evaluations=20",
          *TINY[:-1], "validation.pytest.enabled=false", "logger=none", "hydra.run.dir=run"],
         cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
@@ -118,6 +118,7 @@ def test_kill_9_leaves_last_complete_checkpoint_loadable(tmp_path, env):
         seen += "held-out loss" in line
         if seen >= 3:
             break
+    assert seen >= 3, "training never reached its third evaluation"
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(timeout=60)
     import torch

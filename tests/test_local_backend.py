@@ -159,6 +159,17 @@ def test_save_total_limit_keeps_only_the_newest_checkpoints(tmp_path):
     assert ckpts == ["last.ckpt", "step000006.ckpt"], ckpts
 
 
+def test_8bit_adamw_runs_on_cpu_with_8bit_state(tmp_path):
+    _cfg, report = run_train(tmp_path, ["method=lora", "optimizer=adamw_8bit", "trainer.max_steps=2"])
+    assert report.metrics["optimizer_steps"] == 2
+    optimizer = report.objects["module"].trainer.optimizers[0]
+    import bitsandbytes as bnb
+
+    assert isinstance(optimizer, bnb.optim.AdamW8bit)
+    big = [s for s in optimizer.state.values() if "state1" in s and s["state1"].numel() >= 4096]
+    assert big and all(s["state1"].dtype == torch.uint8 for s in big)
+
+
 def test_paged_optimizer_on_cpu_is_a_clear_error(tmp_path):
     with pytest.raises(ThinkerError) as info:
         run_train(tmp_path, ["method=lora", "optimizer=paged_adamw", "trainer.max_steps=1"])

@@ -92,7 +92,7 @@ def test_sigint_saves_checkpoint_and_marks_run_killed(tmp_path, env):
     proc.send_signal(signal.SIGINT)
     rest, _ = proc.communicate(timeout=240)
     output = "".join(lines) + rest
-    assert proc.returncode == int(130), output[-3000:]
+    assert proc.returncode == 130, output[-3000:]
     assert "[thinker] error: training stopped by SIGINT" in output and "resume=true" in output
     assert "Traceback" not in output
     run_dir = tmp_path / "run"

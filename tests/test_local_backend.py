@@ -72,7 +72,7 @@ def test_held_out_loss_goes_down(tmp_path):
     history = report.objects["module"].val_history
     assert len(history) >= 3
     losses = [loss for _step, loss in history]
-    assert all(b < a for a, b in zip(losses, losses[1:])), history  # falls at every evaluation
+    assert all(b < a for a, b in zip(losses, losses[1:], strict=False)), history  # falls at every evaluation
     assert losses[0] - losses[-1] > 0.2, history
 
 

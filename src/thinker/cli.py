@@ -6,30 +6,22 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import sys
 
 from thinker.errors import ThinkerError
 
-
-def _merge(args: argparse.Namespace) -> int:
-    from thinker.models.merge import merge_adapter
-
-    out = merge_adapter(args.run, args.out)
-    print(f"[thinker] merged model written to {out}")
-    return 0
+# one module per noun under thinker.commands, each with register(subparsers)
+COMMAND_MODULES = ["models"]
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="thinker", description="Thinker tools. Train with: python launch.py")
     parser.add_argument("--verbose", action="store_true", help="show tracebacks for errors")
     sub = parser.add_subparsers(dest="command", required=True)
-    models = sub.add_parser("models", help="work with trained and imported models")
-    models_sub = models.add_subparsers(dest="models_command", required=True)
-    merge = models_sub.add_parser("merge", help="merge a run's LoRA adapter into its base model")
-    merge.add_argument("run", help="a run folder (outputs/...) or its weights/ folder")
-    merge.add_argument("--out", required=True, help="folder for the merged model (must not exist)")
-    merge.set_defaults(func=_merge)
+    for name in COMMAND_MODULES:
+        importlib.import_module(f"thinker.commands.{name}").register(sub)
     return parser
 
 

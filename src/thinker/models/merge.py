@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 from thinker.errors import ThinkerError
+from thinker.tracking.atomic import atomic_directory
 
 log = logging.getLogger("thinker")
 
@@ -39,20 +37,12 @@ def merge_adapter(adapter_dir: str | Path, out_dir: str | Path) -> Path:
         raise ThinkerError(f"{out_dir} exists and is not empty", "--out", "choose a new folder", stage="record")
     model = AutoPeftModelForCausalLM.from_pretrained(str(adapter_dir))
     merged = model.merge_and_unload()
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
+    with atomic_directory(out_dir) as tmp:
         merged.save_pretrained(tmp, safe_serialization=True)
         AutoTokenizer.from_pretrained(str(adapter_dir)).save_pretrained(tmp)
         meta_src = adapter_dir / "metadata.json"
         meta = json.loads(meta_src.read_text()) if meta_src.exists() else {}
         meta["merged_from_adapter"] = str(adapter_dir.resolve())
         (tmp / "metadata.json").write_text(json.dumps(meta, indent=2) + "\n")
-        if out_dir.exists():
-            out_dir.rmdir()
-        os.replace(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     log.info("merged %s into %s", adapter_dir, out_dir)
     return out_dir

@@ -9,9 +9,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
-import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -21,6 +18,7 @@ from omegaconf import DictConfig
 from thinker.backends import TrainingReport
 from thinker.errors import ExitCode, ThinkerError
 from thinker.paths import resolve_input
+from thinker.tracking.atomic import atomic_directory
 
 log = logging.getLogger("thinker")
 
@@ -94,17 +92,10 @@ def save_weights_atomically(model: Any, tokenizer: Any, target: Path, metadata: 
     """save_pretrained into a temp folder beside `target`, then rename: never a half-written adapter."""
     import json
 
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    try:
+    with atomic_directory(target) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
         (tmp / "metadata.json").write_text(json.dumps(metadata, indent=2, default=str) + "\n")
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return target
 
 

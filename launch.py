@@ -10,7 +10,10 @@ from omegaconf import DictConfig
 
 import thinker.config.schema  # noqa: F401  (registers the structured configs with Hydra)
 from thinker.entry import guarded_main
+from thinker.models.registry_options import register_registry_options
 from thinker.pipeline import run
+
+register_registry_options()  # model=<registry name> composes (models/registry.json, read without torch)
 
 
 @hydra.main(config_path="conf", config_name="config", version_base="1.3")

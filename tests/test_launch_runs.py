@@ -41,7 +41,12 @@ def test_default_run_is_tracked_in_mlflow_with_provenance(tmp_path, env):
     assert out.returncode == 0, out.stderr[-3000:]
     record = json.loads((tmp_path / "run" / "run_record.json").read_text())
     assert record["exit_status"] == "succeeded" and record["stages"]["validate"]["pytest"] == "passed"
-    assert record["stages"]["eval"]["status"] == "not_available"
+    evaluation = record["stages"]["eval"]
+    assert evaluation["status"] == "passed" and evaluation["metrics"]["total"] == 8  # evaluation.max_samples
+    eval_metrics = ("total", "c1_exact_match", "c1_exact_match_rate", "evidence_string_match_avg",
+                    "evidence_semantic_match_avg", "relation_accuracy")
+    assert all(record["metrics"][name] == evaluation["metrics"][name] for name in eval_metrics)
+    assert "c1_exact_match_rate" in out.stdout and (tmp_path / "run" / "eval" / "predictions.jsonl").is_file()
     client, runs = only_run(tmp_path)
     assert len(runs) == 1
     run = runs[0]
@@ -55,10 +60,12 @@ def test_default_run_is_tracked_in_mlflow_with_provenance(tmp_path, env):
     history = client.get_metric_history(run.info.run_id, "train_loss")
     assert [m.step for m in history] == [1, 2, 3, 4] or len(history) >= 4
     assert "val_loss" in run.data.metrics
+    assert all(run.data.metrics[name] == pytest.approx(record["metrics"][name]) for name in eval_metrics)
     inputs = run.inputs.dataset_inputs
     assert inputs and inputs[0].dataset.digest == record["dataset_sha256"][:16]
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
-    assert {"run_record.json", "config", "weights"} <= artifacts
+    assert {"run_record.json", "config", "weights", "eval"} <= artifacts
+    assert "eval/predictions.jsonl" in {a.path for a in client.list_artifacts(run.info.run_id, "eval")}
     weights = {a.path for a in client.list_artifacts(run.info.run_id, "weights")}
     assert "weights/adapter_model.safetensors" in weights
     assert record["metrics"]["logging_overhead_fraction"] < 0.02

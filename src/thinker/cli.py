@@ -1,6 +1,9 @@
 """The `thinker` console command: tools around runs (training itself is `python launch.py`).
 
     thinker models merge RUN_DIR --out DIR     # LoRA adapter + base -> standalone HF model
+    thinker models import Qwen/Qwen2.5-0.5B-Instruct --accept-license   # hub id, URL or folder -> registry
+    thinker models list | info NAME | rm NAME [--force] | lineage NAME
+    thinker data convert-scifact --claims FILE --corpus FILE --out FILE   # SciFact -> prompt/completion
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import sys
 from thinker.errors import ThinkerError
 
 # one module per noun under thinker.commands, each with register(subparsers)
-COMMAND_MODULES = ["models"]
+COMMAND_MODULES = ["models", "data"]
 
 
 def build_parser() -> argparse.ArgumentParser:

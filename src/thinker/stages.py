@@ -7,13 +7,15 @@ raise ThinkerError (with their own stage name) for anything the user can fix.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig
 
-from thinker.errors import NotAvailableYet, ThinkerError
+from thinker.data.source import effective_data_path, prepare_data, source_format
+from thinker.errors import ThinkerError
 from thinker.paths import resolve_input
 from thinker.tracking.run_record import RunRecord
 
@@ -58,8 +60,8 @@ def log_run_metadata(session: Any, cfg: DictConfig, record: RunRecord) -> None:
         "method": str(cfg.method.name), "model": cfg.model.name, "data": cfg.data.name,
         "run_dir": str(record.path.parent),
     })
-    log_dataset(session.client, session.run_id, str(resolve_input(str(cfg.data.path))), record.dataset_sha256,
-                cfg.data.name)
+    log_dataset(session.client, session.run_id, str(effective_data_path(cfg, record.path.parent)),
+                record.dataset_sha256, cfg.data.name)
 
 
 def stage_validate(ctx: StageContext) -> None:
@@ -68,14 +70,17 @@ def stage_validate(ctx: StageContext) -> None:
     from thinker.validation.pytest_gate import run_pytest_gate
 
     cfg, record = ctx.cfg, ctx.record
+    found = prepare_data(cfg, ctx.run_dir)  # converts data.source_format inputs first; else data.path
     if not cfg.validation.enabled:
         log.warning("validation.enabled=false: the dataset and pytest gate are SKIPPED (debug only)")
         record.stage_update("validate", "skipped", reason="validation.enabled=false (debug only)")
         _record_dataset_digest(ctx)
         return
 
-    path = str(cfg.data.path)
-    found = resolve_input(path)
+    converted = source_format(cfg) is not None
+    path = str(found) if converted else str(cfg.data.path)
+    if converted:
+        record.dataset_path = path  # the file this run really validates and trains on
     log.info("validating %s against the %s schema", path, cfg.data.name)
     result = validate_dataset(found, FieldSpec.from_config(cfg.data.schema), max_examples=cfg.data.max_examples)
     record.dataset_sha256 = result.sha256
@@ -96,7 +101,8 @@ def stage_validate(ctx: StageContext) -> None:
     gate = cfg.validation.pytest
     if gate.enabled:
         log.info("pytest gate: %s -m %r", " ".join(gate.paths), gate.markers)
-        outcome = run_pytest_gate([str(resolve_input(p)) for p in gate.paths], gate.markers, list(gate.args), environment_for_gate(cfg))
+        outcome = run_pytest_gate([str(resolve_input(p)) for p in gate.paths], gate.markers, list(gate.args),
+                                  {**environment_for_gate(cfg), "THINKER_DATA_PATH": str(found.resolve())})
         record.stage_update("validate", "running", pytest=outcome.status)
         if outcome.status != "passed":
             raise ThinkerError(
@@ -114,7 +120,7 @@ def stage_validate(ctx: StageContext) -> None:
 def _record_dataset_digest(ctx: StageContext) -> None:
     from thinker.tracking.provenance import file_sha256
 
-    ctx.record.dataset_sha256 = file_sha256(resolve_input(str(ctx.cfg.data.path)))
+    ctx.record.dataset_sha256 = file_sha256(effective_data_path(ctx.cfg, ctx.run_dir))
     ctx.record.write()
 
 
@@ -128,6 +134,7 @@ def stage_train(ctx: StageContext) -> None:
     session = ctx.open_session()
     report = train(cfg, ctx.run_dir, session)
     ctx.results["train"] = report
+    registered = register_weights(ctx, report.checkpoint_dir)
     if session is not None and report.checkpoint_dir is not None:
         log_weights(session, report.checkpoint_dir)
     record.metrics.update(report.metrics)
@@ -137,8 +144,20 @@ def stage_train(ctx: StageContext) -> None:
         backend=report.backend,
         checkpoint_dir=str(report.checkpoint_dir) if report.checkpoint_dir else None,
         metrics=report.metrics,
+        registered_as=registered,
         **report.extra,
     )
+
+
+def register_weights(ctx: StageContext, weights_dir: Path | None) -> str | None:
+    """Put the run's weights in the model registry with their lineage; returns the registered name."""
+    if weights_dir is None:
+        return None
+    from thinker.models.finetunes import register_run_output
+
+    entry = register_run_output(ctx.cfg, Path(weights_dir), ctx.record.mlflow_run_id)
+    log.info("registered the weights as model %s (fine-tuned from %s)", entry.model_name, entry.fine_tuned_from)
+    return entry.model_name
 
 
 # Adapters are small and go into MLflow whole; a full model above this size is referenced by path only.
@@ -153,13 +172,47 @@ def log_weights(session: Any, weights_dir: Path) -> None:
 
 
 def stage_eval(ctx: StageContext) -> None:
+    """Score the trained weights on held-out SciFact claims; metrics go to stdout, the record and MLflow."""
+    from thinker.backends.local.backend import device_type
+    from thinker.evaluation.checkpoint import find_checkpoint
+    from thinker.evaluation.generate import Decoding, local_generator
+    from thinker.evaluation.matching import STRING, load_embedding_matcher
+    from thinker.evaluation.report import metrics_table
+    from thinker.evaluation.runner import evaluate
+    from thinker.evaluation.samples import load_eval_samples
+
     cfg, record = ctx.cfg, ctx.record
-    if not cfg.evaluation.enabled:
+    ev = cfg.evaluation
+    if not ev.enabled:
         record.stage_update("eval", "skipped", reason="evaluation.enabled=false")
         return
-    if str(cfg.stage) == "run":
-        # Part of a full run: say plainly that this stage did not run, and go on to record the rest.
-        log.warning("evaluation stage is not available yet in this version: SKIPPED (not pretending to run)")
-        record.stage_update("eval", "not_available")
-        return
-    raise NotAvailableYet("stage=eval", "the SciFact evaluation stage", "use stage=train or stage=validate for now")
+    if not ev.claims_file or not ev.corpus_file:
+        raise ThinkerError("evaluation needs SciFact claims and corpus files", "evaluation.claims_file / corpus_file",
+                           "set both (or evaluation.enabled=false)", stage="eval")
+    trained = ctx.results.get("train")
+    checkpoint = find_checkpoint(ev.checkpoint_dir, ctx.run_dir, getattr(trained, "checkpoint_dir", None))
+    samples = load_eval_samples(resolve_input(str(ev.claims_file)), resolve_input(str(ev.corpus_file)),
+                                ev.max_samples)
+    record.stage_update("eval", "running", checkpoint_dir=str(checkpoint), samples=len(samples))
+    device = device_type(cfg)
+    d = ev.decoding
+    decoding = Decoding(bool(d.do_sample), float(d.temperature), float(d.top_p), int(d.max_new_tokens), int(cfg.seed))
+    semantic = (load_embedding_matcher(float(ev.embedding.threshold), device) if ev.embedding.enabled else None) or STRING
+    output = Path(ev.output_path) if ev.output_path else Path("eval") / "predictions.jsonl"
+    output = output if output.is_absolute() else ctx.run_dir / output
+    log.info("evaluating %s on %d claims of %s (%s decoding, evidence matcher %s)", checkpoint, len(samples),
+             ev.claims_file, "sampled" if decoding.do_sample else "greedy", semantic.name)
+    started = time.perf_counter()
+    result = evaluate(samples, local_generator(checkpoint, decoding, device), semantic=semantic,
+                      output_path=output, batch_size=int(ev.batch_size))
+    seconds = time.perf_counter() - started
+    print(metrics_table(result.metrics, f"evaluation of {checkpoint} ({len(samples)} claims)"), flush=True)
+
+    record.metrics.update(result.metrics)
+    session = ctx.open_session()
+    if session is not None:
+        session.log_metrics({**result.metrics, "eval_seconds": seconds})
+        session.log_artifact(output, "eval")
+    record.stage_update("eval", "passed", metrics=result.metrics, predictions=str(output),
+                        evidence_semantic_matcher=result.semantic_matcher, eval_seconds=round(seconds, 3),
+                        **result.per_sample)

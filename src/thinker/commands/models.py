@@ -20,3 +20,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     merge.add_argument("run", help="a run folder (outputs/...) or its weights/ folder")
     merge.add_argument("--out", required=True, help="folder for the merged model (must not exist)")
     merge.set_defaults(func=_merge)
+    from thinker.commands.model_registry import add_registry_commands
+
+    add_registry_commands(sub)

@@ -138,6 +138,52 @@ def validation_split_valid(cfg: DictConfig, env: Mapping[str, str]) -> Iterator[
         )
 
 
+def output_name_free(cfg: DictConfig, env: Mapping[str, str]) -> Iterator[Violation]:
+    # A training run registers its weights at the end: a taken output.name or a corrupt registry must stop
+    # it now, not after training. Runs that do not train never read the registry.
+    if _s(cfg.stage) not in ("train", "run"):
+        return
+    from thinker.errors import ThinkerError
+    from thinker.models.finetunes import check_output_name
+
+    try:
+        check_output_name(cfg)
+    except ThinkerError as error:
+        yield Violation(error.what, f"output.name={cfg.output.name}" if cfg.output.name else error.where, error.fix)
+
+
+def evaluation_settings_valid(cfg: DictConfig, env: Mapping[str, str]) -> Iterator[Violation]:
+    # Checked up front so a bad eval setting stops a full run before training, not after it.
+    ev = cfg.evaluation
+    checks = [
+        ("evaluation.max_samples", ev.max_samples, ev.max_samples is None or ev.max_samples >= 1,
+         "use a positive count, or null for every claim"),
+        ("evaluation.batch_size", ev.batch_size, ev.batch_size >= 1, "use a positive batch size"),
+        ("evaluation.decoding.max_new_tokens", ev.decoding.max_new_tokens, ev.decoding.max_new_tokens >= 1,
+         "use a positive number of tokens"),
+        ("evaluation.decoding.temperature", ev.decoding.temperature, ev.decoding.temperature > 0,
+         "use a temperature above 0 (do_sample=false for greedy decoding)"),
+        ("evaluation.decoding.top_p", ev.decoding.top_p, 0 < ev.decoding.top_p <= 1, "use a value in (0, 1]"),
+        ("evaluation.embedding.threshold", ev.embedding.threshold, -1 <= ev.embedding.threshold <= 1,
+         "use a cosine similarity in [-1, 1], e.g. 0.7"),
+    ]
+    for key, value, ok, fix in checks:
+        if not ok:
+            yield Violation(f"{key}={value} is not allowed", key, fix)
+
+
+def data_source_valid(cfg: DictConfig, env: Mapping[str, str]) -> Iterator[Violation]:
+    fmt = cfg.data.get("source_format")
+    if fmt is None:
+        return
+    if fmt != "scifact":
+        yield Violation(f"data.source_format={fmt} is not supported", "data.source_format",
+                        "use scifact, or null when data.path is already prompt/completion JSONL")
+    elif not cfg.data.claims_file or not cfg.data.corpus_file:
+        yield Violation("data.source_format=scifact needs data.claims_file and data.corpus_file",
+                        "data.claims_file / data.corpus_file", "set both to SciFact release files")
+
+
 RULES: list[Rule] = [
     max_steps_valid,
     validation_split_valid,
@@ -147,6 +193,9 @@ RULES: list[Rule] = [
     provider_matches_backend,
     method_supported_by_backend,
     credentials_present,
+    output_name_free,
+    evaluation_settings_valid,
+    data_source_valid,
 ]
 
 

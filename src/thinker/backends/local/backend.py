@@ -133,6 +133,7 @@ def train(cfg: DictConfig, run_dir: Path, session: Any = None, callbacks: tuple 
     from thinker.backends.local.datamodule import FineTuneDataModule, make_rows, stats, tokenize_all
     from thinker.backends.local.module import FineTuneModule
     from thinker.data.examples import read_examples, split_examples
+    from thinker.data.source import effective_data_path
     from thinker.data.tokenize import LossWeights
     from thinker.models.loading import count_parameters, load_causal_lm, load_tokenizer, resolve_model_path
     from thinker.tracking.mlflow_logger import BatchedMlflowLogger
@@ -155,7 +156,7 @@ def train(cfg: DictConfig, run_dir: Path, session: Any = None, callbacks: tuple 
              100.0 * trainable / max(total, 1))
 
     # data
-    examples = read_examples(resolve_input(str(cfg.data.path)), cfg.data.prompt_field, cfg.data.completion_field, cfg.data.max_examples)
+    examples = read_examples(effective_data_path(cfg, run_dir), cfg.data.prompt_field, cfg.data.completion_field, cfg.data.max_examples)
     train_ex, val_ex = split_examples(examples, float(cfg.data.validation_split), int(cfg.seed))
     weights = LossWeights(float(cfg.data.claim_c1_weight), float(cfg.data.evidence_weight))
     packed = "sequence_packing" in [str(o) for o in cfg.trainer.optimizations]

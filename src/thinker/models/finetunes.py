@@ -1,0 +1,85 @@
+"""Register a run's trained weights in the model registry, with its lineage (seed 002, resolved question 6).
+
+A run's weights stay in its run folder; the registry entry points at them. The name is `output.name`, or
+`{base}-finetuned-{timestamp}` (with a counter when parallel jobs finish in the same second).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from thinker.errors import ThinkerError
+from thinker.models.registry import Registry, RegistryEntry, check_name, name_taken_error
+from thinker.tracking.atomic import atomic_write_json
+
+
+def default_finetune_name(base: str, taken: set[str], now: datetime | None = None) -> str:
+    stamp = (now or datetime.now(UTC)).strftime("%Y%m%d-%H%M%S")
+    name = f"{base}-finetuned-{stamp}"
+    counter = 2
+    while name in taken:
+        name = f"{base}-finetuned-{stamp}-{counter}"
+        counter += 1
+    return name
+
+
+def check_output_name(cfg: Any, registry: Registry | None = None) -> None:
+    """Before training: the registry parses, and output.name (when given) is valid and still free."""
+    registry = registry or Registry()
+    entries = registry.entries()  # corrupt -> a clear error now, not after hours of training
+    name = cfg.output.name
+    if name is None:
+        return
+    check_name(str(name))
+    if any(e.model_name == str(name) for e in entries):
+        raise name_taken_error(str(name), registry.path)
+
+
+def register_run_output(cfg: Any, weights_dir: Path, mlflow_run_id: str | None,
+                        registry: Registry | None = None) -> RegistryEntry:
+    """Add the run's weights to the registry and write the lineage into their metadata.json."""
+    registry = registry or Registry()
+    base = str(cfg.model.name)  # the registry name for a registry model, the option name for a shipped one
+    wanted = cfg.output.name
+
+    def make(entries: list[RegistryEntry]) -> RegistryEntry:
+        taken = {e.model_name for e in entries}
+        name = str(wanted) if wanted is not None else default_finetune_name(base, taken)
+        if name in taken:  # registered by another job since the config check
+            raise name_taken_error(name, registry.path)
+        parent = next((e for e in entries if e.model_name == base), None)
+        return RegistryEntry(
+            model_name=name,
+            model_id=parent.model_id if parent else str(cfg.model.source),
+            source="finetune",
+            architecture=str(cfg.model.family),
+            local_path=str(Path(weights_dir).resolve()),
+            license=parent.license if parent else None,
+            fine_tuned_from=base,
+            version=1,
+            mlflow_run_id=mlflow_run_id,
+            params=cfg.model.params,
+            recommended_lr=float(cfg.model.recommended_lr),
+            supports_4bit=bool(cfg.model.supports_4bit),
+            extra={"method": str(cfg.method.name), "run_dir": str(Path(weights_dir).resolve().parent)},
+        )
+
+    try:
+        entry = registry.add(make)
+    except ThinkerError as error:
+        raise ThinkerError(error.what, error.where, f"{error.fix}; the weights are kept in {weights_dir}",
+                           stage="record") from error
+    add_lineage_to_metadata(Path(weights_dir), entry)
+    return entry
+
+
+def add_lineage_to_metadata(weights_dir: Path, entry: RegistryEntry) -> None:
+    path = weights_dir / "metadata.json"
+    existing = json.loads(path.read_text()) if path.is_file() else {}
+    atomic_write_json(path, {**existing, "registered_as": entry.model_name,
+                             "fine_tuned_from": entry.fine_tuned_from, "architecture": entry.architecture,
+                             "mlflow_run_id": entry.mlflow_run_id, "registry": asdict(entry)})

@@ -1,0 +1,232 @@
+"""The model registry: `models/registry.json`, one entry per imported or fine-tuned model (seed 002, decision 3).
+
+Every change is a read-modify-write under an exclusive lock on `models/registry.lock` and lands with an
+atomic rename, so concurrent imports and fine-tuning jobs (a parallel multirun) never lose an entry and a
+crash never leaves half a file. A registry that does not parse is reported, never overwritten.
+
+Imports stay light (no torch, transformers or mlflow): launch.py reads the registry before Hydra composes.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import re
+import shutil
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field, fields
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from thinker.errors import ThinkerError
+from thinker.models.paths import models_dir
+from thinker.tracking.atomic import atomic_write_json
+
+REGISTRY_FILE = "registry.json"
+LOCK_FILE = "registry.lock"
+FORMAT_VERSION = 1
+NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
+
+
+@dataclass
+class RegistryEntry:
+    model_name: str  # unique; what `model=<name>` selects
+    model_id: str  # the hub id, the imported folder, or the base's name for a fine-tune
+    source: str  # huggingface | local | finetune | custom
+    architecture: str  # adapter family: qwen2, qwen3, llama, cognate
+    local_path: str
+    license: str | None = None
+    created_at: str = ""
+    fine_tuned_from: str | None = None  # immediate parent only (seed 002, resolved question 6)
+    version: int = 1
+    mlflow_run_id: str | None = None
+    revision: str | None = None
+    params: int | None = None
+    recommended_lr: float | None = None
+    supports_4bit: bool = True
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RegistryEntry:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def registry_path(folder: Path | None = None) -> Path:
+    return (folder or models_dir()) / REGISTRY_FILE
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def corrupt_error(path: Path, reason: str) -> ThinkerError:
+    return ThinkerError(
+        f"the model registry {path} is corrupt ({reason})",
+        str(path),
+        "fix the JSON by hand or move the file away (thinker never overwrites it)",
+        stage="record",
+    )
+
+
+def parse_registry(path: Path) -> list[RegistryEntry]:
+    """The entries in `path` ([] when it does not exist); a ThinkerError when it does not parse."""
+    if not path.is_file():
+        return []
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise corrupt_error(path, f"not valid JSON: {error}") from None
+    if not isinstance(data, dict) or not isinstance(data.get("models"), list):
+        raise corrupt_error(path, 'expected an object with a "models" list')
+    try:
+        entries = [RegistryEntry.from_dict(item) for item in data["models"]]
+    except TypeError as error:
+        raise corrupt_error(path, f"an entry is incomplete: {error}") from None
+    names = [e.model_name for e in entries]
+    if len(names) != len(set(names)):
+        raise corrupt_error(path, "two entries share a model_name")
+    return entries
+
+
+class Registry:
+    """models_dir()/registry.json. Reads need no lock (writes are atomic renames); changes take the lock."""
+
+    def __init__(self, folder: Path | None = None):
+        self.folder = Path(folder) if folder is not None else models_dir()
+        self.path = registry_path(self.folder)
+
+    # ------------------------------------------------------------ reading
+
+    def entries(self) -> list[RegistryEntry]:
+        return parse_registry(self.path)
+
+    def find(self, name: str) -> RegistryEntry | None:
+        return next((e for e in self.entries() if e.model_name == name), None)
+
+    def get(self, name: str) -> RegistryEntry:
+        entry = self.find(name)
+        if entry is None:
+            raise ThinkerError(
+                f"no model named {name!r} in the registry",
+                str(self.path),
+                "see `thinker models list` for the registered names",
+                stage="record",
+            )
+        return entry
+
+    def children(self, name: str) -> list[RegistryEntry]:
+        return [e for e in self.entries() if e.fine_tuned_from == name]
+
+    def lineage(self, name: str) -> list[RegistryEntry]:
+        """`name` and its ancestors, the model itself first. Stops at a parent that is not registered
+        (a shipped YAML option such as tiny-qwen is a root) and at a cycle (a hand-edited registry)."""
+        by_name = {e.model_name: e for e in self.entries()}
+        chain = [self.get(name)]
+        seen = {name}
+        while (parent := chain[-1].fine_tuned_from) in by_name and parent not in seen:
+            seen.add(parent)
+            chain.append(by_name[parent])
+        return chain
+
+    # ------------------------------------------------------------ changing
+
+    @contextmanager
+    def locked(self) -> Iterator[list[RegistryEntry]]:
+        """Hold the lock, yield the entries; whatever the block leaves in the list is written back."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        with open(self.folder / LOCK_FILE, "a+") as lock:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_EX)  # released when the file closes
+            entries = parse_registry(self.path)  # corrupt -> error, and nothing is written
+            yield entries
+            self._write(entries)
+
+    def _write(self, entries: list[RegistryEntry]) -> None:
+        atomic_write_json(self.path, {"format_version": FORMAT_VERSION, "models": [asdict(e) for e in entries]})
+
+    def add(self, make: Callable[[list[RegistryEntry]], RegistryEntry]) -> RegistryEntry:
+        """Add the entry `make` builds from the current entries (it picks the name while the lock is held,
+        so two writers can never pick the same one)."""
+        with self.locked() as entries:
+            entry = make(entries)
+            if any(e.model_name == entry.model_name for e in entries):
+                raise name_taken_error(entry.model_name, self.path)
+            entry.created_at = entry.created_at or now_iso()
+            entries.append(entry)
+        return entry
+
+    def remove(self, name: str, *, force: bool = False) -> RegistryEntry:
+        """Delete the entry, and its folder when that lives inside the models folder (run folders stay)."""
+        with self.locked() as entries:
+            entry = next((e for e in entries if e.model_name == name), None)
+            if entry is None:
+                self.get(name)  # raises the "no model named" error
+            children = [e.model_name for e in entries if e.fine_tuned_from == name]
+            if children and not force:
+                raise ThinkerError(
+                    f"{name} is the base of {', '.join(children)}",
+                    f"thinker models rm {name}",
+                    "remove those first, or pass --force (their fine_tuned_from then names a missing model)",
+                    stage="record",
+                )
+            entries.remove(entry)
+        folder = Path(entry.local_path)
+        if is_inside(folder, self.folder) and folder.is_dir():
+            shutil.rmtree(folder)
+        return entry
+
+
+def is_inside(path: Path, folder: Path) -> bool:
+    try:
+        resolved, root = path.resolve(), folder.resolve()
+    except OSError:
+        return False
+    return resolved != root and resolved.is_relative_to(root)
+
+
+def name_taken_error(name: str, path: Path) -> ThinkerError:
+    return ThinkerError(
+        f"a model named {name!r} is already registered",
+        str(path),
+        "choose another name (--name, or output.name=... for a run) or remove it with `thinker models rm`",
+        stage="record",
+    )
+
+
+def check_name(name: str, *, reserved: set[str] | None = None) -> None:
+    """A registry name is a Hydra option name: lower case, no slashes or spaces, and no shipped option's."""
+    if not NAME_PATTERN.match(name):
+        raise ThinkerError(
+            f"{name!r} is not a valid model name",
+            "model name",
+            "use lower-case letters, digits, '.', '_' and '-' (starting with a letter or digit)",
+            stage="record",
+        )
+    if name in (reserved if reserved is not None else shipped_model_options()):
+        raise ThinkerError(
+            f"{name!r} is a shipped model option (conf/model/{name}.yaml) and would be shadowed",
+            "model name",
+            "choose another name",
+            stage="record",
+        )
+
+
+def shipped_model_options() -> set[str]:
+    """The names of conf/model/*.yaml: registry entries must never shadow them."""
+    from thinker.paths import project_root
+
+    root = project_root()
+    return {p.stem for p in (root / "conf" / "model").glob("*.yaml")} if root else set()
+
+
+def versioned_name(base: str, model_id: str, entries: list[RegistryEntry]) -> tuple[str, int]:
+    """`base` for the first import of `model_id`, then `base-v2`, `base-v3`, ... (seed 002, question 5)."""
+    taken = {e.model_name for e in entries}
+    version = 1 + sum(1 for e in entries if e.model_id == model_id and e.source != "finetune")
+    name = base if version == 1 else f"{base}-v{version}"
+    while name in taken:
+        version += 1
+        name = f"{base}-v{version}"
+    return name, version

@@ -16,7 +16,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from thinker.backends import TrainingReport
-from thinker.errors import ExitCode, ThinkerError
+from thinker.errors import ExitCode, NotAvailableYet, ThinkerError
 from thinker.paths import resolve_input
 from thinker.tracking.atomic import atomic_directory
 
@@ -138,6 +138,10 @@ def train(cfg: DictConfig, run_dir: Path, session: Any = None, callbacks: tuple 
     from thinker.models.loading import count_parameters, load_causal_lm, load_tokenizer, resolve_model_path
     from thinker.tracking.mlflow_logger import BatchedMlflowLogger
 
+    if str(cfg.method.name) == "pretrain":
+        # ADR-001: pretraining gets its own loop (Cognate + GrokFast), never this fine-tuning one
+        raise NotAvailableYet("method=pretrain", "from-scratch pretraining (Cognate with GrokFast)",
+                              "use method=full, lora or qlora for now")
     _quiet_lightning()
     device = device_type(cfg)
     precision = lightning_precision(str(cfg.trainer.precision))

@@ -60,6 +60,7 @@ class Result:
     step_seconds: list[float] = field(default_factory=list)  # wall time inside each optimizer step
     step_cpu: list[float] = field(default_factory=list)  # process CPU time (all threads) inside each step
     examples: int = 0  # examples in the batches consumed
+    slots: int = 0  # positions in the batches consumed, padding included
     others_cores: float = float("nan")  # cores busy with other processes meanwhile, on average
 
     @property
@@ -206,6 +207,7 @@ def run_baseline(cfg: Any, path: str) -> Result:
         def training_step(self, model: Any, inputs: dict[str, torch.Tensor], *rest: Any, **kw: Any) -> Any:
             result.tokens += int(inputs["attention_mask"].sum())
             result.examples += int(inputs["input_ids"].size(0))
+            result.slots += int(inputs["input_ids"].numel())
             return super().training_step(model, inputs, *rest, **kw)
 
     class StepTimer(TrainerCallback):
@@ -253,6 +255,7 @@ def ours_recorder(result: Result) -> Any:
             assert len(rows) == batch["input_ids"].size(0), "row bookkeeping out of step with the loader"
             result.tokens += sum(len(r) for r in rows)
             result.examples += sum(r.n_examples for r in rows)
+            result.slots += int(batch["input_ids"].numel())
             self.clock.start()
 
         def on_train_batch_end(self, trainer: Any, module: Any, *_: Any) -> None:
@@ -281,16 +284,18 @@ def run_ours(cfg: Any, name: str) -> Result:
 
 
 def print_table(results: list[Result]) -> None:
-    print(f"{'':28} {'tokens/s':>8} {'tokens':>7} {'examples':>8} {'seconds':>7} {'steps s':>7} {'s/step':>6} "
-          f"{'cpu s':>6} {'others':>6} {'final loss':>10}")
+    print(f"{'':28} {'tokens/s':>8} {'tokens':>7} {'examples':>8} {'fill':>5} {'seconds':>7} {'steps s':>7} "
+          f"{'s/step':>6} {'ms/slot':>7} {'cpu s':>6} {'others':>6} {'final loss':>10}")
     for r in results:
         median_step = statistics.median(r.step_seconds) if r.step_seconds else float("nan")
         final = r.losses[-1] if r.losses else float("nan")
-        print(f"{r.name:28} {r.tokens_per_second:8.0f} {r.tokens:7d} {r.examples:8d} {r.seconds:7.2f} "
-              f"{sum(r.step_seconds):7.2f} {median_step:6.2f} {sum(r.step_cpu):6.1f} {r.others_cores:6.2f} "
-              f"{final:10.4f}")
-    print("seconds: wall time of trainer.train() / Lightning fit; steps s: of that, inside optimizer steps;")
-    print("s/step: median step; cpu s: process CPU time inside steps (all threads); others: cores other")
+        steps_s = sum(r.step_seconds)
+        print(f"{r.name:28} {r.tokens_per_second:8.0f} {r.tokens:7d} {r.examples:8d} {r.tokens / r.slots:5.2f} "
+              f"{r.seconds:7.2f} {steps_s:7.2f} {median_step:6.2f} {1000 * steps_s / r.slots:7.3f} "
+              f"{sum(r.step_cpu):6.1f} {r.others_cores:6.2f} {final:10.4f}")
+    print("fill: tokens / (batch rows x width); seconds: wall time of trainer.train() / Lightning fit;")
+    print("steps s: of that, inside optimizer steps; s/step: median step; ms/slot: step time per position")
+    print("(padding included); cpu s: process CPU time inside steps (all threads); others: cores other")
     print("processes kept busy meanwhile (above ~0.2 the wall times are inflated).")
 
 

@@ -29,6 +29,19 @@ def compose(overrides: list[str] | None = None):
         return hydra_compose(config_name="config", overrides=list(overrides or []))
 
 
+@pytest.fixture(scope="module")
+def private_models_dir(tmp_path_factory):
+    """THINKER_MODELS_DIR pointed at a fresh folder for one test module (the builtin model builds there)."""
+    path = tmp_path_factory.mktemp("models")
+    old = os.environ.get("THINKER_MODELS_DIR")
+    os.environ["THINKER_MODELS_DIR"] = str(path)
+    yield path
+    if old is None:
+        os.environ.pop("THINKER_MODELS_DIR", None)
+    else:
+        os.environ["THINKER_MODELS_DIR"] = old
+
+
 @pytest.fixture
 def composed():
     return compose

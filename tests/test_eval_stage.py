@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 
 import pytest
 from conftest import clean_env, compose, launch
@@ -11,23 +10,11 @@ from conftest import clean_env, compose, launch
 from thinker.errors import ExitCode, ThinkerError
 from thinker.evaluation.metrics import METRIC_NAMES
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("private_models_dir")]
 
 FAST = ["data.max_examples=32", "trainer.max_seq_length=256", "trainer.batch_size=4", "trainer.max_steps=2",
         "method=lora", "validation.pytest.enabled=false", "logger=none", "evaluation.max_samples=3",
         "evaluation.decoding.max_new_tokens=24"]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def models_dir(tmp_path_factory):
-    path = tmp_path_factory.mktemp("models")
-    old = os.environ.get("THINKER_MODELS_DIR")
-    os.environ["THINKER_MODELS_DIR"] = str(path)
-    yield path
-    if old is None:
-        os.environ.pop("THINKER_MODELS_DIR", None)
-    else:
-        os.environ["THINKER_MODELS_DIR"] = old
 
 
 def context(run_dir, overrides):

@@ -15,22 +15,10 @@ from conftest import compose
 
 from thinker.errors import ExitCode, ThinkerError
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("private_models_dir")]
 
 FAST = ["data.max_examples=40", "trainer.max_seq_length=256", "trainer.batch_size=4", "validation.pytest.enabled=false",
         "logger=none"]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def models_dir(tmp_path_factory):
-    path = tmp_path_factory.mktemp("models")
-    old = os.environ.get("THINKER_MODELS_DIR")
-    os.environ["THINKER_MODELS_DIR"] = str(path)
-    yield path
-    if old is None:
-        os.environ.pop("THINKER_MODELS_DIR", None)
-    else:
-        os.environ["THINKER_MODELS_DIR"] = old
 
 
 def run_train(tmp_path, overrides, callbacks=()):

@@ -115,12 +115,13 @@ class SignalAtStep:
 
 
 def test_resume_reaches_the_same_loss_as_an_uninterrupted_run(tmp_path):
-    steps = ["method=lora", "trainer.max_steps=8", "trainer.evaluations=2", "optimizer.lr=2e-3",
-             "data.max_examples=60"]
+    # 24 examples make 6 batches an epoch: the run crosses into epoch 1 and is stopped there
+    steps = ["method=lora", "trainer.max_steps=9", "trainer.evaluations=3", "optimizer.lr=2e-3",
+             "data.max_examples=24"]
     _cfg, straight = run_train(tmp_path / "straight", steps)
 
     interrupted_dir = tmp_path / "interrupted"
-    signal_at = SignalAtStep(3)
+    signal_at = SignalAtStep(7)
     # Lightning's own callbacks run before ours (thinker's GracefulStop checks on the next batch end)
     with pytest.raises(ThinkerError) as info:
         run_train(interrupted_dir, steps, callbacks=(signal_at.callback,))
@@ -129,7 +130,7 @@ def test_resume_reaches_the_same_loss_as_an_uninterrupted_run(tmp_path):
     assert signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None) or callable(signal.getsignal(signal.SIGTERM))
 
     _cfg, resumed = run_train(interrupted_dir, [*steps, "resume=true"])
-    assert resumed.metrics["optimizer_steps"] == straight.metrics["optimizer_steps"] == 8
+    assert resumed.metrics["optimizer_steps"] == straight.metrics["optimizer_steps"] == 9
     # Same seed, same batches, same RNG: on the CPU the two runs agree to float rounding.
     assert resumed.metrics["train_loss"] == pytest.approx(straight.metrics["train_loss"], rel=1e-4)
     assert resumed.metrics["val_loss"] == pytest.approx(straight.metrics["val_loss"], rel=1e-4)

@@ -112,3 +112,34 @@ def test_schedules_warm_up_and_respect_the_floor(kind):
         assert values[10] > values[50] > values[99] and values[99] == pytest.approx(0.2, abs=0.02)
     else:
         assert values[10:] == [1.0] * 90
+
+
+def test_token_losses_match_a_manual_shifted_cross_entropy():
+    import torch
+
+    from thinker.backends.local.module import token_losses
+
+    torch.manual_seed(0)
+    logits = torch.randn(2, 5, 7)
+    labels = torch.tensor([[IGNORE_INDEX, 3, 4, IGNORE_INDEX, 1], [IGNORE_INDEX, 0, 6, 2, 5]])
+    losses = token_losses(logits, labels)
+    for b in range(2):
+        for t in range(4):
+            target = int(labels[b, t + 1])
+            expected = 0.0 if target == IGNORE_INDEX else float(-torch.log_softmax(logits[b, t], -1)[target])
+            assert float(losses[b, t]) == pytest.approx(expected, abs=1e-5)
+    assert losses[:, -1].tolist() == [0.0, 0.0]  # the last position predicts nothing
+
+
+def test_each_epoch_gets_a_new_order_and_resume_skips_served_batches():
+    from thinker.backends.local.datamodule import ResumableLoader
+
+    rows = single_rows([_ex(3, 10 * i) for i in range(12)])
+    epoch = {"now": 0}
+    loader = ResumableLoader(rows, 4, 0, packed=False, seed=1, shuffle=True, current_epoch=lambda: epoch["now"])
+    first = [b["input_ids"][:, 0].tolist() for b in loader]
+    epoch["now"] = 1
+    second = [b["input_ids"][:, 0].tolist() for b in loader]
+    assert first != second and sorted(sum(first, [])) == sorted(sum(second, []))
+    loader.load_state_dict({"epoch": 1, "processed": 2})
+    assert [b["input_ids"][:, 0].tolist() for b in loader] == second[2:]

@@ -56,12 +56,14 @@ def stats(tokenized: list[TokenizedExample], rows: list[Row]) -> TokenStats:
 class ResumableLoader:
     """Yields collated batches of rows in a seeded order that changes every epoch.
 
-    Lightning calls set_epoch() before each epoch and saves/loads state_dict() with checkpoints; after a
+    The epoch comes from `current_epoch` (the trainer's) when given: Lightning calls set_epoch only on
+    samplers, which this loader has none of. Lightning saves/loads state_dict() with checkpoints; after a
     load the first `skip` batches of the saved epoch are skipped, so nothing is seen twice.
     """
 
     def __init__(self, rows: list[Row], batch_size: int, pad_id: int, packed: bool, seed: int, shuffle: bool,
-                 processed_in_epoch: Callable[[], int] | None = None):
+                 processed_in_epoch: Callable[[], int] | None = None,
+                 current_epoch: Callable[[], int] | None = None):
         self.rows = rows
         self.batch_size = batch_size
         self.pad_id = pad_id
@@ -71,6 +73,7 @@ class ResumableLoader:
         self.epoch = 0
         self._skip_epoch, self._skip = -1, 0
         self._processed_in_epoch = processed_in_epoch
+        self._current_epoch = current_epoch
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -85,6 +88,8 @@ class ResumableLoader:
         return (len(self.rows) + self.batch_size - 1) // self.batch_size
 
     def __iter__(self) -> Iterator[dict]:
+        if self._current_epoch is not None:
+            self.epoch = int(self._current_epoch())
         idx = self.order(self.epoch)
         start = self._skip if self._skip_epoch == self.epoch else 0
         self._skip_epoch, self._skip = -1, 0
@@ -114,7 +119,7 @@ class FineTuneDataModule(pl.LightningDataModule):
 
     def train_dataloader(self) -> ResumableLoader:
         return ResumableLoader(self.train_rows, self.batch_size, self.pad_id, self.packed, self.seed,
-                               self.shuffle, self._processed_in_epoch)
+                               self.shuffle, self._processed_in_epoch, lambda: self.trainer.current_epoch)
 
     def val_dataloader(self) -> ResumableLoader | list:
         if not self.val_rows:

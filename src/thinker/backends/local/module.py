@@ -24,14 +24,22 @@ from thinker.data.tokenize import IGNORE_INDEX
 log = logging.getLogger("thinker")
 
 
+def shift_left(t: torch.Tensor, fill: float) -> torch.Tensor:
+    """t[:, 1:] padded back to full length: position i holds what position i predicts (token i+1)."""
+    return F.pad(t[:, 1:], (0, 1), value=fill)
+
+
 def token_losses(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Per-token cross-entropy of predicting token t+1 at position t; 0 where the label is ignored."""
-    shift_logits = logits[:, :-1].float()
-    shift_labels = labels[:, 1:]
+    """Per-token cross-entropy of predicting token t+1 at position t; 0 where the label is ignored.
+
+    Labels are shifted rather than logits: slicing the (batch, length, vocab) logits would copy them
+    and, in backward, build another full-size tensor.
+    """
+    targets = shift_left(labels, IGNORE_INDEX)
     return F.cross_entropy(
-        shift_logits.reshape(-1, shift_logits.size(-1)), shift_labels.reshape(-1),
-        ignore_index=IGNORE_INDEX, reduction="none",
-    ).view_as(shift_labels)
+        logits.float().reshape(-1, logits.size(-1)), targets.reshape(-1), ignore_index=IGNORE_INDEX,
+        reduction="none",
+    ).view_as(targets)
 
 
 def weighted_mean(losses: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
@@ -59,8 +67,8 @@ class FineTuneModule(pl.LightningModule):
 
     def _losses(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, int]:
         losses = token_losses(self(batch), batch["labels"])
-        weights = batch["weights"][:, 1:]
-        mask = (batch["labels"][:, 1:] != IGNORE_INDEX).float()
+        weights = shift_left(batch["weights"], 0.0)
+        mask = (shift_left(batch["labels"], IGNORE_INDEX) != IGNORE_INDEX).float()
         n = int(mask.sum().item())
         return weighted_mean(losses, weights), (losses * mask).sum(), n
 

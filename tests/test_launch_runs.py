@@ -188,3 +188,17 @@ def test_stage_validate_runs_schema_and_pytest_gate_only(tmp_path, env):
     record = json.loads((tmp_path / "run" / "run_record.json").read_text())
     assert record["stages"]["validate"] == {**record["stages"]["validate"], "status": "passed", "pytest": "passed"}
     assert set(record["stages"]) == {"config", "validate"} and record["exit_status"] == "succeeded"
+
+
+def test_optuna_search_minimises_the_held_out_loss(tmp_path, env):
+    out = launch(["-m", "hparams_search=optuna", "hydra.sweeper.n_trials=2", "trainer.max_steps=1",
+                  "data.max_examples=16", "trainer.max_seq_length=512", "validation.pytest.enabled=false",
+                  "evaluation.enabled=false", "logger=none"], cwd=tmp_path, env=env)
+    assert out.returncode == 0, out.stderr[-3000:]
+    from omegaconf import OmegaConf
+
+    results = OmegaConf.load(next(tmp_path.glob("multirun/*/*/optimization_results.yaml")))
+    records = [json.loads(p.read_text()) for p in tmp_path.glob("multirun/*/*/*/run_record.json")]
+    assert len(records) == 2
+    assert results.best_value == pytest.approx(min(r["metrics"]["val_loss"] for r in records))
+    assert set(results.best_params) == {"optimizer.lr", "method.rank", "method.dropout"}

@@ -159,6 +159,12 @@ def test_8bit_adamw_runs_on_cpu_with_8bit_state(tmp_path):
     assert big and all(s["state1"].dtype == torch.uint8 for s in big)
 
 
+def test_sequence_length_that_cuts_every_completion_is_a_clear_error(tmp_path):
+    with pytest.raises(ThinkerError) as info:
+        run_train(tmp_path, ["method=lora", "trainer.max_seq_length=32", "trainer.max_steps=1"])
+    assert "trainer.max_seq_length=32" in str(info.value)
+
+
 def test_pretraining_says_it_is_not_available_yet(tmp_path):
     with pytest.raises(ThinkerError) as info:
         run_train(tmp_path, ["method=pretrain", "model=cognate-25m", "optimizer=grokfast"])

@@ -135,6 +135,9 @@ def run(cfg: DictConfig) -> float | None:
         raise SystemExit(int(error.exit_code))
     log.info("run record %s", record.path)
     loss = record.metrics.get("val_loss")
+    if loss is None and "train_loss" in record.metrics:
+        log.warning("no held-out loss (data.validation_split=0?): returning train_loss to sweepers")
+        loss = record.metrics["train_loss"]
     return float(loss) if loss is not None else None
 
 

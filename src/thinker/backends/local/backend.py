@@ -99,6 +99,10 @@ def save_weights_atomically(model: Any, tokenizer: Any, target: Path, metadata: 
     return target
 
 
+def _evaluated_at(module: Any, step: int) -> bool:
+    return bool(module.val_history) and module.val_history[-1][0] == step
+
+
 def _find_resume_checkpoint(run_dir: Path) -> Path:
     last = run_dir / CHECKPOINTS / "last.ckpt"
     if not last.exists():
@@ -172,6 +176,11 @@ def train(cfg: DictConfig, run_dir: Path, session: Any = None, callbacks: tuple 
     st = stats(train_tok, train_rows)
     log.info("data: %d train / %d held-out examples, %d tokens in %d rows (packing %s), %d truncated",
              len(train_ex), len(val_ex), st.tokens, st.rows, "on" if packed else "off", st.truncated)
+    if st.trained_tokens == 0:
+        raise ThinkerError(
+            f"no completion token survives trainer.max_seq_length={max_len} (prompts fill every sequence)",
+            "trainer.max_seq_length", "raise trainer.max_seq_length (the sample data needs about 768)", stage="train",
+        )
     data = FineTuneDataModule(train_rows, val_rows, int(cfg.trainer.batch_size), tokenizer.pad_token_id, packed,
                               int(cfg.seed), bool(cfg.data.shuffle))
 
@@ -220,7 +229,12 @@ def train(cfg: DictConfig, run_dir: Path, session: Any = None, callbacks: tuple 
     trainer.fit(module, datamodule=data, ckpt_path=str(ckpt_path) if ckpt_path else None)
     fit_seconds = time.perf_counter() - started
 
+    if val_rows and not stopper.requested and not _evaluated_at(module, trainer.global_step):
+        # The reported val_loss (and what a sweeper minimises) must describe the final weights.
+        trainer.validate(module, datamodule=data, verbose=False)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k in ("val_loss", "train_loss")}
+    if module.val_history:
+        metrics["val_loss"] = float(module.val_history[-1][1])
     metrics.update(trainable_params=float(trainable), total_params=float(total),
                    trained_tokens=float(module.trained_tokens), optimizer_steps=float(trainer.global_step))
     metrics["train_seconds"] = fit_seconds

@@ -171,8 +171,12 @@ def test_training_a_registry_model_registers_the_fine_tune(tiny_folder, tmp_path
     models = tmp_path / "models"
     env = clean_env(THINKER_MODELS_DIR=str(models), HF_HUB_OFFLINE="1")
     assert thinker_cli(["models", "import", str(tiny_folder), "--accept-license"], models).returncode == 0
-    quick = ["method=full", "trainer.max_steps=2", "trainer.max_seq_length=64", "data.max_examples=16",
-             "logger=none", "validation.pytest.enabled=false", "trainer.evaluations=1"]
+    # short records: the tiny imported tokenizer is byte-level, so the shipped claims would not fit 64 tokens
+    data = tmp_path / "short.jsonl"
+    data.write_text("".join(json.dumps({"prompt": f"Claim {i}?", "completion": f"CLAIM[c1]: claim {i}"}) + "\n"
+                            for i in range(16)))
+    quick = ["method=full", "trainer.max_steps=2", "trainer.max_seq_length=64", "data=jsonl", f"data.path={data}",
+             "logger=none", "validation.pytest.enabled=false", "trainer.evaluations=1", "evaluation.enabled=false"]
 
     out = launch(["model=tiny-import", *quick, "hydra.run.dir=run1"], cwd=tmp_path, env=env)
     assert out.returncode == 0, out.stderr[-3000:]

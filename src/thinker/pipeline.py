@@ -17,7 +17,7 @@ from thinker.config.check import check_config
 from thinker.config.enums import Stage
 from thinker.entry import release_stderr
 from thinker.errors import ExitCode, ThinkerError
-from thinker.paths import project_root, resolve_input
+from thinker.paths import project_root
 from thinker.tracking.fingerprint import config_fingerprint
 from thinker.tracking.provenance import git_commit, git_dirty
 from thinker.tracking.run_record import RECORD_NAME, RunRecord
@@ -140,12 +140,3 @@ def run(cfg: DictConfig) -> float | None:
         loss = record.metrics["train_loss"]
     return float(loss) if loss is not None else None
 
-
-def environment_for_gate(cfg: DictConfig) -> dict[str, str]:
-    """Variables the dataset-contract tests read (tests/gate)."""
-    return {
-        "THINKER_DATA_PATH": str(resolve_input(str(cfg.data.path)).resolve()),
-        "THINKER_DATA_FORMAT": str(cfg.data.format),
-        "THINKER_PROMPT_FIELD": str(cfg.data.prompt_field),
-        "THINKER_COMPLETION_FIELD": str(cfg.data.completion_field),
-    }

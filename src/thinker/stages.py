@@ -64,8 +64,17 @@ def log_run_metadata(session: Any, cfg: DictConfig, record: RunRecord) -> None:
                 record.dataset_sha256, cfg.data.name)
 
 
+def environment_for_gate(cfg: DictConfig, data_path: Path) -> dict[str, str]:
+    """Variables the dataset-contract tests read (tests/gate); data_path is the file really validated."""
+    return {
+        "THINKER_DATA_PATH": str(data_path.resolve()),
+        "THINKER_DATA_FORMAT": str(cfg.data.format),
+        "THINKER_PROMPT_FIELD": str(cfg.data.prompt_field),
+        "THINKER_COMPLETION_FIELD": str(cfg.data.completion_field),
+    }
+
+
 def stage_validate(ctx: StageContext) -> None:
-    from thinker.pipeline import environment_for_gate
     from thinker.validation.dataset import FieldSpec, validate_dataset
     from thinker.validation.pytest_gate import run_pytest_gate
 
@@ -74,7 +83,7 @@ def stage_validate(ctx: StageContext) -> None:
     if not cfg.validation.enabled:
         log.warning("validation.enabled=false: the dataset and pytest gate are SKIPPED (debug only)")
         record.stage_update("validate", "skipped", reason="validation.enabled=false (debug only)")
-        _record_dataset_digest(ctx)
+        _record_dataset_digest(ctx, found)
         return
 
     converted = source_format(cfg) is not None
@@ -102,12 +111,12 @@ def stage_validate(ctx: StageContext) -> None:
     if gate.enabled:
         log.info("pytest gate: %s -m %r", " ".join(gate.paths), gate.markers)
         outcome = run_pytest_gate([str(resolve_input(p)) for p in gate.paths], gate.markers, list(gate.args),
-                                  {**environment_for_gate(cfg), "THINKER_DATA_PATH": str(found.resolve())})
+                                  environment_for_gate(cfg, found))
         record.stage_update("validate", "running", pytest=outcome.status)
         if outcome.status != "passed":
             raise ThinkerError(
                 f"the pytest gate {outcome.status} (exit code {outcome.exit_code})"
-                + (f": {outcome.message}" if getattr(outcome, "message", "") else ""),
+                + (f": {outcome.message}" if outcome.message else ""),
                 f"validation.pytest.paths={list(gate.paths)}",
                 "fix the failing tests above (validation.pytest.enabled=false skips the gate, debug only)",
                 stage="validate",
@@ -117,10 +126,10 @@ def stage_validate(ctx: StageContext) -> None:
     record.stage_update("validate", "passed")
 
 
-def _record_dataset_digest(ctx: StageContext) -> None:
+def _record_dataset_digest(ctx: StageContext, data_path: Path) -> None:
     from thinker.tracking.provenance import file_sha256
 
-    ctx.record.dataset_sha256 = file_sha256(effective_data_path(ctx.cfg, ctx.run_dir))
+    ctx.record.dataset_sha256 = file_sha256(data_path)
     ctx.record.write()
 
 

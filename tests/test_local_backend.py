@@ -55,7 +55,8 @@ def test_each_method_trains_and_saves_hf_weights(tmp_path, method):
 
 
 def test_held_out_loss_goes_down(tmp_path):
-    _cfg, report = run_train(tmp_path, ["method=lora", "optimizer.lr=3e-3", "trainer.max_steps=16",
+    _cfg, report = run_train(tmp_path, ["method=lora", "method.rank=16", "method.alpha=32", "optimizer.lr=3e-3",
+                                        "trainer.max_steps=16",
                                         "trainer.evaluations=4", "data.max_examples=80"])
     history = report.objects["module"].val_history
     assert len(history) >= 3
@@ -64,39 +65,91 @@ def test_held_out_loss_goes_down(tmp_path):
     assert losses[0] - losses[-1] > 0.2, history
 
 
+def logits_of(model, batch):
+    with torch.no_grad():
+        return model.eval()(input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False).logits
+
+
 @pytest.mark.parametrize("method", ["lora", "qlora"])
-def test_saved_adapter_reloads_to_identical_logits(tmp_path, method):
+def test_evaluation_loads_the_adapter_on_the_base_it_was_trained_on(tmp_path, method):
     from peft import PeftModel
 
+    from thinker.evaluation.generate import load_model
     from thinker.models.loading import load_causal_lm
 
-    cfg, report = run_train(tmp_path, [f"method={method}", "trainer.max_steps=3", "method.dropout=0.0"])
+    _cfg, report = run_train(tmp_path, [f"method={method}", "trainer.max_steps=3"])
     batch = sample_batch(report)
-    trained = report.objects["model"].eval()
-    base_path = report.objects["base_path"]
-    quant = dict(cfg.method) if method == "qlora" else None
-    base = load_causal_lm(base_path, method=method, quant=quant)
-    reloaded = PeftModel.from_pretrained(base, str(report.checkpoint_dir)).eval()
-    with torch.no_grad():
-        a = trained(input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False).logits
-        b = reloaded(input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False).logits
-    assert torch.equal(a, b)
+    trained = logits_of(report.objects["model"], batch)
+    evaluated, _tokenizer = load_model(report.checkpoint_dir, "cpu")  # what the eval stage scores
+    torch.testing.assert_close(logits_of(evaluated, batch), trained, atol=1e-5, rtol=1e-5)
+    if method == "qlora":
+        # the adapter on the original full-precision base is a different model from the one trained
+        naive = PeftModel.from_pretrained(load_causal_lm(report.objects["base_path"], method="full", quant=None),
+                                          str(report.checkpoint_dir))
+        assert (logits_of(naive, batch) - trained).abs().max() > 1e-3
 
 
-def test_merged_model_matches_adapter(tmp_path):
+@pytest.mark.parametrize("method", ["lora", "qlora"])
+def test_merged_model_matches_adapter(tmp_path, method):
     from transformers import AutoModelForCausalLM
 
     from thinker.cli import main
 
-    _cfg, report = run_train(tmp_path / "run", ["method=lora", "trainer.max_steps=3", "method.dropout=0.0"])
+    _cfg, report = run_train(tmp_path / "run", [f"method={method}", "trainer.max_steps=3"])
     assert main(["models", "merge", str(tmp_path / "run"), "--out", str(tmp_path / "merged")]) == 0
-    merged = AutoModelForCausalLM.from_pretrained(tmp_path / "merged").eval()
+    merged = AutoModelForCausalLM.from_pretrained(tmp_path / "merged")
     batch = sample_batch(report)
-    with torch.no_grad():
-        a = report.objects["model"].eval()(input_ids=batch["input_ids"], position_ids=batch["position_ids"],
-                                           use_cache=False).logits
-        b = merged(input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False).logits
-    torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(logits_of(merged, batch), logits_of(report.objects["model"], batch),
+                               atol=1e-4, rtol=1e-4)
+
+
+def test_qlora_trains_after_held_out_evaluation_on_a_cpu_with_avx512_bf16(tmp_path, monkeypatch):
+    """bitsandbytes repacks 4-bit weights for CPU inference in eval mode when the CPU has avx512_bf16; force
+    that capability on any CPU, then train -> held-out eval -> train -> final eval."""
+    import bitsandbytes as bnb
+    import bitsandbytes.nn.modules as bnb_modules
+    import lightning.pytorch as pl
+
+    monkeypatch.setattr(bnb_modules, "has_avx512bf16", lambda: True)  # what Linear4bit reads when built
+    built = []
+
+    class Spy(pl.Callback):
+        def on_train_start(self, trainer, module):
+            built.extend(m for m in module.modules() if isinstance(m, bnb.nn.Linear4bit))
+
+    _cfg, report = run_train(tmp_path, ["method=qlora", "trainer.max_steps=4", "trainer.evaluations=2"],
+                             callbacks=(Spy(),))
+    assert built, "no 4-bit layers in the trained model"
+    assert report.metrics["optimizer_steps"] == 4
+    history = report.objects["module"].val_history
+    assert [step for step, _ in history] == [2, 4]  # training went on after the evaluation at step 2
+    assert not any(getattr(m.weight.quant_state, "packing_format_for_cpu", False) for m in built)
+
+
+def test_gradient_accumulation_matches_one_big_batch(tmp_path):
+    """grad_accum=4 x batch 1 and grad_accum=1 x batch 4 see the same rows in one step: same gradients and
+    the same recorded step loss (the loss is normalised over the whole step's target tokens)."""
+    import lightning.pytorch as pl
+
+    def first_step_gradients(overrides, folder):
+        grads = {}
+
+        class Capture(pl.Callback):
+            def on_before_optimizer_step(self, trainer, module, optimizer):
+                if not grads:
+                    grads.update({n: p.grad.detach().clone() for n, p in module.named_parameters()
+                                  if p.grad is not None})
+
+        _cfg, report = run_train(tmp_path / folder, ["method=full", "trainer.max_steps=1", "optimizer=sgd",
+                                                     "data.max_examples=24", *overrides], callbacks=(Capture(),))
+        return grads, report.metrics["train_loss"]
+
+    accumulated, loss_a = first_step_gradients(["trainer.grad_accum=4", "trainer.batch_size=1"], "accum")
+    batched, loss_b = first_step_gradients(["trainer.grad_accum=1", "trainer.batch_size=4"], "batch")
+    assert accumulated.keys() == batched.keys() and len(batched) > 10
+    for name, grad in batched.items():
+        torch.testing.assert_close(accumulated[name], grad, atol=1e-5, rtol=1e-4, msg=name)
+    assert loss_a == pytest.approx(loss_b, rel=1e-5)
 
 
 class SignalAtStep:
@@ -115,9 +168,10 @@ class SignalAtStep:
 
 
 def test_resume_reaches_the_same_loss_as_an_uninterrupted_run(tmp_path):
-    # 24 examples make 6 batches an epoch: the run crosses into epoch 1 and is stopped there
+    # 24 examples make 6 steps an epoch: the run crosses into epoch 1 and is stopped there
+    # grad_accum=2: a stop can only land between optimizer steps, never inside one
     steps = ["method=lora", "trainer.max_steps=9", "trainer.evaluations=3", "optimizer.lr=2e-3",
-             "data.max_examples=24"]
+             "data.max_examples=24", "trainer.batch_size=2", "trainer.grad_accum=2"]
     _cfg, straight = run_train(tmp_path / "straight", steps)
 
     interrupted_dir = tmp_path / "interrupted"

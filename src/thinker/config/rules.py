@@ -138,6 +138,45 @@ def validation_split_valid(cfg: DictConfig, env: Mapping[str, str]) -> Iterator[
         )
 
 
+# Precisions Lightning can train in; fp8 / int8 / int4 are weight formats (4 bit comes from method=qlora).
+TRAINING_PRECISIONS = ("fp32", "bf16", "fp16")
+
+
+def precision_can_train(cfg: DictConfig, env: Mapping[str, str]) -> Iterator[Violation]:
+    precision = _s(cfg.trainer.precision)
+    if precision not in TRAINING_PRECISIONS:
+        yield Violation(
+            f"trainer.precision={precision} is a weight format, not a training precision",
+            "trainer.precision",
+            "use fp32, bf16 or fp16 (4-bit weights come from method=qlora)",
+        )
+    compute = cfg.method.get("compute_dtype")
+    if compute is not None and _s(compute) not in TRAINING_PRECISIONS:
+        yield Violation(f"method.compute_dtype={_s(compute)} cannot be computed in", "method.compute_dtype",
+                        "use fp32, bf16 or fp16, or null to follow trainer.precision")
+    if precision == "fp16" and _s(cfg.backend.name) == BackendName.local and str(cfg.trainer.accelerator) == "cpu":
+        yield Violation("trainer.precision=fp16 mixed precision needs a GPU (the CPU has no fp16 autocast)",
+                        "trainer.precision, trainer.accelerator", "use trainer.precision=bf16 or fp32 on the CPU")
+
+
+def optimizations_supported(cfg: DictConfig, env: Mapping[str, str]) -> Iterator[Violation]:
+    supported = cfg.backend.get("supported_optimizations")
+    if supported is None:  # a remote service decides; its own capability check applies
+        return
+    offered = [_s(o) for o in supported]
+    for feature in (_s(o) for o in cfg.trainer.optimizations):
+        if feature not in offered:
+            yield Violation(
+                f"trainer.optimizations has {feature}, which backend={_s(cfg.backend.name)} does not implement",
+                "trainer.optimizations",
+                f"remove it (this backend offers: {', '.join(offered)})",
+            )
+        elif feature == "flash_attention" and str(cfg.trainer.accelerator) == "cpu":
+            yield Violation("trainer.optimizations has flash_attention, which needs a CUDA GPU",
+                            "trainer.optimizations, trainer.accelerator",
+                            "remove flash_attention on the CPU, or use trainer=gpu")
+
+
 def output_name_free(cfg: DictConfig, env: Mapping[str, str]) -> Iterator[Violation]:
     # A training run registers its weights at the end: a taken output.name or a corrupt registry must stop
     # it now, not after training. Runs that do not train never read the registry.
@@ -193,6 +232,8 @@ RULES: list[Rule] = [
     provider_matches_backend,
     method_supported_by_backend,
     credentials_present,
+    precision_can_train,
+    optimizations_supported,
     output_name_free,
     evaluation_settings_valid,
     data_source_valid,

@@ -14,6 +14,7 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
+from thinker.config.ranges import PARAMETER_RANGES
 from thinker.config.enums import (
     BackendName,
     FieldType,
@@ -60,6 +61,8 @@ class ModelConfig:
 class BackendConfig:
     name: BackendName = MISSING
     supported_methods: list[TrainingMethod] = field(default_factory=list)
+    # trainer.optimizations this backend implements; None: the remote service decides (not checked here)
+    supported_optimizations: list[OptimizationFeature] | None = None
     # environment variable holding the credential this backend needs (never the value itself)
     api_key_env: str | None = None
     base_url: str | None = None
@@ -117,9 +120,10 @@ class MethodConfig:
 
 @dataclass
 class LoraMethodConfig(MethodConfig):
-    rank: int = 8
-    alpha: float = 16.0
-    dropout: float = 0.0
+    # seed 004's defaults, from the one table that holds them (conf/method/*.yaml does not repeat them)
+    rank: int = int(PARAMETER_RANGES["method.rank"].default)
+    alpha: float = PARAMETER_RANGES["method.alpha"].default
+    dropout: float = PARAMETER_RANGES["method.dropout"].default
     # "all-linear" or a comma-separated list of module names ("q_proj,v_proj"), as in seed 004
     target_modules: str = "all-linear"
     bias: str = "none"
@@ -129,7 +133,8 @@ class LoraMethodConfig(MethodConfig):
 class QLoraMethodConfig(LoraMethodConfig):
     quant_type: str = "nf4"
     double_quant: bool = True
-    compute_dtype: ModelPrecision = ModelPrecision.fp32
+    # dtype the 4-bit matmuls compute in; None: the training precision (trainer.precision)
+    compute_dtype: ModelPrecision | None = None
 
 
 # ---------------------------------------------------------------- optimizer
@@ -185,7 +190,6 @@ class TrainerConfig:
     optimizations: list[OptimizationFeature] = field(
         default_factory=lambda: [OptimizationFeature.sequence_packing]
     )
-    num_workers: int = 0
 
 
 @dataclass

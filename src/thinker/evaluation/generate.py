@@ -6,7 +6,6 @@ torch, transformers and peft are imported when a generator is built, never at mo
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -14,8 +13,6 @@ from pathlib import Path
 from typing import Any
 
 log = logging.getLogger("thinker")
-
-ADAPTER_CONFIG = "adapter_config.json"
 
 
 @dataclass(frozen=True)
@@ -29,27 +26,15 @@ class Decoding:
     seed: int = 42
 
 
-def base_model_path(weights_dir: Path) -> str:
-    """Where the adapter's base model is: metadata.json (written by training), else adapter_config.json."""
-    meta = weights_dir / "metadata.json"
-    if meta.is_file():
-        base = json.loads(meta.read_text()).get("base_path")
-        if base:
-            return str(base)
-    return str(json.loads((weights_dir / ADAPTER_CONFIG).read_text())["base_model_name_or_path"])
-
-
 def load_model(weights_dir: Path, device: str) -> tuple[Any, Any]:
-    """(model, tokenizer) in eval mode. The base loads in full precision even after QLoRA training: the
-    adapter applies to the dequantised weights, as `thinker models merge` does."""
+    """(model, tokenizer) in eval mode. An adapter runs on the base it was trained on: after QLoRA, the
+    4-bit base dequantised, so the scores describe the model that was trained."""
+    from thinker.models.adapter_weights import is_adapter, load_adapter_model
     from thinker.models.loading import load_causal_lm, load_tokenizer
 
     tokenizer = load_tokenizer(str(weights_dir))  # training saved the tokenizer beside the weights
-    if (weights_dir / ADAPTER_CONFIG).is_file():
-        from peft import PeftModel
-
-        base = load_causal_lm(base_model_path(weights_dir), method="full", quant=None)
-        model = PeftModel.from_pretrained(base, str(weights_dir))
+    if is_adapter(weights_dir):
+        model = load_adapter_model(weights_dir)
     else:
         model = load_causal_lm(str(weights_dir), method="full", quant=None)
     return model.to(device).eval(), tokenizer

@@ -82,6 +82,7 @@ def load_causal_lm(
     dtype: str = "fp32",
     revision: str | None = None,
     device_map: Any = None,
+    attn_implementation: str = "sdpa",
 ) -> Any:
     """Load a causal LM from safetensors, in 4 bit (bitsandbytes NF4/FP4) when `method` is qlora.
 
@@ -93,7 +94,7 @@ def load_causal_lm(
     require_safetensors(path_or_id)
     kwargs: dict[str, Any] = {
         "dtype": torch_dtype(dtype, "trainer.precision"),
-        "attn_implementation": "sdpa",
+        "attn_implementation": attn_implementation,
         "use_safetensors": True,
         "revision": revision,
         "token": hub_token(),
@@ -109,7 +110,11 @@ def load_causal_lm(
     if device_map is not None:
         kwargs["device_map"] = device_map
     with hub_errors(path_or_id, revision):
-        return AutoModelForCausalLM.from_pretrained(path_or_id, **kwargs)
+        try:
+            return AutoModelForCausalLM.from_pretrained(path_or_id, **kwargs)
+        except ImportError as error:  # e.g. flash_attention_2 without the flash-attn package
+            raise ThinkerError(f"{path_or_id} could not be loaded: {_first_line(error)}", "trainer.optimizations",
+                               "install the missing package or remove the optimization", stage="train") from error
 
 
 def bnb_4bit_config(quant: Mapping[str, Any]) -> Any:

@@ -28,14 +28,14 @@ WEIGHTS = "weights"
 
 
 def lightning_precision(precision: str) -> str:
-    if precision not in PRECISION:
-        raise ThinkerError(
-            f"trainer.precision={precision} is a weight format, not a training precision",
-            "trainer.precision",
-            "use fp32, bf16 or fp16 (4-bit weights come from method=qlora)",
-            stage="train",
-        )
+    """Lightning's precision flag; the config check has already refused weight-only formats (int4, fp8...)."""
     return PRECISION[precision]
+
+
+def base_weights_dtype(method: str, precision: str) -> str:
+    """Frozen base weights load in the training precision (bf16 halves a GPU's memory for LoRA); a full
+    fine-tune keeps fp32 master weights and lets Lightning's mixed precision cast per operation."""
+    return "fp32" if method == "full" else precision
 
 
 def device_type(cfg: DictConfig) -> str:
@@ -54,18 +54,27 @@ def device_type(cfg: DictConfig) -> str:
     return "cuda" if wants_gpu else "cpu"
 
 
-def apply_method(model: Any, method: DictConfig, device: str) -> Any:
-    """full: every weight trains. lora/qlora: peft adapters on a frozen (for qlora 4-bit) base."""
+def apply_method(model: Any, method: DictConfig, checkpointing: bool) -> Any:
+    """full: every weight trains. lora/qlora: peft adapters on a frozen (for qlora 4-bit) base.
+
+    `checkpointing` (trainer.optimizations has gradient_checkpointing) recomputes activations in backward:
+    less memory for more compute. The non-reentrant variant needs no input-grad hooks for frozen bases.
+    """
     name = str(method.name)
+    checkpoint_kwargs = {"use_reentrant": False}
     if name == "full":
         for p in model.parameters():
             p.requires_grad_(True)
+        if checkpointing:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=checkpoint_kwargs)
         return model
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 
     if name == "qlora":
-        # Gradient checkpointing trades compute for memory: worth it on a GPU, a pure loss on a tiny CPU model.
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=device == "cuda")
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=checkpointing,
+                                                gradient_checkpointing_kwargs=checkpoint_kwargs)
+    elif checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=checkpoint_kwargs)
     targets = str(method.target_modules)
     target_modules: Any = targets if targets == "all-linear" else [t.strip() for t in targets.split(",") if t.strip()]
     config = LoraConfig(
@@ -103,16 +112,25 @@ def _evaluated_at(module: Any, step: int) -> bool:
     return bool(module.val_history) and module.val_history[-1][0] == step
 
 
-def _find_resume_checkpoint(run_dir: Path) -> Path:
+def resume_checkpoint(run_dir: Path) -> Path | None:
+    """last.ckpt of an interrupted run; None when it stopped before its first checkpoint.
+
+    The pipeline has already checked that `run_dir` holds the interrupted run's record (so a run that
+    crashed before any checkpoint restarts from scratch into the same MLflow run); without a record either,
+    there is nothing to resume.
+    """
     last = run_dir / CHECKPOINTS / "last.ckpt"
-    if not last.exists():
-        raise ThinkerError(
-            f"resume=true but there is no checkpoint at {last}",
-            "resume",
-            "pass hydra.run.dir=<the interrupted run's folder> with resume=true, or drop resume",
-            stage="train",
-        )
-    return last
+    if last.exists():
+        return last
+    if (run_dir / "run_record.json").exists():
+        log.warning("resume=true: %s has no checkpoint yet; training restarts from step 0 in the same run", run_dir)
+        return None
+    raise ThinkerError(
+        f"resume=true but there is no checkpoint at {last}",
+        "resume",
+        "pass hydra.run.dir=<the interrupted run's folder> with resume=true, or drop resume",
+        stage="train",
+    )
 
 
 def _quiet_lightning() -> None:
@@ -126,6 +144,9 @@ def _quiet_lightning() -> None:
 
     warnings.filterwarnings("ignore", message=".*module\\(s\\) in eval mode.*")
     warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\).*")
+    # manual optimization: a checkpoint holds the weights after the step it is named for, which is what
+    # resume needs; Lightning's note about "pre-optimization state" does not apply
+    warnings.filterwarnings("ignore", message=".*ModelCheckpoint with manual optimization.*")
 
 
 def train(cfg: DictConfig, run_dir: Path, session: Any = None, callbacks: tuple = ()) -> TrainingReport:
@@ -139,26 +160,31 @@ def train(cfg: DictConfig, run_dir: Path, session: Any = None, callbacks: tuple 
     from thinker.data.examples import read_examples, split_examples
     from thinker.data.source import effective_data_path
     from thinker.data.tokenize import LossWeights
+    from thinker.models.adapter_weights import training_start_point
     from thinker.models.loading import count_parameters, load_causal_lm, load_tokenizer, resolve_model_path
     from thinker.tracking.mlflow_logger import BatchedMlflowLogger
 
-    if str(cfg.method.name) == "pretrain":
+    method = str(cfg.method.name)
+    if method == "pretrain":
         # ADR-001: pretraining gets its own loop (Cognate + GrokFast), never this fine-tuning one
         raise NotAvailableYet("method=pretrain", "from-scratch pretraining (Cognate with GrokFast)",
                               "use method=full, lora or qlora for now")
     _quiet_lightning()
     device = device_type(cfg)
-    precision = lightning_precision(str(cfg.trainer.precision))
-    ckpt_path = _find_resume_checkpoint(run_dir) if cfg.resume else None
+    precision = str(cfg.trainer.precision)
+    optimizations = {str(o) for o in cfg.trainer.optimizations}
+    ckpt_path = resume_checkpoint(run_dir) if cfg.resume else None
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
 
-    # model
+    # model: a registered LoRA fine-tune starts from its parent merged into its base (not the plain base)
     path = resolve_model_path(cfg.model, int(cfg.seed), [resolve_input(p) for p in cfg.model.tokenizer_corpus])
+    path = training_start_point(path)
     tokenizer = load_tokenizer(path, cfg.model.revision)
-    quant = dict(cfg.method) if str(cfg.method.name) == "qlora" else None
-    model = load_causal_lm(path, method=str(cfg.method.name), quant=quant, dtype="fp32",
-                           revision=cfg.model.revision)
-    model = apply_method(model, cfg.method, device)
+    quant = qlora_settings(cfg) if method == "qlora" else None
+    model = load_causal_lm(path, method=method, quant=quant, dtype=base_weights_dtype(method, precision),
+                           revision=cfg.model.revision,
+                           attn_implementation="flash_attention_2" if "flash_attention" in optimizations else "sdpa")
+    model = apply_method(model, cfg.method, checkpointing="gradient_checkpointing" in optimizations)
     trainable, total = count_parameters(model)
     log.info("parameters: %s trainable of %s total (%.2f%%)", f"{trainable:,}", f"{total:,}",
              100.0 * trainable / max(total, 1))
@@ -166,8 +192,11 @@ def train(cfg: DictConfig, run_dir: Path, session: Any = None, callbacks: tuple 
     # data
     examples = read_examples(effective_data_path(cfg, run_dir), cfg.data.prompt_field, cfg.data.completion_field, cfg.data.max_examples)
     train_ex, val_ex = split_examples(examples, float(cfg.data.validation_split), int(cfg.seed))
+    evaluations = int(cfg.trainer.evaluations)
+    if evaluations == 0:
+        val_ex = []  # trainer.evaluations=0: no held-out evaluation at all (sweepers then get train_loss)
     weights = LossWeights(float(cfg.data.claim_c1_weight), float(cfg.data.evidence_weight))
-    packed = "sequence_packing" in [str(o) for o in cfg.trainer.optimizations]
+    packed = "sequence_packing" in optimizations
     max_len = int(cfg.trainer.max_seq_length)
     on_inputs = str(cfg.trainer.train_on_inputs) == "enabled"
     train_tok = tokenize_all(tokenizer, train_ex, max_len, weights, on_inputs)
@@ -181,14 +210,16 @@ def train(cfg: DictConfig, run_dir: Path, session: Any = None, callbacks: tuple 
             f"no completion token survives trainer.max_seq_length={max_len} (prompts fill every sequence)",
             "trainer.max_seq_length", "raise trainer.max_seq_length (the sample data needs about 768)", stage="train",
         )
+    grad_accum = int(cfg.trainer.grad_accum)
     data = FineTuneDataModule(train_rows, val_rows, int(cfg.trainer.batch_size), tokenizer.pad_token_id, packed,
-                              int(cfg.seed), bool(cfg.data.shuffle))
+                              int(cfg.seed), bool(cfg.data.shuffle), grad_accum=grad_accum)
 
     n_batches = math.ceil(len(train_rows) / int(cfg.trainer.batch_size))
     steps = total_optimizer_steps(n_batches, cfg)
-    evals = max(1, int(cfg.trainer.evaluations))
-    every = max(1, steps // evals)
-    module = FineTuneModule(model, cfg.optimizer, steps, device)
+    steps_per_epoch = max(1, math.ceil(n_batches / grad_accum))
+    # checkpoints (and held-out evaluations, when there are any) every 1/evaluations of the run
+    every = max(1, steps // max(1, evaluations))
+    module = FineTuneModule(model, cfg.optimizer, steps, device, int(cfg.trainer.log_every_n_steps))
 
     ckpt_dir = run_dir / CHECKPOINTS
     stopper = GracefulStop(ckpt_dir)
@@ -203,28 +234,26 @@ def train(cfg: DictConfig, run_dir: Path, session: Any = None, callbacks: tuple 
     if session is not None:
         session.log_metrics({"trainable_params": trainable, "total_params": total,
                              "train_examples": len(train_ex), "train_tokens": st.tokens})
-    clip = float(cfg.optimizer.max_grad_norm)
     trainer = pl.Trainer(
         accelerator="gpu" if device == "cuda" else "cpu",
         devices=cfg.trainer.devices,
         strategy=str(cfg.trainer.strategy),
-        precision=precision,
+        precision=lightning_precision(precision),
         max_epochs=int(cfg.trainer.epochs),
         max_steps=steps,
-        accumulate_grad_batches=int(cfg.trainer.grad_accum),
-        gradient_clip_val=clip if clip > 0 else None,
-        val_check_interval=min(every * int(cfg.trainer.grad_accum), n_batches) if val_rows else None,
+        # one loader item is one optimizer step (its micro-batches inside), so Lightning counts steps
+        val_check_interval=min(every, steps_per_epoch) if val_rows else None,
         check_val_every_n_epoch=None if val_rows else 1,
         limit_val_batches=1.0 if val_rows else 0,
         num_sanity_val_steps=0,
-        log_every_n_steps=int(cfg.trainer.log_every_n_steps),
         logger=logger,
         callbacks=all_callbacks,
         plugins=[AtomicCheckpointIO()],
         enable_model_summary=False,
         default_root_dir=str(run_dir),
     )
-    log.info("training: %d optimizer steps, held-out eval + checkpoint every %d", steps, every)
+    log.info("training: %d optimizer steps of %d x %d rows, %s every %d", steps, grad_accum,
+             int(cfg.trainer.batch_size), "held-out eval + checkpoint" if val_rows else "checkpoint", every)
     started = time.perf_counter()
     trainer.fit(module, datamodule=data, ckpt_path=str(ckpt_path) if ckpt_path else None)
     fit_seconds = time.perf_counter() - started
@@ -232,7 +261,9 @@ def train(cfg: DictConfig, run_dir: Path, session: Any = None, callbacks: tuple 
     if val_rows and not stopper.requested and not _evaluated_at(module, trainer.global_step):
         # The reported val_loss (and what a sweeper minimises) must describe the final weights.
         trainer.validate(module, datamodule=data, verbose=False)
-    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k in ("val_loss", "train_loss")}
+    metrics: dict[str, float] = {}
+    if module.last_train_loss is not None:
+        metrics["train_loss"] = float(module.last_train_loss)
     if module.val_history:
         metrics["val_loss"] = float(module.val_history[-1][1])
     metrics.update(trainable_params=float(trainable), total_params=float(total),
@@ -251,11 +282,19 @@ def train(cfg: DictConfig, run_dir: Path, session: Any = None, callbacks: tuple 
 
     out = save_weights_atomically(
         module.model, tokenizer, run_dir / WEIGHTS,
-        {"base_model": cfg.model.name, "base_path": str(path), "method": str(cfg.method.name),
-         "steps": trainer.global_step, "metrics": metrics},
+        {"base_model": cfg.model.name, "base_path": str(path), "method": method,
+         "quantization": quant, "steps": trainer.global_step, "metrics": metrics},
     )
-    log.info("saved %s to %s", "adapter" if str(cfg.method.name) != "full" else "model", out)
+    log.info("saved %s to %s", "adapter" if method != "full" else "model", out)
     return TrainingReport(backend="local", checkpoint_dir=out, metrics=metrics,
                           extra={"packing": packed, "truncated_examples": st.truncated},
                           objects={"model": module.model, "tokenizer": tokenizer, "datamodule": data,
                                    "module": module, "base_path": path})
+
+
+def qlora_settings(cfg: DictConfig) -> dict[str, Any]:
+    """The 4-bit settings: method.quant_type / double_quant, compute in method.compute_dtype (null: the
+    training precision). Saved with the adapter, so evaluation and merge rebuild exactly this base."""
+    compute = cfg.method.compute_dtype if cfg.method.compute_dtype is not None else cfg.trainer.precision
+    return {"quant_type": str(cfg.method.quant_type), "double_quant": bool(cfg.method.double_quant),
+            "compute_dtype": str(compute)}

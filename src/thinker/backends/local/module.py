@@ -1,13 +1,21 @@
 """The LightningModule for fine-tuning a causal LM: weighted completion-only loss, optimizer, schedule.
 
-Training minimises the weighted mean of token losses (seed 001 weights); `val_loss` is the plain mean
-token cross-entropy on held-out completions, comparable across runs whatever the weights.
-Checkpoints carry only trainable tensors (LoRA adapters stay small; a 4-bit base is never re-saved)
-plus the RNG states, so a resumed run continues exactly where the interrupted one stopped.
+One train batch is one optimizer step: a list of `trainer.grad_accum` micro-batches. The step's loss is
+normalised by the weighted target tokens of the whole step (the fix transformers made in 4.46), not a mean
+of micro-batch means, so grad_accum=4 x batch 1 computes the same gradients as grad_accum=1 x batch 4.
+Lightning's automatic accumulation divides each micro-batch loss by the number of micro-batches, which is
+exactly that bias, so this module steps the optimizer itself (Lightning's manual optimization); a stop
+signal can then only land between optimizer steps.
+
+`val_loss` is the plain mean token cross-entropy on held-out completions, comparable across runs whatever
+the weights. Metrics reach the logger at the optimizer step they describe (1 for the first step), the same
+number the console prints. Checkpoints carry only trainable tensors (LoRA adapters stay small; a 4-bit base
+is never re-saved) plus the RNG states, so a resumed run continues exactly where the interrupted one stopped.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import time
@@ -42,69 +50,135 @@ def token_losses(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     ).view_as(targets)
 
 
-def weighted_mean(losses: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    return (losses * weights).sum() / weights.sum().clamp_min(1e-8)
+def target_weights(batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The loss weight of each position's target token (0 for prompt and padding)."""
+    return shift_left(batch["weights"], 0.0)
+
+
+def target_mask(batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    return (shift_left(batch["labels"], IGNORE_INDEX) != IGNORE_INDEX).float()
+
+
+def keep_4bit_training_layout(model: torch.nn.Module) -> int:
+    """Keep bitsandbytes 4-bit layers in their training layout for the whole fit.
+
+    On a CPU with avx512_bf16, bitsandbytes (0.50) repacks a Linear4bit's weight into a CPU inference
+    layout the first time it runs in eval mode without grad (our held-out evaluation) and never converts it
+    back, so the next training step fails ("a view of a leaf Variable ... in-place operation"). The packed
+    kernel also rounds differently, so held-out losses would depend on the CPU. Switching the layer's
+    capability flag off keeps every step, training or held-out, on the same layout and numerics on every
+    CPU. Returns the number of 4-bit layers pinned.
+    """
+    pinned = 0
+    for module in model.modules():
+        if hasattr(module, "support_avx512bf16_for_cpu"):  # bitsandbytes.nn.Linear4bit and subclasses
+            module.support_avx512bf16_for_cpu = False
+            pinned += 1
+    return pinned
 
 
 class FineTuneModule(pl.LightningModule):
-    def __init__(self, model: torch.nn.Module, optimizer_cfg: Any, total_steps: int, device_type: str = "cpu"):
+    def __init__(self, model: torch.nn.Module, optimizer_cfg: Any, total_steps: int, device_type: str = "cpu",
+                 log_every_n_steps: int = 1):
         super().__init__()
+        self.automatic_optimization = False  # see the module docstring: per-step token normalisation
         self.model = model
         self.model.train()  # from_pretrained returns eval mode; Lightning keeps whatever mode it finds
+        keep_4bit_training_layout(self.model)
         self.optimizer_cfg = optimizer_cfg
+        self.max_grad_norm = float(optimizer_cfg.max_grad_norm)
         self.total_steps = max(1, total_steps)
         self.device_type = device_type
+        self.log_every_n_steps = max(1, int(log_every_n_steps))
         self.strict_loading = False  # checkpoints hold only the trainable tensors
         self._val_sum = 0.0
         self._val_count = 0
         self.trained_tokens = 0
         self.val_history: list[tuple[int, float]] = []
+        self.train_history: list[tuple[int, float]] = []
         self._t0: float | None = None
+        self._tokens_at_start = 0
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "position_ids") if k in batch}
         return self.model(**inputs, use_cache=False).logits
 
-    def _losses(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, int]:
-        losses = token_losses(self(batch), batch["labels"])
-        weights = shift_left(batch["weights"], 0.0)
-        mask = (shift_left(batch["labels"], IGNORE_INDEX) != IGNORE_INDEX).float()
-        n = int(mask.sum().item())
-        return weighted_mean(losses, weights), (losses * mask).sum(), n
+    # ------------------------------------------------------------ training
 
-    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+    def _no_grad_sync(self, last: bool) -> Any:
+        """Skip the gradient all-reduce on all but the last micro-batch of a step (DDP); a no-op elsewhere."""
+        block = getattr(self.trainer.strategy, "block_backward_sync", None)
+        return block() if (block is not None and not last) else contextlib.nullcontext()
+
+    def training_step(self, micro_batches: list[dict[str, torch.Tensor]], batch_idx: int) -> torch.Tensor:
         if self._t0 is None:
-            self._t0 = time.perf_counter()
-        weighted, loss_sum, n = self._losses(batch)
+            self._t0, self._tokens_at_start = time.perf_counter(), self.trained_tokens
+        optimizer = self.optimizers()
+        scheduler = self.lr_schedulers()
+        step_weight = sum(float(target_weights(mb).sum()) for mb in micro_batches)
+        denominator = max(step_weight, 1e-8)
+        loss_sum, weighted_sum, n = 0.0, 0.0, 0
+        for i, batch in enumerate(micro_batches):
+            with self._no_grad_sync(last=i == len(micro_batches) - 1):
+                losses = token_losses(self(batch), batch["labels"])
+                weighted = (losses * target_weights(batch)).sum()
+                self.manual_backward(weighted / denominator)
+            mask = target_mask(batch)
+            loss_sum += float((losses.detach() * mask).sum())
+            weighted_sum += float(weighted.detach())
+            n += int(mask.sum().item())
+        if self.max_grad_norm > 0:
+            self.clip_gradients(optimizer, gradient_clip_val=self.max_grad_norm, gradient_clip_algorithm="norm")
+        lr = optimizer.param_groups[0]["lr"]  # the rate this step used
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        scheduler.step()
+
         self.trained_tokens += n
-        elapsed = max(time.perf_counter() - self._t0, 1e-9)
-        self.log_dict(
-            {
-                "train_loss": loss_sum / max(n, 1),
-                "train_loss_weighted": weighted,
-                "lr": self.trainer.optimizers[0].param_groups[0]["lr"],
+        step_loss = loss_sum / max(n, 1)
+        step = int(self.global_step)  # already counts the step just taken: 1 after the first
+        self.train_history.append((step, step_loss))
+        self.log("loss", step_loss, prog_bar=True, logger=False, on_step=True)
+        if step % self.log_every_n_steps == 0 or step >= self.total_steps:
+            elapsed = max(time.perf_counter() - self._t0, 1e-9)
+            self.log_to_tracker({
+                "train_loss": step_loss,
+                "train_loss_weighted": weighted_sum / denominator,
+                "lr": lr,
                 "trained_tokens": float(self.trained_tokens),
-                "tokens_per_sec": self.trained_tokens / elapsed,
-            },
-            on_step=True, on_epoch=False, prog_bar=False, batch_size=batch["input_ids"].size(0),
-        )
-        self.log("loss", loss_sum / max(n, 1), prog_bar=True, logger=False, on_step=True)
-        return weighted
+                "tokens_per_sec": (self.trained_tokens - self._tokens_at_start) / elapsed,
+            }, step)
+        return torch.tensor(step_loss)
+
+    def log_to_tracker(self, metrics: dict[str, float], step: int) -> None:
+        if self.logger is not None and self.trainer.is_global_zero:
+            self.logger.log_metrics(metrics, step=step)
+
+    @property
+    def last_train_loss(self) -> float | None:
+        return self.train_history[-1][1] if self.train_history else None
+
+    # ------------------------------------------------------------ held-out evaluation
 
     def on_validation_epoch_start(self) -> None:
         self._val_sum, self._val_count = 0.0, 0
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        _, loss_sum, n = self._losses(batch)
-        self._val_sum += float(loss_sum)
-        self._val_count += n
+        losses = token_losses(self(batch), batch["labels"])
+        mask = target_mask(batch)
+        self._val_sum += float((losses * mask).sum())
+        self._val_count += int(mask.sum().item())
 
     def on_validation_epoch_end(self) -> None:
         if self._val_count:
             val_loss = self._val_sum / self._val_count
-            self.log("val_loss", val_loss, prog_bar=True, on_epoch=True)
-            self.val_history.append((int(self.global_step), val_loss))
-            log.info("step %d/%d: held-out loss %.4f", self.global_step, self.total_steps, val_loss)
+            step = int(self.global_step)
+            self.log("val_loss", val_loss, prog_bar=True, logger=False, on_epoch=True)
+            self.val_history.append((step, val_loss))
+            self.log_to_tracker({"val_loss": val_loss}, step)
+            log.info("step %d/%d: held-out loss %.4f", step, self.total_steps, val_loss)
+
+    # ------------------------------------------------------------ optimizer, checkpoints
 
     def configure_optimizers(self) -> dict[str, Any]:
         params = [p for p in self.model.parameters() if p.requires_grad]
@@ -122,6 +196,7 @@ class FineTuneModule(pl.LightningModule):
         checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in trainable}
         checkpoint["thinker_rng"] = {
             "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
             "python": random.getstate(),
             "trained_tokens": self.trained_tokens,
         }
@@ -130,5 +205,7 @@ class FineTuneModule(pl.LightningModule):
         state = checkpoint.get("thinker_rng")
         if state:
             torch.set_rng_state(state["torch"])
+            if state.get("cuda") is not None and torch.cuda.is_available():
+                torch.cuda.set_rng_state_all(state["cuda"])
             random.setstate(state["python"])
             self.trained_tokens = int(state.get("trained_tokens", 0))

@@ -1,14 +1,28 @@
-"""nox sessions: `nox -s tests`, `nox -s lint`, `nox -s bench`. Each installs CPU torch first on CPU hosts."""
+"""nox sessions: `nox -s tests`, `nox -s lint`, `nox -s bench` install from requirements/lock.txt;
+`nox -s latest` runs the tests on the newest versions pyproject.toml allows (drift shows there first);
+`nox -s lock` regenerates requirements/lock.txt. Each installs CPU torch first on CPU hosts."""
 
 import nox
 
 nox.options.sessions = ["lint", "tests"]
 nox.options.reuse_existing_virtualenvs = True
 
+LOCK = "requirements/lock.txt"
+# The CPU build; a plain `torch` (or an eager upgrade of it) would pull the multi-GB CUDA build.
+CPU_TORCH = "torch==2.13.0"
+
 
 def _install(session: nox.Session) -> None:
-    session.install("torch==2.13.0")
-    session.install("-e", ".[dev]")
+    """The locked versions: the lock is a constraints file, so a reused venv is moved to its pins too."""
+    session.install("-c", LOCK, CPU_TORCH)
+    session.install("-c", LOCK, "-e", ".[dev,sweep]")
+
+
+def _install_latest(session: nox.Session) -> None:
+    """The newest versions pyproject.toml allows, no lock; torch stays at the CPU build."""
+    session.install("--upgrade", "pip")
+    session.install(CPU_TORCH)
+    session.install("--upgrade", "--upgrade-strategy", "eager", CPU_TORCH, "-e", ".[dev,sweep]")
 
 
 @nox.session(python="3.11")
@@ -17,10 +31,33 @@ def tests(session: nox.Session) -> None:
     session.run("pytest", "-q", *session.posargs)
 
 
+@nox.session(python="3.11", reuse_venv=False)
+def latest(session: nox.Session) -> None:
+    """The tests on the newest versions pyproject.toml allows, no lock: drift shows here before users see it.
+
+    Not a default session (CI installs the lock); run it e.g. weekly or before `nox -s lock`."""
+    _install_latest(session)
+    # What moved since the lock (informational; the tests below decide).
+    session.run("python", "scripts/lock.py", "--check", success_codes=[0, 1])
+    session.run("pytest", "-q", "--deselect", "tests/test_lockfile.py::test_installed_versions_match_lock",
+                *session.posargs)
+
+
+@nox.session(python="3.11", reuse_venv=False)
+def lock(session: nox.Session) -> None:
+    """Regenerate requirements/lock.txt from a fresh install of the newest allowed versions.
+
+    Then run `nox -s tests` and review pyproject.toml's lower bounds (the versions the lock was tested with).
+    `nox -s lock -- --output /tmp/lock.txt` writes elsewhere, e.g. to compare."""
+    _install_latest(session)
+    session.run("pip", "check")
+    session.run("python", "scripts/lock.py", *session.posargs)
+
+
 @nox.session(python="3.11")
 def lint(session: nox.Session) -> None:
-    session.install("ruff")
-    session.run("ruff", "check", "src", "tests", "bench", "launch.py", "noxfile.py")
+    session.install("-c", LOCK, "ruff")
+    session.run("ruff", "check", "src", "tests", "bench", "scripts", "launch.py", "noxfile.py")
 
 
 @nox.session(python="3.11")

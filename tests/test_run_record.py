@@ -34,6 +34,19 @@ def test_secrets_never_reach_the_record(tmp_path, monkeypatch):
     assert json.loads(text)["stages"]["train"]["api_key_env"] == "X"  # naming a variable is fine
 
 
+def test_uri_password_never_reaches_the_record_but_paths_do(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_TOKEN_PATH", str(tmp_path))  # names a file, not a credential
+    monkeypatch.setenv("HF_TOKEN", "Zq9" * 8)
+    rec = RunRecord(path=tmp_path / "r.json", overrides=["logger.tracking_uri=postgresql://user:pw@host/db"],
+                    dataset_path=str(tmp_path / "data.jsonl"))
+    rec.stages["train"] = {"error": "hub said 401 for token " + "Zq9" * 8}
+    rec.write()
+    data = json.loads(rec.path.read_text())
+    assert data["overrides"] == ["logger.tracking_uri=postgresql://user:***@host/db"]
+    assert data["dataset_path"] == str(tmp_path / "data.jsonl")
+    assert data["stages"]["train"]["error"] == f"hub said 401 for token {MASK}"
+
+
 def test_mask_well_known_prefixes_without_env():
     assert mask_text("token hf_abcdefghijklmnop used", env={}) == f"token {MASK} used"
     assert mask_text("key sk-proj-abcdefghijkl", env={}) == f"key {MASK}"

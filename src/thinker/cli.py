@@ -31,12 +31,17 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="[thinker] %(message)s")
+    from thinker.tracking.secrets import install_log_masking
+
+    install_log_masking()  # `models import` handles HF_TOKEN: no log line may carry it
     try:
         return args.func(args)
     except ThinkerError as err:
         if args.verbose:
             raise
-        print(err.line(), file=sys.stderr)
+        from thinker.tracking.secrets import mask_text
+
+        print(mask_text(err.line()), file=sys.stderr)
         return int(err.exit_code)
 
 

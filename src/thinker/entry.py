@@ -67,6 +67,7 @@ def guarded_main(hydra_main: Callable[[], object], argv: list[str] | None = None
     argv = sys.argv[1:] if argv is None else argv
     if _wants_raw_errors(argv):
         hydra_main()
+        _exit_if_sweep_failed()
         return
     _real_stderr, _held = sys.stderr, io.StringIO()
     sys.stderr = _held
@@ -82,3 +83,13 @@ def guarded_main(hydra_main: Callable[[], object], argv: list[str] | None = None
         raise
     finally:
         release_stderr()
+    _exit_if_sweep_failed()
+
+
+def _exit_if_sweep_failed() -> None:
+    """A sweep whose jobs failed (each already reported) exits with the first failed job's stage code."""
+    from thinker.sweeps import last_outcome
+
+    outcome = last_outcome()
+    if outcome is not None and outcome.failed:
+        raise SystemExit(outcome.exit_code)

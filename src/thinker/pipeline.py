@@ -21,7 +21,7 @@ from thinker.paths import project_root
 from thinker.tracking.fingerprint import config_fingerprint
 from thinker.tracking.provenance import git_commit, git_dirty
 from thinker.tracking.run_record import RECORD_NAME, RunRecord
-from thinker.tracking.secrets import mask_text
+from thinker.tracking.secrets import install_log_masking, mask_text
 
 log = logging.getLogger("thinker")
 
@@ -68,37 +68,107 @@ def new_record(cfg: DictConfig, run_dir: Path) -> RunRecord:
     return record
 
 
+def continue_record(cfg: DictConfig, fresh: RunRecord) -> RunRecord:
+    """The record this job writes. resume=true continues the interrupted run's record (and through it, its
+    MLflow run); stage=eval in a trained run's folder adds its stage to that folder's record. Anything that
+    makes a resume impossible is a config error, raised before the validation gate."""
+    path = fresh.path
+    resuming = bool(cfg.resume)
+    if not path.exists():
+        if resuming:
+            raise ThinkerError(
+                f"resume=true but {path.parent} holds no interrupted run (no {RECORD_NAME})",
+                "resume, hydra.run.dir",
+                "pass hydra.run.dir=<the interrupted run's folder> with resume=true, or drop resume",
+            )
+        return fresh
+    if not resuming and Stage(cfg.stage) != Stage.eval:
+        return fresh  # a new run in a reused folder starts a new record
+    try:
+        previous = RunRecord.load(path)
+    except (OSError, ValueError, TypeError) as exc:
+        raise ThinkerError(f"the run record {path} cannot be read ({type(exc).__name__})", "resume, hydra.run.dir",
+                           "point hydra.run.dir at a folder written by thinker, or drop resume") from exc
+    if resuming:
+        if previous.exit_status == "succeeded":
+            raise ThinkerError(f"the run in {path.parent} already finished; there is nothing to resume", "resume",
+                               "drop resume=true to start a new run (stage=eval re-evaluates it)")
+        if previous.config_fingerprint and fresh.config_fingerprint != previous.config_fingerprint:
+            raise ThinkerError(
+                f"resume=true with a different training config than the interrupted run "
+                f"(fingerprint {str(fresh.config_fingerprint)[:12]} vs {previous.config_fingerprint[:12]})",
+                "resume", f"resume with the interrupted run's overrides: {' '.join(previous.overrides)}",
+            )
+    previous.continue_with(fresh.stage or str(cfg.stage), fresh.overrides)
+    previous.config_path = fresh.config_path
+    previous.git_commit, previous.git_dirty = fresh.git_commit, fresh.git_dirty
+    return previous
+
+
 MLFLOW_STATUS = {"succeeded": "FINISHED", "failed": "FAILED", "crashed": "FAILED", "interrupted": "KILLED"}
 
 
 def _close_session(context, record: RunRecord, exit_status: str) -> None:
-    """Attach the run record and resolved config to the MLflow run, then close it with the run's status."""
+    """Attach the run record and resolved config to the MLflow run, then close it with the run's status.
+
+    Metrics are not re-logged here: each stage logged its own at the step it describes."""
     session = getattr(context, "session", None)
     if session is None:
         return
     try:
-        if record.metrics:
-            session.log_metrics({k: v for k, v in record.metrics.items() if isinstance(v, int | float)})
         session.log_artifact(record.path)
-        hydra_dir = record.path.parent / ".hydra"
-        session.log_artifact(hydra_dir / "config.yaml", "config")
+        log_masked_config(session, record.path.parent / ".hydra" / "config.yaml")
         session.end(MLFLOW_STATUS[exit_status])
     except Exception as exc:  # noqa: BLE001 - tracking must not mask the run's own outcome
         log.warning("could not finish the MLflow run: %s", mask_text(str(exc)))
 
 
+def log_masked_config(session, config_file: Path) -> None:
+    """The resolved config as an artifact, secrets masked (a tracking URI may carry a password)."""
+    if not config_file.is_file():
+        return
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        masked = Path(tmp) / config_file.name
+        masked.write_text(mask_text(config_file.read_text()))
+        session.log_artifact(masked, "config")
+
+
+def print_traceback() -> None:
+    print(mask_text(traceback.format_exc()), file=sys.stderr, end="", flush=True)
+
+
+def in_multirun() -> bool:
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        return HydraConfig.get().mode == RunMode.MULTIRUN
+    except Exception:  # no Hydra runtime (tools, tests)
+        return False
+
+
 def run(cfg: DictConfig) -> float | None:
-    """Run the composed config. Returns the held-out loss for sweepers (Optuna minimises it)."""
+    """Run the composed config. Returns the held-out loss for sweepers (Optuna minimises it).
+
+    A failed job exits with its stage's code; inside a sweep (-m) it returns None instead, so the launcher
+    goes on to the next job (Optuna records a failed trial) and thinker.sweeps reports it at the end."""
     release_stderr()
+    install_log_masking()
     run_dir = _run_dir(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
     record = new_record(cfg, run_dir)
+    # a config error must not overwrite the record of the run already in this folder
+    keep_existing_record = record.path.exists()
     debug = bool(OmegaConf.select(cfg, "debug", default=False))
     context = None
     current = "config"
     error: ThinkerError | None = None
     exit_status = "succeeded"
     try:
+        record = continue_record(cfg, record)
+        keep_existing_record = False
         check_config(cfg)
         record.stage_update("config", "passed", fingerprint=record.config_fingerprint)
         log.info("run folder %s (config %s)", run_dir, (record.config_fingerprint or "")[:12])
@@ -109,7 +179,7 @@ def run(cfg: DictConfig) -> float | None:
             getattr(stages, f"stage_{current}")(context)
     except ThinkerError as err:
         if debug:
-            traceback.print_exc()
+            print_traceback()
         error = err
         exit_status = "interrupted" if err.exit_code == ExitCode.INTERRUPTED else "failed"
     except KeyboardInterrupt:
@@ -117,7 +187,7 @@ def run(cfg: DictConfig) -> float | None:
                              stage=current, code=ExitCode.INTERRUPTED)
         exit_status = "interrupted"
     except Exception as exc:  # noqa: BLE001 - not a user error: show where, then the one-line summary
-        traceback.print_exc()
+        print_traceback()
         error = ThinkerError(
             f"{type(exc).__name__}: {exc}".replace("\n", " "),
             f"stage {current}",
@@ -127,16 +197,21 @@ def run(cfg: DictConfig) -> float | None:
         exit_status = "crashed"
 
     if error is not None:
-        print(mask_text(error.line()), file=sys.stderr, flush=True)
-        record.stage_update(current, exit_status if exit_status != "failed" else "failed", error=error.line())
-    record.finish(exit_status, int(error.exit_code) if error else int(ExitCode.OK))
+        line = mask_text(error.line())
+        print(line, file=sys.stderr, flush=True)
+        if keep_existing_record:
+            raise SystemExit(int(error.exit_code))
+        record.stage_update(current, exit_status, error=line)
+    record.finish(exit_status, int(error.exit_code) if error else int(ExitCode.OK),
+                  mask_text(error.line()) if error else None)
     _close_session(context, record, exit_status)
     if error is not None:
+        if in_multirun() and exit_status != "interrupted":
+            return None  # the sweep goes on; thinker.sweeps prints the summary and sets the exit code
         raise SystemExit(int(error.exit_code))
     log.info("run record %s", record.path)
     loss = record.metrics.get("val_loss")
     if loss is None and "train_loss" in record.metrics:
-        log.warning("no held-out loss (data.validation_split=0?): returning train_loss to sweepers")
+        log.warning("no held-out loss (data.validation_split=0 or trainer.evaluations=0): returning train_loss")
         loss = record.metrics["train_loss"]
     return float(loss) if loss is not None else None
-

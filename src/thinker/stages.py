@@ -31,7 +31,8 @@ class StageContext:
     session: Any = None  # the MLflow run of this job, opened by the first stage that logs
 
     def open_session(self) -> Any:
-        """Open (or, on resume, reopen) this job's MLflow run; None with logger=none."""
+        """Open this job's MLflow run; None with logger=none. A continued record (resume=true, or stage=eval
+        in a trained run's folder) reopens the MLflow run it already has, so one run holds the whole story."""
         if self.session is not None or str(self.cfg.logger.name) != "mlflow":
             return self.session
         from thinker.tracking.mlflow_run import MlflowSession, tracking_uri
@@ -39,7 +40,7 @@ class StageContext:
         cfg, record = self.cfg, self.record
         self.session = MlflowSession(
             tracking_uri(cfg.logger.tracking_uri), cfg.logger.experiment_name, cfg.logger.run_name,
-            resume_run_id=record.mlflow_run_id if cfg.resume else None,
+            resume_run_id=record.mlflow_run_id if record.history else None,
         )
         record.mlflow_run_id = self.session.run_id
         record.write()
@@ -52,7 +53,7 @@ def log_run_metadata(session: Any, cfg: DictConfig, record: RunRecord) -> None:
     from thinker.tracking.fingerprint import resolved_container
     from thinker.tracking.mlflow_run import flatten, log_dataset, log_params
 
-    if not cfg.resume:  # params are immutable in MLflow; a resumed run already has them
+    if not session.reopened:  # params are immutable in MLflow; a reopened run already has them
         log_params(session.client, session.run_id, flatten(resolved_container(cfg, drop=())))
     session.set_tags({
         "git_commit": record.git_commit, "dataset_sha256": record.dataset_sha256,
@@ -147,6 +148,9 @@ def stage_train(ctx: StageContext) -> None:
     if session is not None and report.checkpoint_dir is not None:
         log_weights(session, report.checkpoint_dir)
     record.metrics.update(report.metrics)
+    if session is not None:  # the losses were logged step by step; the run's totals go at its last step
+        session.log_metrics({k: v for k, v in report.metrics.items() if k not in STEP_METRICS},
+                            step=last_step(record))
     record.stage_update(
         "train",
         "passed",
@@ -156,6 +160,15 @@ def stage_train(ctx: StageContext) -> None:
         registered_as=registered,
         **report.extra,
     )
+
+
+# logged by the backend at every step (or evaluation) while training, never again afterwards
+STEP_METRICS = ("train_loss", "val_loss")
+
+
+def last_step(record: RunRecord) -> int:
+    """The run's last optimizer step (0 before training): where summary and eval metrics are logged."""
+    return int(record.metrics.get("optimizer_steps", 0))
 
 
 def register_weights(ctx: StageContext, weights_dir: Path | None) -> str | None:
@@ -220,7 +233,7 @@ def stage_eval(ctx: StageContext) -> None:
     record.metrics.update(result.metrics)
     session = ctx.open_session()
     if session is not None:
-        session.log_metrics({**result.metrics, "eval_seconds": seconds})
+        session.log_metrics({**result.metrics, "eval_seconds": seconds}, step=last_step(record))
         session.log_artifact(output, "eval")
     record.stage_update("eval", "passed", metrics=result.metrics, predictions=str(output),
                         evidence_semantic_matcher=result.semantic_matcher, eval_seconds=round(seconds, 3),

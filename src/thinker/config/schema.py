@@ -14,7 +14,6 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
-from thinker.config.ranges import PARAMETER_RANGES
 from thinker.config.enums import (
     BackendName,
     FieldType,
@@ -26,6 +25,7 @@ from thinker.config.enums import (
     TrainingMethod,
     TrainOnInputs,
 )
+from thinker.config.ranges import PARAMETER_RANGES
 
 # ---------------------------------------------------------------- model
 

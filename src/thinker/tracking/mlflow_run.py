@@ -6,12 +6,15 @@ Default store: a SQLite file in the working directory (sqlite:///mlflow.db) with
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from pathlib import Path
 from typing import Any
 
 from thinker.tracking.secrets import is_secret_key, mask
+
+log = logging.getLogger("thinker")
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 ARTIFACT_ROOT = "mlartifacts"
@@ -85,12 +88,24 @@ class MlflowSession:
         self.uri = uri
         self.client = get_client(uri)
         self.experiment_id = ensure_experiment(self.client, experiment_name)
-        if resume_run_id:
-            self.client.update_run(resume_run_id, status="RUNNING")
-            self.run_id = resume_run_id
+        self.reopened = bool(resume_run_id) and self._reopen(str(resume_run_id))
+        if self.reopened:
+            self.run_id = str(resume_run_id)
         else:
             run = self.client.create_run(self.experiment_id, run_name=run_name)
             self.run_id = run.info.run_id
+
+    def _reopen(self, run_id: str) -> bool:
+        """Set an earlier run back to RUNNING; False when this store does not have it (another tracking URI)."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            self.client.get_run(run_id)
+        except MlflowException:
+            log.warning("MLflow run %s is not in %s; this job starts a new run", run_id, self.uri)
+            return False
+        self.client.update_run(run_id, status="RUNNING")
+        return True
 
     def log_metrics(self, metrics: dict[str, float], step: int = 0) -> None:
         from mlflow.entities import Metric

@@ -8,7 +8,8 @@ Everything passes through the secrets mask before it touches disk.
 from __future__ import annotations
 
 import datetime as _dt
-from dataclasses import dataclass, field
+import json
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +41,24 @@ class RunRecord:
     mlflow_run_id: str | None = None
     exit_status: str = "running"
     exit_code: int | None = None
+    error: str | None = None  # the one-line error of a failed run
     finished_at: str | None = None
+    # earlier invocations in this folder (an interrupted run before resume=true, training before stage=eval)
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+    @classmethod
+    def load(cls, path: Path) -> RunRecord:
+        data = json.loads(Path(path).read_text())
+        known = {f.name for f in fields(cls)} - {"path"}
+        return cls(path=Path(path), **{k: v for k, v in data.items() if k in known})
+
+    def continue_with(self, stage: str, overrides: list[str]) -> None:
+        """Start a new invocation in the same folder: the last one moves to `history`, stages and metrics stay."""
+        self.history.append({"timestamp": self.timestamp, "stage": self.stage, "overrides": self.overrides,
+                             "exit_status": self.exit_status, "exit_code": self.exit_code,
+                             "error": self.error, "finished_at": self.finished_at})
+        self.timestamp, self.stage, self.overrides = utc_now(), stage, overrides
+        self.exit_status, self.exit_code, self.error, self.finished_at = "running", None, None, None
 
     def stage_update(self, name: str, status: str, **details: Any) -> None:
         entry = self.stages.setdefault(name, {})
@@ -49,9 +67,10 @@ class RunRecord:
         entry["updated_at"] = utc_now()
         self.write()
 
-    def finish(self, exit_status: str, exit_code: int) -> None:
+    def finish(self, exit_status: str, exit_code: int, error: str | None = None) -> None:
         self.exit_status = exit_status
         self.exit_code = exit_code
+        self.error = error
         self.finished_at = utc_now()
         self.write()
 

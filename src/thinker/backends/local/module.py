@@ -135,8 +135,10 @@ class FineTuneModule(pl.LightningModule):
         scheduler.step()
 
         self.trained_tokens += n
-        step_loss = loss_sum / max(n, 1)
         step = int(self.global_step)  # already counts the step just taken: 1 after the first
+        if n == 0:  # every completion of this step was cut by max_seq_length: no loss to report
+            return torch.tensor(0.0)
+        step_loss = loss_sum / n
         self.train_history.append((step, step_loss))
         self.log("loss", step_loss, prog_bar=True, logger=False, on_step=True)
         if step % self.log_every_n_steps == 0 or step >= self.total_steps:

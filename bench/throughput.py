@@ -237,10 +237,9 @@ def run_baseline(cfg: Any, path: str) -> Result:
 
 
 def served_rows(trainer: Any, batch_idx: int) -> list[Any]:
-    """The rows of train batch `batch_idx`, in the order our loader serves them this epoch."""
+    """The rows of train step `batch_idx` (all its micro-batches), in the order our loader serves them."""
     loader = trainer.train_dataloader  # the ResumableLoader itself (a single train loader)
-    order = loader.order(loader.epoch)
-    return [loader.rows[i] for i in order[batch_idx * loader.batch_size:(batch_idx + 1) * loader.batch_size]]
+    return [row for micro in loader.rows_of(batch_idx, loader.epoch) for row in micro]
 
 
 def ours_recorder(result: Result) -> Any:
@@ -251,16 +250,16 @@ def ours_recorder(result: Result) -> Any:
         clock = StepClock()
 
         def on_train_batch_start(self, trainer: Any, module: Any, batch: Any, batch_idx: int) -> None:
-            rows = served_rows(trainer, batch_idx)
-            assert len(rows) == batch["input_ids"].size(0), "row bookkeeping out of step with the loader"
+            rows = served_rows(trainer, batch_idx)  # one batch = one optimizer step: a list of micro-batches
+            assert len(rows) == sum(b["input_ids"].size(0) for b in batch), "row bookkeeping out of step"
             result.tokens += sum(len(r) for r in rows)
             result.examples += sum(r.n_examples for r in rows)
-            result.slots += int(batch["input_ids"].numel())
+            result.slots += sum(int(b["input_ids"].numel()) for b in batch)
             self.clock.start()
 
         def on_train_batch_end(self, trainer: Any, module: Any, *_: Any) -> None:
             self.clock.stop(result)
-            result.losses.append(float(trainer.callback_metrics["train_loss"]))
+            result.losses.append(float(module.last_train_loss))
 
     return Recorder()
 

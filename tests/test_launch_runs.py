@@ -57,9 +57,14 @@ def test_default_run_is_tracked_in_mlflow_with_provenance(tmp_path, env):
     assert tags["config_fingerprint"] == record["config_fingerprint"]
     assert tags["git_commit"] == str(record["git_commit"]) and tags["backend"] == "local"
     assert tags["method"] == "lora" and tags["model"] == "tiny-qwen"
+    # every metric at the optimizer step it describes (1 = after the first step), never re-logged at 0
     history = client.get_metric_history(run.info.run_id, "train_loss")
-    assert [m.step for m in history] == [1, 2, 3, 4] or len(history) >= 4
-    assert "val_loss" in run.data.metrics
+    assert [m.step for m in history] == [1, 2, 3, 4]
+    assert [m.value for m in history][-1] == pytest.approx(record["metrics"]["train_loss"])
+    val_history = client.get_metric_history(run.info.run_id, "val_loss")
+    assert [m.step for m in val_history] == [2, 4]  # trainer.evaluations=2 over 4 steps
+    assert "step 2/4: held-out loss" in out.stdout + out.stderr and "step 4/4: held-out loss" in out.stdout + out.stderr
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "c1_exact_match_rate")] == [4]
     assert all(run.data.metrics[name] == pytest.approx(record["metrics"][name]) for name in eval_metrics)
     inputs = run.inputs.dataset_inputs
     assert inputs and inputs[0].dataset.digest == record["dataset_sha256"][:16]
@@ -84,18 +89,27 @@ def test_secrets_stay_out_of_logs_params_and_records(tmp_path, env):
     assert secret not in json.dumps(runs[0].data.params) + json.dumps(runs[0].data.tags)
 
 
-def test_sigint_saves_checkpoint_and_marks_run_killed(tmp_path, env):
-    proc = subprocess.Popen(
-        [sys.executable, str(ROOT / "launch.py"), "method=lora", "trainer.max_steps=60", *TINY[:-1],
-         "trainer.evaluations=20", "validation.pytest.enabled=false", "hydra.run.dir=run"],
-        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )
-    deadline = time.time() + 240
-    lines = []
+def start_launch(args, cwd, env):
+    return subprocess.Popen([sys.executable, str(ROOT / "launch.py"), *args], cwd=cwd, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def read_until(proc, marker, deadline_s=240):
+    """Lines of proc's output up to and including the first that contains `marker`."""
+    deadline, lines = time.time() + deadline_s, []
     for line in proc.stdout:
         lines.append(line)
-        if "held-out loss" in line or time.time() > deadline:  # training is under way
+        if marker in line or time.time() > deadline:
             break
+    assert marker in "".join(lines), "".join(lines)[-3000:]
+    return lines
+
+
+def test_sigint_then_resume_is_one_finished_mlflow_run(tmp_path, env):
+    args = ["method=lora", "trainer.max_steps=24", "trainer.epochs=10", *TINY[:-1], "trainer.evaluations=6",
+            "validation.pytest.enabled=false", "evaluation.max_samples=2", "hydra.run.dir=run"]
+    proc = start_launch(args, tmp_path, env)
+    lines = read_until(proc, "step 4/24: held-out loss")  # the first checkpoint is written with it
     proc.send_signal(signal.SIGINT)
     rest, _ = proc.communicate(timeout=240)
     output = "".join(lines) + rest
@@ -108,10 +122,93 @@ def test_sigint_saves_checkpoint_and_marks_run_killed(tmp_path, env):
     import torch
 
     ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)
-    assert ckpt["global_step"] >= 1 and "thinker_rng" in ckpt
+    stopped_at = ckpt["global_step"]
+    assert 4 <= stopped_at < 24 and "thinker_rng" in ckpt
     assert not list(run_dir.rglob("*.tmp")) and not (run_dir / "weights").exists()
+    client, runs = only_run(tmp_path)
+    assert [r.info.status for r in runs] == ["KILLED"]
+    run_id = runs[0].info.run_id
+
+    out = launch([*args, "resume=true"], cwd=tmp_path, env=env)
+    assert out.returncode == 0, out.stderr[-3000:]
+    client, runs = only_run(tmp_path)
+    assert [(r.info.run_id, r.info.status) for r in runs] == [(run_id, "FINISHED")]
+    run = runs[0]
+    assert run.data.params["method.name"] == "lora" and run.data.params["trainer.max_steps"] == "24"
+    train_steps = [m.step for m in client.get_metric_history(run_id, "train_loss")]
+    assert max(train_steps) == 24 and set(range(1, 25)) <= set(train_steps)
+    assert max(m.step for m in client.get_metric_history(run_id, "val_loss")) == 24
+    assert f"step {stopped_at + 4 - stopped_at % 4}/24: held-out loss" in out.stdout + out.stderr
+    record = json.loads((run_dir / "run_record.json").read_text())
+    assert record["exit_status"] == "succeeded" and record["mlflow_run_id"] == run_id
+    assert [h["exit_status"] for h in record["history"]] == ["interrupted"]
+    assert record["metrics"]["optimizer_steps"] == 24 and "c1_exact_match_rate" in record["metrics"]
+
+
+def test_run_killed_before_its_first_checkpoint_resumes_from_scratch_in_the_same_run(tmp_path, env):
+    args = ["method=lora", "trainer.max_steps=8", *TINY[:-1], "trainer.evaluations=1",
+            "validation.pytest.enabled=false", "evaluation.enabled=false", "hydra.run.dir=run"]
+    proc = start_launch(args, tmp_path, env)
+    read_until(proc, "training: 8 optimizer steps")
+    os.kill(proc.pid, signal.SIGKILL)  # a crash: no checkpoint yet, the record still says "running"
+    proc.wait(timeout=60)
+    assert not (tmp_path / "run" / "checkpoints" / "last.ckpt").exists()
     _client, runs = only_run(tmp_path)
-    assert runs[0].info.status == "KILLED"
+    assert [r.info.status for r in runs] == ["RUNNING"]
+
+    out = launch([*args, "resume=true"], cwd=tmp_path, env=env)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "training restarts from step 0" in out.stdout + out.stderr
+    client, after = only_run(tmp_path)
+    assert [(r.info.run_id, r.info.status) for r in after] == [(runs[0].info.run_id, "FINISHED")]
+    assert client.get_metric_history(runs[0].info.run_id, "train_loss")[-1].step == 8
+
+
+def test_resume_refuses_a_different_config_and_keeps_the_record(tmp_path, env):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    original = {"config_fingerprint": "0" * 64, "exit_status": "interrupted", "overrides": ["method=lora"],
+                "stages": {"train": {"status": "interrupted"}}}
+    (run_dir / "run_record.json").write_text(json.dumps(original))
+    out = launch(["stage=train", "resume=true", "hydra.run.dir=run"], cwd=tmp_path, env=env)
+    assert out.returncode == 2, out.stderr[-2000:]
+    assert "resume=true with a different training config" in out.stderr and "method=lora" in out.stderr
+    assert json.loads((run_dir / "run_record.json").read_text()) == original  # nothing overwritten
+
+    out = launch(["stage=train", "resume=true", "hydra.run.dir=elsewhere"], cwd=tmp_path, env=env)
+    assert out.returncode == 2 and "holds no interrupted run" in out.stderr
+
+
+def test_stage_eval_adds_its_stage_to_the_trained_folders_record(tmp_path, env):
+    args = ["method=lora", "trainer.max_steps=2", *TINY, "validation.pytest.enabled=false", "hydra.run.dir=run"]
+    out = launch([*args, "stage=train"], cwd=tmp_path, env=env)
+    assert out.returncode == 0, out.stderr[-3000:]
+    trained = json.loads((tmp_path / "run" / "run_record.json").read_text())
+    out = launch([*args, "stage=eval", "evaluation.max_samples=2"], cwd=tmp_path, env=env)
+    assert out.returncode == 0, out.stderr[-3000:]
+    record = json.loads((tmp_path / "run" / "run_record.json").read_text())
+    assert record["stages"]["train"] == trained["stages"]["train"]  # kept, not wiped
+    assert record["stages"]["eval"]["status"] == "passed" and record["metrics"]["total"] == 2
+    assert record["metrics"]["train_loss"] == trained["metrics"]["train_loss"]
+    assert [h["stage"] for h in record["history"]] == ["train"] and record["stage"] == "eval"
+    client, runs = only_run(tmp_path)
+    assert [(r.info.run_id, r.info.status) for r in runs] == [(trained["mlflow_run_id"], "FINISHED")]
+    assert "c1_exact_match_rate" in runs[0].data.metrics and "train_loss" in runs[0].data.metrics
+
+
+def test_tracking_uri_password_stays_out_of_record_log_and_console(tmp_path, env):
+    password = "pw-Sup3rSecretValue"
+    data = tmp_path / "train.jsonl"
+    data.write_text((ROOT / "data" / "sample" / "claims.jsonl").read_text())
+    out = launch(["stage=validate", "validation.pytest.enabled=false", "logger=none", f"data.path={data}",
+                  f"logger.tracking_uri=postgresql://alice:{password}@db.example:5432/mlflow", "hydra.run.dir=run"],
+                 cwd=tmp_path, env={**env, "HF_TOKEN_PATH": str(tmp_path)})
+    assert out.returncode == 0, out.stderr[-2000:]
+    record_text = (tmp_path / "run" / "run_record.json").read_text()
+    assert password not in record_text + (tmp_path / "run" / "launch.log").read_text() + out.stdout + out.stderr
+    assert "postgresql://alice:***@db.example:5432/mlflow" in record_text
+    # a variable that names a credential file is not itself a secret: paths below it stay readable
+    assert json.loads(record_text)["dataset_path"] == str(data)
 
 
 def test_kill_9_leaves_last_complete_checkpoint_loadable(tmp_path, env):

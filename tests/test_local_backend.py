@@ -152,6 +152,56 @@ def test_gradient_accumulation_matches_one_big_batch(tmp_path):
     assert loss_a == pytest.approx(loss_b, rel=1e-5)
 
 
+def test_fine_tuning_a_registered_lora_fine_tune_starts_from_it(tmp_path):
+    import lightning.pytorch as pl
+
+    from thinker.models.finetunes import register_run_output
+    from thinker.models.loading import load_causal_lm
+    from thinker.models.registry_options import register_registry_options
+
+    parent_cfg, parent = run_train(tmp_path / "parent", ["method=lora", "trainer.max_steps=4",
+                                                         "output.name=parent-lora"])
+    entry = register_run_output(parent_cfg, parent.checkpoint_dir, None)
+    assert entry.model_name in register_registry_options()
+    batch = sample_batch(parent)
+    starting = {}
+
+    class StartingLogits(pl.Callback):
+        def on_train_start(self, trainer, module):
+            starting["logits"] = logits_of(module.model, batch)
+            module.model.train()
+
+    _cfg, child = run_train(tmp_path / "child", [f"model={entry.model_name}", "method=lora", "trainer.max_steps=1"],
+                            callbacks=(StartingLogits(),))
+    parent_logits = logits_of(parent.objects["model"], batch)
+    base_logits = logits_of(load_causal_lm(parent.objects["base_path"], method="full", quant=None), batch)
+    torch.testing.assert_close(starting["logits"], parent_logits, atol=1e-4, rtol=1e-4)
+    assert (starting["logits"] - base_logits).abs().max() > 1e-2  # not the plain base
+    assert child.objects["base_path"] != parent.objects["base_path"]  # trained on the merged parent
+
+
+def test_bf16_training_loads_the_frozen_base_in_bf16_and_keeps_adapters_in_fp32(tmp_path):
+    _cfg, report = run_train(tmp_path, ["method=lora", "trainer.precision=bf16", "trainer.max_steps=2"])
+    model = report.objects["model"]
+    assert {p.dtype for p in model.parameters() if not p.requires_grad} == {torch.bfloat16}
+    assert {p.dtype for p in model.parameters() if p.requires_grad} == {torch.float32}
+    assert torch.isfinite(torch.tensor(report.metrics["val_loss"]))
+
+
+@pytest.mark.parametrize("enabled", [False, True])
+def test_gradient_checkpointing_follows_trainer_optimizations(tmp_path, enabled):
+    features = "sequence_packing,gradient_checkpointing" if enabled else "sequence_packing"
+    _cfg, report = run_train(tmp_path, ["method=qlora", "trainer.max_steps=1", f"trainer.optimizations=[{features}]"])
+    checkpointed = [m for m in report.objects["model"].modules() if getattr(m, "gradient_checkpointing", False) is True]
+    assert bool(checkpointed) is enabled
+
+
+def test_zero_evaluations_means_no_held_out_evaluation(tmp_path):
+    _cfg, report = run_train(tmp_path, ["method=lora", "trainer.max_steps=3", "trainer.evaluations=0"])
+    assert report.objects["module"].val_history == [] and "val_loss" not in report.metrics
+    assert report.metrics["optimizer_steps"] == 3 and (tmp_path / "checkpoints" / "last.ckpt").exists()
+
+
 class SignalAtStep:
     """Sends this process a real SIGTERM after optimizer step `step`, as a scheduler would."""
 

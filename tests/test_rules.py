@@ -37,6 +37,14 @@ def names(cfg, env=KEYS):
         (rules.max_steps_valid, ["trainer.max_steps=0"], ["trainer.max_steps=5"]),
         (rules.validation_split_valid, ["data.validation_split=1.0"], ["data.validation_split=0.0"]),
         (rules.validation_split_valid, ["data.max_examples=0"], ["data.max_examples=10"]),
+        (rules.precision_can_train, ["trainer.precision=int4"], ["trainer.precision=bf16"]),
+        (rules.precision_can_train, ["trainer.precision=fp8"], ["trainer=gpu", "trainer.precision=fp16"]),
+        (rules.precision_can_train, ["trainer.precision=fp16"], ["trainer.precision=fp32"]),  # no CPU fp16 autocast
+        (rules.precision_can_train, ["method.compute_dtype=int8"], ["method.compute_dtype=bf16"]),
+        (rules.optimizations_supported, ["trainer.optimizations=[activation_offloading]"],
+         ["trainer.optimizations=[gradient_checkpointing]"]),
+        (rules.optimizations_supported, ["trainer.optimizations=[flash_attention]"],
+         ["trainer=gpu", "trainer.optimizations=[flash_attention]"]),
     ],
 )
 def test_rule_both_ways(rule, bad, good):
@@ -71,3 +79,23 @@ def test_credential_error_never_contains_the_value():
 
 def test_default_config_passes_every_rule():
     assert names(compose(), {}) == []
+
+
+def test_a_precision_that_cannot_train_stops_at_config_check_before_the_gate():
+    with pytest.raises(ThinkerError) as info:
+        check_config(compose(["trainer.precision=int4"]), env={})
+    assert info.value.stage == "config" and "trainer.precision=int4" in str(info.value)
+
+
+def test_lora_defaults_live_in_one_place():
+    from thinker.config.ranges import PARAMETER_RANGES
+
+    for method in ("lora", "qlora"):
+        cfg = compose([f"method={method}"])
+        for key in ("rank", "alpha", "dropout"):
+            assert cfg.method[key] == PARAMETER_RANGES[f"method.{key}"].default, (method, key)
+    assert compose(["method=qlora"]).method.compute_dtype is None  # follows trainer.precision
+
+
+def test_trainer_schema_has_no_unused_keys():
+    assert "num_workers" not in compose().trainer

@@ -74,6 +74,8 @@ def guarded_main(hydra_main: Callable[[], object], argv: list[str] | None = None
     try:
         hydra_main()
     except SystemExit as exc:
+        if exc.code not in (0, None):
+            _exit_if_sweep_failed()  # the sweeper gave up after failed jobs: report them, not a config error
         if _held is not None and exc.code not in (0, None):
             text = _held.getvalue()
             _held = None
@@ -88,8 +90,9 @@ def guarded_main(hydra_main: Callable[[], object], argv: list[str] | None = None
 
 def _exit_if_sweep_failed() -> None:
     """A sweep whose jobs failed (each already reported) exits with the first failed job's stage code."""
-    from thinker.sweeps import last_outcome
+    from thinker.sweeps import report
 
-    outcome = last_outcome()
+    outcome = report()
     if outcome is not None and outcome.failed:
+        release_stderr()
         raise SystemExit(outcome.exit_code)

@@ -39,6 +39,7 @@ class SweepOutcome:
 
 
 _last: SweepOutcome | None = None
+_sweep_dir: Path | None = None  # set when a multirun starts, in the launching process
 
 
 def summarize(sweep_dir: Path) -> SweepOutcome:
@@ -67,14 +68,23 @@ def last_outcome() -> SweepOutcome | None:
     return _last
 
 
-class SweepSummary(Callback):
-    """Prints `sweep: N of M jobs succeeded; failed: #i <error>` when a multirun ends."""
-
-    def on_multirun_end(self, config: Any, **kwargs: Any) -> None:
-        global _last
-        sweep_dir = Path(str(config.hydra.sweep.dir))
-        if not sweep_dir.is_dir():
-            return
-        _last = summarize(sweep_dir)
+def report() -> SweepOutcome | None:
+    """Summarise the sweep this process launched (once) and print its line; None outside a sweep."""
+    global _last
+    if _last is None and _sweep_dir is not None and _sweep_dir.is_dir():
+        _last = summarize(_sweep_dir)
         stream = sys.stderr if _last.failed else sys.stdout
         print(_last.line(), file=stream, flush=True)
+    return _last
+
+
+class SweepSummary(Callback):
+    """Prints `sweep: N of M jobs succeeded; failed: #i <error>` when a multirun ends. If the sweeper itself
+    gives up (Optuna raises when no trial completed), guarded_main calls report() instead."""
+
+    def on_multirun_start(self, config: Any, **kwargs: Any) -> None:
+        global _sweep_dir, _last
+        _sweep_dir, _last = Path(str(config.hydra.sweep.dir)), None
+
+    def on_multirun_end(self, config: Any, **kwargs: Any) -> None:
+        report()

@@ -174,11 +174,12 @@ def train(cfg: DictConfig, run_dir: Path, session: Any = None, callbacks: tuple 
     precision = str(cfg.trainer.precision)
     optimizations = {str(o) for o in cfg.trainer.optimizations}
     ckpt_path = resume_checkpoint(run_dir) if cfg.resume else None
-    pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
 
     # model: a registered LoRA fine-tune starts from its parent merged into its base (not the plain base)
     path = resolve_model_path(cfg.model, int(cfg.seed), [resolve_input(p) for p in cfg.model.tokenizer_corpus])
     path = training_start_point(path)
+    # seeded after the model folder exists: building it on first use must not shift the adapters' init
+    pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
     tokenizer = load_tokenizer(path, cfg.model.revision)
     quant = qlora_settings(cfg) if method == "qlora" else None
     model = load_causal_lm(path, method=method, quant=quant, dtype=base_weights_dtype(method, precision),
@@ -199,12 +200,14 @@ def train(cfg: DictConfig, run_dir: Path, session: Any = None, callbacks: tuple 
     packed = "sequence_packing" in optimizations
     max_len = int(cfg.trainer.max_seq_length)
     on_inputs = str(cfg.trainer.train_on_inputs) == "enabled"
-    train_tok = tokenize_all(tokenizer, train_ex, max_len, weights, on_inputs)
-    val_tok = tokenize_all(tokenizer, val_ex, max_len, weights, on_inputs)
+    # an example whose completion max_seq_length cuts off entirely teaches nothing: it is left out
+    train_tok = [t for t in tokenize_all(tokenizer, train_ex, max_len, weights, on_inputs) if t.trained_tokens]
+    val_tok = [t for t in tokenize_all(tokenizer, val_ex, max_len, weights, on_inputs) if t.trained_tokens]
     train_rows, val_rows = make_rows(train_tok, max_len, packed), make_rows(val_tok, max_len, packed)
     st = stats(train_tok, train_rows)
-    log.info("data: %d train / %d held-out examples, %d tokens in %d rows (packing %s), %d truncated",
-             len(train_ex), len(val_ex), st.tokens, st.rows, "on" if packed else "off", st.truncated)
+    log.info("data: %d train / %d held-out examples, %d tokens in %d rows (packing %s), %d truncated, "
+             "%d left out (no completion token within max_seq_length)", len(train_tok), len(val_tok), st.tokens,
+             st.rows, "on" if packed else "off", st.truncated, len(train_ex) + len(val_ex) - len(train_tok) - len(val_tok))
     if st.trained_tokens == 0:
         raise ThinkerError(
             f"no completion token survives trainer.max_seq_length={max_len} (prompts fill every sequence)",
@@ -246,6 +249,7 @@ def train(cfg: DictConfig, run_dir: Path, session: Any = None, callbacks: tuple 
         check_val_every_n_epoch=None if val_rows else 1,
         limit_val_batches=1.0 if val_rows else 0,
         num_sanity_val_steps=0,
+        log_every_n_steps=int(cfg.trainer.log_every_n_steps),  # our module logs itself; this keeps Lightning quiet
         logger=logger,
         callbacks=all_callbacks,
         plugins=[AtomicCheckpointIO()],

@@ -135,7 +135,7 @@ def worker(variant: str, model_dir: str, steps: int, batch: int, seq_len: int) -
     import torch
     import transformers.models.qwen2.modeling_qwen2  # noqa: F401  (transformers imports it lazily)
 
-    from thinker.backends.local.backend import apply_method
+    from thinker.backends.local.backend import apply_method, qlora_settings
     from thinker.backends.local.optimizers import build_optimizer
     from thinker.models.loading import count_parameters, load_causal_lm
 
@@ -144,12 +144,10 @@ def worker(variant: str, model_dir: str, steps: int, batch: int, seq_len: int) -
     base = rss_bytes()
     can_reset = reset_peak()
 
-    quant = dict(cfg.method) if method_name == "qlora" else None
+    quant = qlora_settings(cfg) if method_name == "qlora" else None
     model = load_causal_lm(model_dir, method=method_name, quant=quant, dtype=dtype)
-    model = apply_method(model, cfg.method, "cpu")
-    if variant == "qlora-gc":
-        # the local backend turns this on for qlora on a GPU only (on a CPU it costs a recomputation)
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    # qlora-gc: what trainer.optimizations=[...,gradient_checkpointing] (the GPU profiles' default) saves
+    model = apply_method(model, cfg.method, checkpointing=variant == "qlora-gc")
     model.train()
     load_peak, loaded = peak_bytes(), rss_bytes()
     reset_peak()

@@ -161,11 +161,12 @@ def baseline_model(cfg: Any, path: str) -> Any:
     import transformers
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 
+    from thinker.backends.local.backend import qlora_settings
     from thinker.models.loading import load_causal_lm
 
     transformers.set_seed(int(cfg.seed))
     method = cfg.method
-    quant = dict(method) if str(method.name) == "qlora" else None
+    quant = qlora_settings(cfg) if str(method.name) == "qlora" else None
     model = load_causal_lm(path, method=str(method.name), quant=quant, dtype="fp32")
     if quant is not None:
         # as ours does on a CPU: gradient checkpointing would only add recomputation here

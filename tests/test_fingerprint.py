@@ -11,6 +11,7 @@ import pytest
 from conftest import ROOT, compose
 from omegaconf import OmegaConf
 
+from thinker.tracking import file_hashes
 from thinker.tracking import fingerprint as fp
 from thinker.tracking.fingerprint import config_fingerprint, fingerprint_inputs, resolved_container
 
@@ -21,7 +22,7 @@ SAMPLE = "data/sample/claims.jsonl"
 def _private_hash_cache(tmp_path, monkeypatch):
     """Each test starts with empty hash caches, kept out of the repository's models/."""
     monkeypatch.setenv("THINKER_MODELS_DIR", str(tmp_path / "models"))
-    monkeypatch.setattr(fp, "_memory", {})
+    monkeypatch.setattr(file_hashes, "_memory", {})
 
 
 def plain(cfg) -> dict:
@@ -206,18 +207,18 @@ def test_missing_model_folder_does_not_crash(tmp_path):
 
 def test_big_files_are_hashed_once_across_processes(tmp_path, monkeypatch):
     folder = _model_folder(tmp_path / "m", b"\x03" * 128)
-    monkeypatch.setattr(fp, "PERSIST_MIN_BYTES", 100)  # model.safetensors counts as big here
+    monkeypatch.setattr(file_hashes, "PERSIST_MIN_BYTES", 100)  # model.safetensors counts as big here
     calls: list[str] = []
-    real = fp._hash_file
-    monkeypatch.setattr(fp, "_hash_file", lambda p: calls.append(Path(p).name) or real(p))
+    real = file_hashes._hash_file
+    monkeypatch.setattr(file_hashes, "_hash_file", lambda p: calls.append(Path(p).name) or real(p))
     cfg = compose(["model=qwen-0.5b", f"model.source={folder}"])
     first = config_fingerprint(cfg)
     assert "model.safetensors" in calls
-    cache = json.loads((tmp_path / "models" / fp.HASH_CACHE_FILE).read_text())
+    cache = json.loads((tmp_path / "models" / file_hashes.HASH_CACHE_FILE).read_text())
     assert str((folder / "model.safetensors").resolve()) in cache
     assert str((folder / "config.json").resolve()) not in cache  # small: not worth persisting
     calls.clear()
-    monkeypatch.setattr(fp, "_memory", {})  # as a new process would start
+    monkeypatch.setattr(file_hashes, "_memory", {})  # as a new process would start
     assert config_fingerprint(cfg) == first
     assert "model.safetensors" not in calls
 

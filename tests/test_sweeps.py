@@ -97,3 +97,17 @@ def test_optuna_search_whose_every_trial_fails_reports_them_and_exits_with_their
     assert out.returncode == 3, out.stderr[-3000:]
     assert "sweep: 0 of 2 jobs succeeded; failed: #0 dataset failed validation" in out.stderr
     assert "#1 dataset failed validation" in out.stderr
+
+
+@pytest.mark.slow
+def test_a_sweeps_console_and_records_never_show_a_tracking_uri_password(tmp_path, env):
+    password = "pw-Sweep5ecretValue"
+    out = launch(["-m", "stage=validate", "validation.pytest.enabled=false", "logger=none", "seed=1,2",
+                  f"logger.tracking_uri=postgresql://alice:{password}@db.example/mlflow"], cwd=tmp_path, env=env)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "#1 : " in out.stdout + out.stderr  # the launcher's echo of the job's overrides...
+    assert "alice\\:***@db.example" in out.stdout + out.stderr  # ...with the password masked
+    assert password not in out.stdout + out.stderr
+    for path in tmp_path.glob("multirun/*/*/*/*"):
+        if path.name in ("run_record.json", "launch.log"):
+            assert password not in path.read_text(), path

@@ -85,6 +85,9 @@ class SweepSummary(Callback):
     def on_multirun_start(self, config: Any, **kwargs: Any) -> None:
         global _sweep_dir, _last
         _sweep_dir, _last = Path(str(config.hydra.sweep.dir)), None
+        from thinker.tracking.secrets import install_log_masking
+
+        install_log_masking()  # the launcher logs each job's overrides, a tracking URI's password included
 
     def on_multirun_end(self, config: Any, **kwargs: Any) -> None:
         report()

@@ -77,7 +77,9 @@ _BEARER = re.compile(r"(\bBearer\s+)(?=[A-Za-z._~+/\-]*\d)[A-Za-z0-9._~+/\-]{8,}
 
 # scheme://user:password@host -- the user may be empty (redis://:pw@host); the password runs to the last @
 # of the authority (it may hold @ itself), which ends at the first /, ?, # or whitespace.
-_URI_PASSWORD = re.compile(r"(?P<head>\b[A-Za-z][A-Za-z0-9+.\-]*://[^\s:/?#@]*:)(?P<password>[^\s/?#]*)@")
+# Hydra's override echo escapes colons (postgresql\://user\:pw@host), so an optional backslash is allowed.
+_URI_PASSWORD = re.compile(
+    r"(?P<head>\b[A-Za-z][A-Za-z0-9+.\-]*\\?://[^\s:/?#@\\]*\\?:)(?P<password>[^\s/?#]*)@")
 
 # A key names a credential when it *ends* in one of these words, not merely contains one.
 _SECRET_KEY = re.compile(

@@ -27,6 +27,12 @@ from thinker.config.enums import (
 )
 from thinker.config.ranges import PARAMETER_RANGES
 
+
+def seed_default(key: str) -> float:
+    """Seed 004's default for a ranged key: the schema's defaults come from the one table that holds them."""
+    return PARAMETER_RANGES[key].default
+
+
 # ---------------------------------------------------------------- model
 
 
@@ -121,9 +127,9 @@ class MethodConfig:
 @dataclass
 class LoraMethodConfig(MethodConfig):
     # seed 004's defaults, from the one table that holds them (conf/method/*.yaml does not repeat them)
-    rank: int = int(PARAMETER_RANGES["method.rank"].default)
-    alpha: float = PARAMETER_RANGES["method.alpha"].default
-    dropout: float = PARAMETER_RANGES["method.dropout"].default
+    rank: int = int(seed_default("method.rank"))
+    alpha: float = seed_default("method.alpha")
+    dropout: float = seed_default("method.dropout")
     # "all-linear" or a comma-separated list of module names ("q_proj,v_proj"), as in seed 004
     target_modules: str = "all-linear"
     bias: str = "none"
@@ -143,17 +149,17 @@ class QLoraMethodConfig(LoraMethodConfig):
 @dataclass
 class SchedulerConfig:
     type: LRSchedulerType = LRSchedulerType.cosine
-    warmup_ratio: float = 0.0
-    min_lr_ratio: float = 0.0
-    cycles: float = 0.5
+    warmup_ratio: float = seed_default("optimizer.scheduler.warmup_ratio")
+    min_lr_ratio: float = seed_default("optimizer.scheduler.min_lr_ratio")
+    cycles: float = seed_default("optimizer.scheduler.cycles")
 
 
 @dataclass
 class OptimizerConfig:
     name: OptimizerName = MISSING
-    lr: float = 1e-5
-    weight_decay: float = 0.0
-    max_grad_norm: float = 1.0
+    lr: float = seed_default("optimizer.lr")
+    weight_decay: float = seed_default("optimizer.weight_decay")
+    max_grad_norm: float = seed_default("optimizer.max_grad_norm")
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     eps: float = 1e-8
     momentum: float = 0.0
@@ -179,12 +185,13 @@ class TrainerConfig:
     precision: ModelPrecision = ModelPrecision.fp32
     # bounds optimizer steps on every backend; -1 lets `epochs` decide
     max_steps: int = -1
-    epochs: int = 3
-    batch_size: int = 4
-    grad_accum: int = 1
-    max_seq_length: int = 512
-    save_total_limit: int = 1
-    evaluations: int = 1  # held-out evaluations during training
+    epochs: int = int(seed_default("trainer.epochs"))
+    batch_size: int = int(seed_default("trainer.batch_size"))
+    grad_accum: int = int(seed_default("trainer.grad_accum"))
+    max_seq_length: int = int(seed_default("trainer.max_seq_length"))
+    save_total_limit: int = int(seed_default("trainer.save_total_limit"))
+    # held-out evaluations (each with a checkpoint) spread over the run; 0: none
+    evaluations: int = int(seed_default("trainer.evaluations"))
     log_every_n_steps: int = 1
     train_on_inputs: TrainOnInputs = TrainOnInputs.auto
     optimizations: list[OptimizationFeature] = field(

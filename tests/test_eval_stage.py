@@ -38,7 +38,7 @@ def test_train_then_eval_scores_the_adapter_and_records_it(tmp_path, capsys):
     stage_eval(ctx)
     stage = ctx.record.stages["eval"]
     assert stage["status"] == "passed" and stage["samples"] == 3
-    assert stage["checkpoint_dir"] == str(run_dir / "weights")
+    assert stage["weights"] == str((run_dir / "weights").resolve())
     assert set(METRIC_NAMES) <= set(stage["metrics"]) and stage["metrics"]["total"] == 3
     assert {k: ctx.record.metrics[k] for k in METRIC_NAMES} == stage["metrics"]
     assert len(stage["evidence_semantic_match"]) == 3

@@ -37,7 +37,7 @@ def finetune_cfg(base: str, output_name: str | None = None):
     return OmegaConf.create({
         "model": {"name": base, "family": "qwen2", "source": "builtin", "params": 10, "recommended_lr": 3e-3,
                   "supports_4bit": True},
-        "method": {"name": "lora"}, "output": {"name": output_name}, "stage": "run",
+        "method": {"name": "lora"}, "backend": {"name": "local"}, "output": {"name": output_name}, "stage": "run",
     })
 
 

@@ -10,7 +10,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig
 
@@ -18,6 +18,9 @@ from thinker.data.source import effective_data_path, prepare_data, source_format
 from thinker.errors import ThinkerError
 from thinker.paths import resolve_input
 from thinker.tracking.run_record import RunRecord
+
+if TYPE_CHECKING:
+    from thinker.backends import TrainingReport, WeightsRef
 
 log = logging.getLogger("thinker")
 
@@ -135,18 +138,17 @@ def _record_dataset_digest(ctx: StageContext, data_path: Path) -> None:
 
 
 def stage_train(ctx: StageContext) -> None:
-    from thinker.backends import get_backend
+    from thinker.backends import instantiate_backend
 
     cfg, record = ctx.cfg, ctx.record
-    name = str(cfg.backend.name)
-    train = get_backend(name)
-    record.stage_update("train", "running", backend=name, method=str(cfg.method.name), model=cfg.model.name)
+    backend = instantiate_backend(cfg)
+    record.stage_update("train", "running", backend=backend.name, method=str(cfg.method.name), model=cfg.model.name)
     session = ctx.open_session()
-    report = train(cfg, ctx.run_dir, session)
+    report = backend.train(cfg, ctx.run_dir, session)
     ctx.results["train"] = report
-    registered = register_weights(ctx, report.checkpoint_dir)
-    if session is not None and report.checkpoint_dir is not None:
-        log_weights(session, report.checkpoint_dir)
+    registered = register_weights(ctx, report)
+    if session is not None and report.weights is not None:
+        log_weights(session, report.weights)
     record.metrics.update(report.metrics)
     if session is not None:  # the losses were logged step by step; the run's totals go at its last step
         session.log_metrics({k: v for k, v in report.metrics.items() if k not in STEP_METRICS},
@@ -155,7 +157,7 @@ def stage_train(ctx: StageContext) -> None:
         "train",
         "passed",
         backend=report.backend,
-        checkpoint_dir=str(report.checkpoint_dir) if report.checkpoint_dir else None,
+        weights=report.weights.uri if report.weights else None,
         metrics=report.metrics,
         registered_as=registered,
         **report.extra,
@@ -171,13 +173,13 @@ def last_step(record: RunRecord) -> int:
     return int(record.metrics.get("optimizer_steps", 0))
 
 
-def register_weights(ctx: StageContext, weights_dir: Path | None) -> str | None:
-    """Put the run's weights in the model registry with their lineage; returns the registered name."""
-    if weights_dir is None:
+def register_weights(ctx: StageContext, report: TrainingReport) -> str | None:
+    """Put the run's weights (a local folder or a remote URI) in the model registry with their lineage."""
+    if report.weights is None:
         return None
     from thinker.models.finetunes import register_run_output
 
-    entry = register_run_output(ctx.cfg, Path(weights_dir), ctx.record.mlflow_run_id)
+    entry = register_run_output(ctx.cfg, report.weights, ctx.record.mlflow_run_id)
     log.info("registered the weights as model %s (fine-tuned from %s)", entry.model_name, entry.fine_tuned_from)
     return entry.model_name
 
@@ -186,18 +188,37 @@ def register_weights(ctx: StageContext, weights_dir: Path | None) -> str | None:
 MAX_WEIGHTS_ARTIFACT_BYTES = 200 * 1024 * 1024
 
 
-def log_weights(session: Any, weights_dir: Path) -> None:
-    size = sum(p.stat().st_size for p in Path(weights_dir).rglob("*") if p.is_file())
+def log_weights(session: Any, weights: WeightsRef) -> None:
+    if weights.path is None:  # remote weights: the URI is the reference
+        session.set_tags({"weights_uri": weights.uri})
+        return
+    size = sum(p.stat().st_size for p in weights.path.rglob("*") if p.is_file())
     if size <= MAX_WEIGHTS_ARTIFACT_BYTES:
-        session.log_artifact(weights_dir, "weights")
-    session.set_tags({"weights_path": str(Path(weights_dir).resolve()), "weights_bytes": size})
+        session.log_artifact(weights.path, "weights")
+    session.set_tags({"weights_path": str(weights.path), "weights_bytes": size})
+
+
+def weights_to_evaluate(ctx: StageContext) -> TrainingReport:
+    """This job's training report; else evaluation.checkpoint_dir; else the weights the folder's record names
+    (a remote URI stays one); else <run folder>/weights."""
+    from thinker.backends import TrainingReport, WeightsRef
+    from thinker.evaluation.checkpoint import find_checkpoint
+
+    trained = ctx.results.get("train")
+    if trained is not None and trained.weights is not None and not ctx.cfg.evaluation.checkpoint_dir:
+        return trained
+    recorded = ctx.record.stages.get("train", {}).get("weights")
+    backend = str(ctx.cfg.backend.name)
+    if recorded and not ctx.cfg.evaluation.checkpoint_dir and not WeightsRef(recorded).is_local:
+        return TrainingReport(backend=backend, weights=WeightsRef(recorded))
+    folder = find_checkpoint(ctx.cfg.evaluation.checkpoint_dir, ctx.run_dir, Path(recorded) if recorded else None)
+    return TrainingReport(backend=backend, weights=WeightsRef.local(folder))
 
 
 def stage_eval(ctx: StageContext) -> None:
-    """Score the trained weights on held-out SciFact claims; metrics go to stdout, the record and MLflow."""
-    from thinker.backends.local.backend import device_type
-    from thinker.evaluation.checkpoint import find_checkpoint
-    from thinker.evaluation.generate import Decoding, local_generator
+    """Score the trained weights on held-out SciFact claims through the backend's sampler; metrics go to
+    stdout, the record and MLflow, the same metrics whichever backend trained them."""
+    from thinker.backends import instantiate_backend
     from thinker.evaluation.matching import STRING, load_embedding_matcher
     from thinker.evaluation.report import metrics_table
     from thinker.evaluation.runner import evaluate
@@ -211,24 +232,22 @@ def stage_eval(ctx: StageContext) -> None:
     if not ev.claims_file or not ev.corpus_file:
         raise ThinkerError("evaluation needs SciFact claims and corpus files", "evaluation.claims_file / corpus_file",
                            "set both (or evaluation.enabled=false)", stage="eval")
-    trained = ctx.results.get("train")
-    checkpoint = find_checkpoint(ev.checkpoint_dir, ctx.run_dir, getattr(trained, "checkpoint_dir", None))
+    report = weights_to_evaluate(ctx)
+    weights = report.weights.uri
     samples = load_eval_samples(resolve_input(str(ev.claims_file)), resolve_input(str(ev.corpus_file)),
                                 ev.max_samples)
-    record.stage_update("eval", "running", checkpoint_dir=str(checkpoint), samples=len(samples))
-    device = device_type(cfg)
-    d = ev.decoding
-    decoding = Decoding(bool(d.do_sample), float(d.temperature), float(d.top_p), int(d.max_new_tokens), int(cfg.seed))
-    semantic = (load_embedding_matcher(float(ev.embedding.threshold), device) if ev.embedding.enabled else None) or STRING
+    record.stage_update("eval", "running", weights=weights, samples=len(samples))
+    generate = instantiate_backend(cfg).sampler(report, cfg)
+    semantic = (load_embedding_matcher(float(ev.embedding.threshold), evaluation_device())
+                if ev.embedding.enabled else None) or STRING
     output = Path(ev.output_path) if ev.output_path else Path("eval") / "predictions.jsonl"
     output = output if output.is_absolute() else ctx.run_dir / output
-    log.info("evaluating %s on %d claims of %s (%s decoding, evidence matcher %s)", checkpoint, len(samples),
-             ev.claims_file, "sampled" if decoding.do_sample else "greedy", semantic.name)
+    log.info("evaluating %s on %d claims of %s (%s decoding, evidence matcher %s)", weights, len(samples),
+             ev.claims_file, "sampled" if ev.decoding.do_sample else "greedy", semantic.name)
     started = time.perf_counter()
-    result = evaluate(samples, local_generator(checkpoint, decoding, device), semantic=semantic,
-                      output_path=output, batch_size=int(ev.batch_size))
+    result = evaluate(samples, generate, semantic=semantic, output_path=output, batch_size=int(ev.batch_size))
     seconds = time.perf_counter() - started
-    print(metrics_table(result.metrics, f"evaluation of {checkpoint} ({len(samples)} claims)"), flush=True)
+    print(metrics_table(result.metrics, f"evaluation of {weights} ({len(samples)} claims)"), flush=True)
 
     record.metrics.update(result.metrics)
     session = ctx.open_session()
@@ -238,3 +257,10 @@ def stage_eval(ctx: StageContext) -> None:
     record.stage_update("eval", "passed", metrics=result.metrics, predictions=str(output),
                         evidence_semantic_matcher=result.semantic_matcher, eval_seconds=round(seconds, 3),
                         **result.per_sample)
+
+
+def evaluation_device() -> str:
+    """Where the evidence-similarity model runs: this machine's GPU when it has one (any backend)."""
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"

@@ -1,55 +1,120 @@
-"""Training backends: where a run trains. Each returns the same TrainingReport.
+"""Training backends: where a run trains, and how its result is sampled for evaluation.
 
-A backend is one module exposing `train(cfg, run_dir, session) -> TrainingReport` (session: the job's
-MLflow run, or None). The table below maps a
-backend name to that module; a name whose module has not landed yet composes but fails clearly here.
+A backend is one config file and one module. `conf/backend/<name>.yaml` names the class in `_target_` and
+Hydra instantiates it with that file's keys (the lightning-hydra-template way); nothing else lists backend
+names. A backend offers:
+
+- `check(cfg, env)`: what can be known before anything runs (its SDK installed, its code landed); it
+  raises a ThinkerError at config check, before the validation gate;
+- `train(cfg, run_dir, tracker) -> TrainingReport`: the metrics and a reference to the trained weights, a
+  local folder or a remote URI / id (`tinker://...`, a provider's model id);
+- `sampler(report, cfg) -> generate(prompts) -> completions`: what evaluation calls, so every backend is
+  scored by the same code.
+
+The pipeline, the model registry and the eval stage depend on nothing else. Modules here stay light: the
+config check instantiates the backend, and heavy libraries are imported inside train and sampler.
 """
 
 from __future__ import annotations
 
-import importlib
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from omegaconf import DictConfig
 
-from thinker.errors import NotAvailableYet
+from thinker.errors import NotAvailableYet, ThinkerError
+
+Generate = Callable[[list[str]], list[str]]
+
+
+@dataclass(frozen=True)
+class WeightsRef:
+    """Where trained weights are: a local folder, or a URI / id that only the backend that made it can use."""
+
+    uri: str
+
+    @classmethod
+    def local(cls, folder: str | Path) -> WeightsRef:
+        return cls(str(Path(folder).resolve()))
+
+    @property
+    def is_local(self) -> bool:
+        return "://" not in self.uri and not self.uri.startswith("ft:")
+
+    @property
+    def path(self) -> Path | None:
+        return Path(self.uri) if self.is_local else None
 
 
 @dataclass
 class TrainingReport:
     backend: str
-    checkpoint_dir: Path | None
+    weights: WeightsRef | None
     metrics: dict[str, float] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)  # JSON-able details for the run record
     # in-memory results for programmatic callers (trained model, tokenizer); never recorded
     objects: dict[str, Any] = field(default_factory=dict, repr=False)
 
-
-class TrainingBackend(Protocol):
-    def __call__(self, cfg: DictConfig, run_dir: Path, session: Any) -> TrainingReport: ...
-
-
-# name -> "module:function"; None: composes, but its code comes in a later release
-BACKENDS: dict[str, str | None] = {
-    "local": "thinker.backends.local.backend:train",
-    "tinker": None,
-    "provider": None,
-}
+    @property
+    def checkpoint_dir(self) -> Path | None:
+        """The local weights folder (None for remote weights)."""
+        return self.weights.path if self.weights else None
 
 
-def get_backend(name: str) -> TrainingBackend:
-    target = BACKENDS.get(name)
-    if target is None:
-        raise NotAvailableYet(
-            f"backend={name}", f"the {name} training backend", "use backend=local for now"
-        )
-    module_name, _, attr = target.partition(":")
+class Backend:
+    """Base class: keeps the backend's config keys; subclasses implement train and sampler."""
+
+    def __init__(self, name: str, supported_methods: list[str] | None = None,
+                 supported_optimizations: list[str] | None = None, api_key_env: str | None = None,
+                 base_url: str | None = None, options: dict[str, Any] | None = None, **flags: Any):
+        self.name = name
+        self.supported_methods = list(supported_methods or [])
+        self.supported_optimizations = supported_optimizations
+        self.api_key_env = api_key_env
+        self.base_url = base_url
+        self.options = dict(options or {})  # backend-specific settings (backend.options.<key>)
+        self.flags = flags  # runs_here, uses_provider: read by the config rules
+
+    def check(self, cfg: DictConfig, env: Mapping[str, str]) -> None:
+        """Raise a ThinkerError for anything knowable before the run starts (default: nothing)."""
+
+    def train(self, cfg: DictConfig, run_dir: Path, tracker: Any) -> TrainingReport:
+        raise NotImplementedError
+
+    def sampler(self, report: TrainingReport, cfg: DictConfig) -> Generate:
+        raise NotImplementedError
+
+    def weights_of(self, report: TrainingReport) -> WeightsRef:
+        """The report's weights, or a clear error when there are none."""
+        if report.weights is None:
+            raise ThinkerError("the run produced no weights to evaluate", f"backend={self.name}",
+                               "train first (stage=train or stage=run)", stage="eval")
+        return report.weights
+
+
+class NotLandedBackend(Backend):
+    """A backend whose option composes but whose code comes in a later release: refused at config check."""
+
+    def check(self, cfg: DictConfig, env: Mapping[str, str]) -> None:
+        raise NotAvailableYet(f"backend={self.name}", f"the {self.name} training backend", "use backend=local for now")
+
+
+def instantiate_backend(cfg: DictConfig) -> Backend:
+    """The backend object `cfg.backend` describes (its `_target_` class, built with its keys)."""
+    from hydra.errors import InstantiationException
+    from hydra.utils import instantiate
+
     try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        if exc.name and exc.name.startswith("thinker."):
-            raise NotAvailableYet(f"backend={name}", f"the {name} training backend", "use another backend") from exc
-        raise
-    return getattr(module, attr)
+        backend = instantiate(cfg.backend, _convert_="all")
+    except InstantiationException as error:
+        raise ThinkerError(
+            f"backend={cfg.backend.get('name')} cannot be built from its config ({error.__cause__ or error})",
+            f"backend._target_={cfg.backend.get('_target_')}",
+            "fix conf/backend/<name>.yaml: _target_ must name an importable Backend class",
+        ) from error
+    if not isinstance(backend, Backend):
+        raise ThinkerError(f"backend._target_={cfg.backend.get('_target_')} is not a thinker Backend",
+                           "conf/backend", "point _target_ at a subclass of thinker.backends.Backend")
+    return backend

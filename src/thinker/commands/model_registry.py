@@ -12,7 +12,7 @@ def _import(args: argparse.Namespace) -> int:
 
     entry = import_model(args.source, name=args.name, revision=args.revision, accept_license=args.accept_license)
     print(f"[thinker] imported {entry.model_id} as {entry.model_name} ({entry.architecture}) into "
-          f"{entry.local_path}; train with: python launch.py model={entry.model_name}")
+          f"{entry.location}; train with: python launch.py model={entry.model_name}")
     return 0
 
 

@@ -61,3 +61,6 @@ def check_config(cfg: DictConfig, env: Mapping[str, str] | None = None) -> None:
     if found:
         v = found[0]
         raise ThinkerError(v.what, v.where, v.fix)
+    from thinker.backends import instantiate_backend
+
+    instantiate_backend(cfg).check(cfg, env)  # its SDK installed, its code landed: known before the gate

@@ -63,12 +63,6 @@ class Stage(_StrEnum):
     run = "run"  # validate -> train -> eval
 
 
-class BackendName(_StrEnum):
-    local = "local"
-    tinker = "tinker"
-    provider = "provider"
-
-
 class OptimizerName(_StrEnum):
     adamw = "adamw"
     adam = "adam"

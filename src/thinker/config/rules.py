@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from omegaconf import DictConfig
 
-from thinker.config.enums import BackendName, OptimizerName, TrainingMethod
+from thinker.config.enums import OptimizerName, TrainingMethod
 
 
 @dataclass(frozen=True)
@@ -68,7 +68,7 @@ def method_supported_by_backend(cfg: DictConfig, env: Mapping[str, str]) -> Iter
             "backend, method",
             f"choose one of method={','.join(supported)} or another backend",
         )
-    if backend == BackendName.provider and cfg.provider.name != "none":
+    if cfg.backend.uses_provider and cfg.provider.name != "none":
         offered = [_s(m) for m in cfg.provider.supported_methods]
         if method not in offered:
             yield Violation(
@@ -81,13 +81,13 @@ def method_supported_by_backend(cfg: DictConfig, env: Mapping[str, str]) -> Iter
 def provider_matches_backend(cfg: DictConfig, env: Mapping[str, str]) -> Iterator[Violation]:
     backend = _s(cfg.backend.name)
     provider = cfg.provider.name
-    if backend == BackendName.provider and provider == "none":
+    if cfg.backend.uses_provider and provider == "none":
         yield Violation(
-            "backend=provider needs a hosted provider",
+            f"backend={backend} needs a hosted provider",
             "provider",
             "add provider=openai|together|fireworks|mistral",
         )
-    if backend != BackendName.provider and provider != "none":
+    if not cfg.backend.uses_provider and provider != "none":
         yield Violation(
             f"provider={provider} only takes effect with backend=provider (got backend={backend})",
             "backend, provider",
@@ -100,7 +100,7 @@ def credentials_present(cfg: DictConfig, env: Mapping[str, str]) -> Iterator[Vio
     needed = []
     if cfg.backend.api_key_env:
         needed.append(("backend", cfg.backend.api_key_env))
-    if _s(cfg.backend.name) == BackendName.provider and cfg.provider.api_key_env:
+    if cfg.backend.uses_provider and cfg.provider.api_key_env:
         needed.append(("provider", cfg.provider.api_key_env))
     for group, var in needed:
         if not env.get(var, "").strip():
@@ -154,7 +154,7 @@ def precision_can_train(cfg: DictConfig, env: Mapping[str, str]) -> Iterator[Vio
     if compute is not None and _s(compute) not in TRAINING_PRECISIONS:
         yield Violation(f"method.compute_dtype={_s(compute)} cannot be computed in", "method.compute_dtype",
                         "use fp32, bf16 or fp16, or null to follow trainer.precision")
-    if precision == "fp16" and _s(cfg.backend.name) == BackendName.local and str(cfg.trainer.accelerator) == "cpu":
+    if precision == "fp16" and cfg.backend.runs_here and str(cfg.trainer.accelerator) == "cpu":
         yield Violation("trainer.precision=fp16 mixed precision needs a GPU (the CPU has no fp16 autocast)",
                         "trainer.precision, trainer.accelerator", "use trainer.precision=bf16 or fp32 on the CPU")
 

@@ -15,7 +15,6 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
 from thinker.config.enums import (
-    BackendName,
     FieldType,
     LRSchedulerType,
     ModelPrecision,
@@ -65,13 +64,22 @@ class ModelConfig:
 
 @dataclass
 class BackendConfig:
-    name: BackendName = MISSING
+    # the Backend class Hydra instantiates with these keys (thinker.backends); the only list of backends is
+    # the set of conf/backend/*.yaml files
+    _target_: str = MISSING
+    name: str = MISSING
+    # it trains on this machine, so trainer.accelerator / precision / devices apply to it
+    runs_here: bool = False
+    # provider=<name> chooses the hosted API it submits to
+    uses_provider: bool = False
     supported_methods: list[TrainingMethod] = field(default_factory=list)
     # trainer.optimizations this backend implements; None: the remote service decides (not checked here)
     supported_optimizations: list[OptimizationFeature] | None = None
     # environment variable holding the credential this backend needs (never the value itself)
     api_key_env: str | None = None
     base_url: str | None = None
+    # backend-specific settings, passed to the backend's constructor as `options`
+    options: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass

@@ -39,10 +39,13 @@ def check_output_name(cfg: Any, registry: Registry | None = None) -> None:
         raise name_taken_error(str(name), registry.path)
 
 
-def register_run_output(cfg: Any, weights_dir: Path, mlflow_run_id: str | None,
+def register_run_output(cfg: Any, weights: Any, mlflow_run_id: str | None,
                         registry: Registry | None = None) -> RegistryEntry:
-    """Add the run's weights to the registry and write the lineage into their metadata.json."""
+    """Add the run's weights (a thinker.backends.WeightsRef, or a local folder) to the registry; local weights
+    also get the lineage in their metadata.json."""
     registry = registry or Registry()
+    uri = str(getattr(weights, "uri", weights))
+    local = Path(uri) if getattr(weights, "is_local", True) else None
     base = str(cfg.model.name)  # the registry name for a registry model, the option name for a shipped one
     wanted = cfg.output.name
 
@@ -57,7 +60,8 @@ def register_run_output(cfg: Any, weights_dir: Path, mlflow_run_id: str | None,
             model_id=parent.model_id if parent else str(cfg.model.source),
             source="finetune",
             architecture=str(cfg.model.family),
-            local_path=str(Path(weights_dir).resolve()),
+            local_path=str(local.resolve()) if local else None,
+            weights_uri=None if local else uri,
             license=parent.license if parent else None,
             fine_tuned_from=base,
             version=1,
@@ -65,15 +69,17 @@ def register_run_output(cfg: Any, weights_dir: Path, mlflow_run_id: str | None,
             params=cfg.model.params,
             recommended_lr=float(cfg.model.recommended_lr),
             supports_4bit=bool(cfg.model.supports_4bit),
-            extra={"method": str(cfg.method.name), "run_dir": str(Path(weights_dir).resolve().parent)},
+            extra={"method": str(cfg.method.name), "backend": str(cfg.backend.name),
+                   "base_model": str(cfg.model.name), **({"run_dir": str(local.resolve().parent)} if local else {})},
         )
 
     try:
         entry = registry.add(make)
     except ThinkerError as error:
-        raise ThinkerError(error.what, error.where, f"{error.fix}; the weights are kept in {weights_dir}",
+        raise ThinkerError(error.what, error.where, f"{error.fix}; the weights are kept in {uri}",
                            stage="record") from error
-    add_lineage_to_metadata(Path(weights_dir), entry)
+    if local is not None:
+        add_lineage_to_metadata(local, entry)
     return entry
 
 

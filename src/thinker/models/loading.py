@@ -31,6 +31,13 @@ def resolve_model_path(model_cfg: Any, seed: int, corpus_files: list[Path]) -> s
         from thinker.models.builtin import ensure_builtin
 
         return str(ensure_builtin(model_cfg, seed, corpus_files))
+    if "://" in source:
+        raise ThinkerError(
+            f"model.source={source} is remote weights, which only the backend that made them can load",
+            f"model={model_cfg.name}",
+            "train on them with that backend (e.g. backend=tinker), or pick a model with local weights",
+            stage="train",
+        )
     folder = Path(source).expanduser()
     if folder.is_dir():
         return str(folder)

@@ -36,7 +36,7 @@ class RegistryEntry:
     model_id: str  # the hub id, the imported folder, or the base's name for a fine-tune
     source: str  # huggingface | local | finetune | custom
     architecture: str  # adapter family: qwen2, qwen3, llama, cognate
-    local_path: str
+    local_path: str | None = None  # the weights folder; None for weights that live on a remote service
     license: str | None = None
     created_at: str = ""
     fine_tuned_from: str | None = None  # immediate parent only (seed 002, resolved question 6)
@@ -47,6 +47,13 @@ class RegistryEntry:
     recommended_lr: float | None = None
     supports_4bit: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
+    # remote weights (tinker://..., a provider's model id), usable only through the backend that made them
+    weights_uri: str | None = None
+
+    @property
+    def location(self) -> str:
+        """Where the weights are: the local folder, else the remote URI."""
+        return self.local_path or self.weights_uri or ""
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RegistryEntry:
@@ -172,8 +179,8 @@ class Registry:
                     stage="record",
                 )
             entries.remove(entry)
-        folder = Path(entry.local_path)
-        if is_inside(folder, self.folder) and folder.is_dir():
+        folder = Path(entry.local_path) if entry.local_path else None
+        if folder is not None and is_inside(folder, self.folder) and folder.is_dir():
             shutil.rmtree(folder)
         return entry
 

@@ -25,7 +25,7 @@ def model_config_for(entry: RegistryEntry):
     return ModelConfig(
         name=entry.model_name,
         family=entry.architecture,
-        source=entry.local_path,
+        source=entry.location,  # a remote URI only the backend that made it can load
         revision=None,  # the folder is already the chosen revision
         from_scratch=False,
         supports_4bit=bool(entry.supports_4bit),

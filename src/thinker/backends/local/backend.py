@@ -15,7 +15,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from thinker.backends import TrainingReport
+from thinker.backends import Backend, Generate, TrainingReport, WeightsRef
 from thinker.errors import ExitCode, NotAvailableYet, ThinkerError
 from thinker.paths import resolve_input
 from thinker.tracking.atomic import atomic_directory
@@ -290,7 +290,7 @@ def train(cfg: DictConfig, run_dir: Path, session: Any = None, callbacks: tuple 
          "quantization": quant, "steps": trainer.global_step, "metrics": metrics},
     )
     log.info("saved %s to %s", "adapter" if method != "full" else "model", out)
-    return TrainingReport(backend="local", checkpoint_dir=out, metrics=metrics,
+    return TrainingReport(backend="local", weights=WeightsRef.local(out), metrics=metrics,
                           extra={"packing": packed, "truncated_examples": st.truncated},
                           objects={"model": module.model, "tokenizer": tokenizer, "datamodule": data,
                                    "module": module, "base_path": path})
@@ -302,3 +302,22 @@ def qlora_settings(cfg: DictConfig) -> dict[str, Any]:
     compute = cfg.method.compute_dtype if cfg.method.compute_dtype is not None else cfg.trainer.precision
     return {"quant_type": str(cfg.method.quant_type), "double_quant": bool(cfg.method.double_quant),
             "compute_dtype": str(compute)}
+
+
+class LocalBackend(Backend):
+    """backend=local: Lightning on this machine; weights are a local folder, sampled with transformers."""
+
+    def train(self, cfg: DictConfig, run_dir: Path, tracker: Any) -> TrainingReport:
+        return train(cfg, run_dir, tracker)
+
+    def sampler(self, report: TrainingReport, cfg: DictConfig) -> Generate:
+        from thinker.evaluation.generate import Decoding, local_generator
+
+        weights = self.weights_of(report)
+        if not weights.is_local:
+            raise ThinkerError(f"{weights.uri} is not a local weights folder, so backend=local cannot sample it",
+                               "backend=local", "evaluate with the backend that trained it", stage="eval")
+        d = cfg.evaluation.decoding
+        decoding = Decoding(bool(d.do_sample), float(d.temperature), float(d.top_p), int(d.max_new_tokens),
+                            int(cfg.seed))
+        return local_generator(weights.path, decoding, device_type(cfg))

@@ -1,5 +1,6 @@
-"""The `thinker` console command: tools around runs (training itself is `python launch.py`).
+"""The `thinker` console command: the pipeline's stages for CI, and tools around runs.
 
+    thinker validate | train | eval | run [overrides...] [--backend NAME] [--skip-validation] [-m]
     thinker models merge RUN_DIR --out DIR     # LoRA adapter + base -> standalone HF model
     thinker models import Qwen/Qwen2.5-0.5B-Instruct --accept-license   # hub id, URL or folder -> registry
     thinker models list | info NAME | rm NAME [--force] | lineage NAME
@@ -16,11 +17,14 @@ import sys
 from thinker.errors import ThinkerError
 
 # one module per noun under thinker.commands, each with register(subparsers)
-COMMAND_MODULES = ["models", "data"]
+COMMAND_MODULES = ["pipeline", "models", "data"]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="thinker", description="Thinker tools. Train with: python launch.py")
+    parser = argparse.ArgumentParser(
+        prog="thinker", description="Thinker: validate, train and evaluate LLM fine-tuning experiments.",
+        epilog="`thinker <command> --help` shows a command's options. `python launch.py` is the same as "
+               "`thinker run`.")
     parser.add_argument("--verbose", action="store_true", help="show tracebacks for errors")
     sub = parser.add_subparsers(dest="command", required=True)
     for name in COMMAND_MODULES:
@@ -29,6 +33,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    from thinker.commands.pipeline import STAGES, run_stage
+
+    if argv and argv[0] in STAGES:  # Hydra parses these arguments; argparse only takes thinker's own options
+        return run_stage(argv[0], argv[1:])
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="[thinker] %(message)s")
     from thinker.tracking.secrets import install_log_masking

@@ -1,0 +1,45 @@
+"""The Hydra app: one composition and one pipeline behind both `python launch.py` and `thinker run|...`.
+
+Registry models become `model=` options before Hydra composes; the config folder is the project's conf/
+(an absolute path, so the app composes the same wherever the command starts).
+"""
+
+from __future__ import annotations
+
+import sys
+
+from omegaconf import DictConfig
+
+from thinker.errors import ExitCode
+
+
+def config_dir() -> str:
+    from thinker.paths import project_root
+
+    root = project_root()
+    if root is None:
+        print("[thinker] error: the config folder conf/ was not found, thinker installation, "
+              "install the project with pip install -e . from its checkout", file=sys.stderr)
+        raise SystemExit(int(ExitCode.CONFIG))
+    return str(root / "conf")
+
+
+def task(cfg: DictConfig) -> float | None:
+    from thinker.pipeline import run
+
+    return run(cfg)
+
+
+def launch(argv: list[str] | None = None) -> None:
+    """Compose from `argv` (Hydra's command line: overrides, -m, --cfg, --config-dir ...) and run."""
+    import hydra
+
+    import thinker.config.schema  # noqa: F401  (registers the structured configs with Hydra)
+    from thinker.entry import guarded_main
+    from thinker.models.registry_options import register_registry_options
+
+    register_registry_options()  # model=<registry name> composes (models/registry.json, read without torch)
+    main = hydra.main(config_path=config_dir(), config_name="config", version_base="1.3")(task)
+    if argv is not None:
+        sys.argv = [sys.argv[0], *argv]  # Hydra reads its command line from sys.argv
+    guarded_main(main, argv)

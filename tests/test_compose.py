@@ -7,7 +7,7 @@ import enum
 import typing
 
 import pytest
-from conftest import GROUPS, compose, group_options, launch
+from conftest import CONF, GROUPS, compose, group_options, launch
 from omegaconf import OmegaConf
 from omegaconf.errors import ConfigAttributeError, ValidationError
 
@@ -21,11 +21,23 @@ def test_every_group_has_options():
         assert group_options(group), f"conf/{group} has no options"
 
 
+def aliased_option(group: str, option: str) -> str:
+    """The option an alias file (its defaults list only a sibling option, e.g. backend/hf_peft -> local) stands
+    for; the option itself otherwise."""
+    from omegaconf import OmegaConf
+
+    data = OmegaConf.to_container(OmegaConf.load(CONF / group / f"{option}.yaml"))
+    defaults = data.get("defaults", [])
+    if set(data) == {"defaults"} and len(defaults) == 1 and (CONF / group / f"{defaults[0]}.yaml").is_file():
+        return defaults[0]
+    return option
+
+
 @pytest.mark.parametrize(("group", "option"), ALL_OPTIONS, ids=[f"{g}={o}" for g, o in ALL_OPTIONS])
 def test_option_composes(group, option):
     cfg = compose([f"{group}={option}"])
     if group not in ("experiment", "hparams_search"):
-        assert str(cfg[group].name) == option
+        assert str(cfg[group].name) == aliased_option(group, option)
         # the option's typed schema is attached: a misspelt key cannot be added silently
         with pytest.raises(ConfigAttributeError):
             cfg[group].no_such_key = 1

@@ -4,7 +4,9 @@
     python bench/validate.py --mb 20
 
 Writes a file of prompt/completion/metadata records of varied lengths to a temporary folder (deleted
-afterwards), times each reader best of 3, and prints MB/s. The last line is the ratio, goal <= 2.0x.
+afterwards), times each reader best of 3, and prints MB/s. The validator checks the shipped schema of
+conf/data/sample.yaml (the completion's CLAIM[c1] pattern, the typed metadata fields and their ranges), read
+from that file so the bench follows it. The last line is the ratio, goal <= 2.0x.
 """
 
 from __future__ import annotations
@@ -17,17 +19,16 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from omegaconf import OmegaConf
+
 from thinker.validation.dataset import FieldSpec, validate_dataset
 
 WORDS = (
     "the a cell protein gene expression increases reduces patients study trial risk mice tumour dose "
     "significant association cohort receptor pathway inhibitor response mortality years treatment"
 ).split()
-SCHEMA = [
-    FieldSpec("prompt", "string"),
-    FieldSpec("completion", "string"),
-    FieldSpec("metadata", "object", required=False, allow_empty=True),
-]
+SHIPPED_DATA_CONFIG = Path(__file__).resolve().parents[1] / "conf" / "data" / "sample.yaml"
+SCHEMA = FieldSpec.from_config(OmegaConf.load(SHIPPED_DATA_CONFIG).schema)
 REPEATS = 3
 
 
@@ -36,11 +37,17 @@ def sentence(rng: random.Random, words: int) -> str:
 
 
 def make_record(rng: random.Random, index: int) -> dict:
-    claims = [f"CLAIM[c{i + 1}]: {sentence(rng, rng.randint(5, 25))}" for i in range(rng.randint(1, 4))]
+    evidence = rng.randint(0, 3)
+    claims = [f"CLAIM[c{i + 1}]: {sentence(rng, rng.randint(5, 25))}" for i in range(evidence + 1)]
+    relations = [f"RELATION: c{i + 2} {rng.choice(['supports', 'refutes'])} c1" for i in range(evidence)]
     return {
         "prompt": f"Extract the claims from: {sentence(rng, rng.randint(10, 300))}",
-        "completion": "\n".join(claims),
-        "metadata": {"id": index, "source": "bench", "score": rng.random(), "tags": ["synthetic"]},
+        "completion": "\n".join(claims + relations),
+        "metadata": {
+            "claim_id": index,
+            "doc_ids": [rng.randint(1, 99999) for _ in range(rng.randint(1, 3))],
+            "labels": [rng.choice(["SUPPORT", "CONTRADICT"]) for _ in range(evidence)],
+        },
     }
 
 

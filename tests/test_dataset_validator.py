@@ -40,22 +40,41 @@ def issues(result) -> list[str]:
 
 
 def test_field_spec_from_dicts_dictconfig_and_objects_give_plain_type_strings():
-    structured = OmegaConf.structured(SchemaField(name="meta", type=FieldType.object, required=False))
+    structured = OmegaConf.structured(
+        SchemaField(
+            name="meta",
+            type=FieldType.object,
+            required=False,
+            fields=[
+                SchemaField(name="kind", choices=["a", "b"]),
+                SchemaField(name="k", type=FieldType.integer, min=0),
+            ],
+        )
+    )
     specs = FieldSpec.from_config(
         [
-            {"name": "prompt", "type": "string"},
-            OmegaConf.create({"name": "n", "type": "integer", "allow_empty": True}),
+            {"name": "prompt", "type": "string", "pattern": "^Q"},
+            OmegaConf.create({"name": "n", "type": "integer", "max": 9}),
             structured,
-            SchemaField(name="tags", type=FieldType.array),
+            SchemaField(name="tags", type=FieldType.array, allow_empty=True, max_length=3),
+            {"name": "chat", "type": FieldType.messages, "required": False},
         ]
     )
     assert specs == [
-        FieldSpec("prompt", "string", True, False),
-        FieldSpec("n", "integer", True, True),
-        FieldSpec("meta", "object", False, False),
-        FieldSpec("tags", "array", True, False),
+        FieldSpec("prompt", "string", True, False, pattern="^Q"),
+        FieldSpec("n", "integer", True, False, max=9),
+        FieldSpec(
+            "meta",
+            "object",
+            False,
+            False,
+            fields=(FieldSpec("kind", choices=("a", "b")), FieldSpec("k", "integer", min=0.0)),
+        ),
+        FieldSpec("tags", "array", True, True, max_length=3),
+        FieldSpec("chat", "messages", False, False),
     ]
     assert all(type(s.type) is str for s in specs)
+    assert all(type(s.type) is str for s in specs[2].fields or ())
 
 
 def test_field_spec_rejects_an_unknown_type():
@@ -448,3 +467,32 @@ def test_contract_gate_reasoning_needs_a_final_answer_line(tmp_path):
     assert (
         run_contract(write(tmp_path, jsonl(good, bad), "bad.jsonl"), "reasoning", **fields).status == "failed"
     )
+
+
+def conversation(question: str, answer: str, system: bool = True) -> dict:
+    messages = [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]
+    if system:
+        messages.insert(0, {"role": "system", "content": "Be brief."})
+    return {"messages": messages}
+
+
+def test_contract_gate_passes_chat_data(tmp_path):
+    records = [conversation("2+2?", "4"), conversation("2+2?", "4", system=False), conversation("3+3?", "6")]
+    result = run_contract(write(tmp_path, jsonl(*records)), "chat")
+    assert result.status == "passed", result.message
+    assert result.outcomes == {
+        "passed": 3,
+        "skipped": 2,
+    }  # known format, has records, unique; no completion rules
+
+
+def test_contract_gate_refuses_a_repeated_conversation(tmp_path):
+    records = [conversation("2+2?", "4"), conversation("3+3?", "6"), conversation("2+2?", "4")]
+    result = run_contract(write(tmp_path, jsonl(*records)), "chat")
+    assert result.status == "failed"
+    assert result.outcomes.get("failed") == 1
+
+
+def test_contract_gate_refuses_chat_records_without_messages(tmp_path):
+    result = run_contract(write(tmp_path, jsonl(GOOD)), "chat")
+    assert result.status == "failed"

@@ -3,9 +3,12 @@
 `python launch.py` runs this folder in-process before training, with the dataset in environment variables:
 
     THINKER_DATA_PATH         the JSONL file (unset: every test here skips, so a plain `pytest` passes)
-    THINKER_DATA_FORMAT       claim_extraction | prompt_completion | reasoning
-    THINKER_PROMPT_FIELD      default "prompt"
-    THINKER_COMPLETION_FIELD  default "completion"
+    THINKER_DATA_FORMAT       claim_extraction | prompt_completion | reasoning | chat
+    THINKER_PROMPT_FIELD      default "prompt" (not read for chat)
+    THINKER_COMPLETION_FIELD  default "completion" (not read for chat)
+
+Chat data (`{"messages": [...]}` per line) is checked for duplicate conversations here; roles, contents and
+their order are the schema validator's `messages` type, so the gate does not repeat them.
 
 Only the first MAX_RECORDS records are read, streaming. The variables are read inside the fixture, never at
 import, because pytest keeps this module imported between gates of one process (a Hydra multirun).
@@ -22,14 +25,15 @@ import pytest
 
 MAX_RECORDS = 2000
 MAX_LINES_SHOWN = 10
-KNOWN_FORMATS = ("claim_extraction", "prompt_completion", "reasoning")
+KNOWN_FORMATS = ("claim_extraction", "prompt_completion", "reasoning", "chat")
+MESSAGES_FIELD = "messages"  # the conversation of a chat record, as OpenAI's and Tinker's chat files name it
 
 
 @dataclass(frozen=True)
 class Example:
     line: int  # 1-based physical line in the file
-    prompt: str
-    completion: str
+    prompt: str  # chat: every message but the last, as canonical JSON
+    completion: str  # chat: the last message's content
 
 
 @dataclass(frozen=True)
@@ -46,40 +50,57 @@ def dataset() -> Dataset:
     path = os.environ.get("THINKER_DATA_PATH")
     if not path:
         pytest.skip("THINKER_DATA_PATH is not set (the launcher sets it when it runs the gate)")
+    data_format = os.environ.get("THINKER_DATA_FORMAT") or "prompt_completion"
     prompt_field = os.environ.get("THINKER_PROMPT_FIELD") or "prompt"
     completion_field = os.environ.get("THINKER_COMPLETION_FIELD") or "completion"
     return Dataset(
         path=path,
-        format=os.environ.get("THINKER_DATA_FORMAT") or "prompt_completion",
+        format=data_format,
         prompt_field=prompt_field,
         completion_field=completion_field,
-        examples=list(_read_examples(path, prompt_field, completion_field, MAX_RECORDS)),
+        examples=list(_read_examples(path, data_format, prompt_field, completion_field, MAX_RECORDS)),
     )
 
 
-def _read_examples(path: str, prompt_field: str, completion_field: str, limit: int) -> Iterator[Example]:
+def _read_examples(
+    path: str, data_format: str, prompt_field: str, completion_field: str, limit: int
+) -> Iterator[Example]:
     """Yield the first `limit` records; a record the schema check should have refused fails the gate."""
     records = 0
     with open(path, "rb") as f:  # binary, so line numbers count b"\n" exactly as the schema check does
         for line_no, raw in enumerate(f, start=1):
             if raw.isspace():
                 continue
-            example = _example(
-                raw.decode("utf-8-sig" if line_no == 1 else "utf-8"), line_no, prompt_field, completion_field
-            )
-            yield example
+            line = raw.decode("utf-8-sig" if line_no == 1 else "utf-8")
+            if data_format == "chat":
+                yield _conversation(line, line_no)
+            else:
+                yield _example(line, line_no, prompt_field, completion_field)
             records += 1
             if records == limit:
                 return
 
 
-def _example(line: str, line_no: int, prompt_field: str, completion_field: str) -> Example:
+def _record(line: str, line_no: int) -> dict:
     try:
         record = json.loads(line)
     except ValueError as exc:
         pytest.fail(f"line {line_no}: invalid JSON ({exc})", pytrace=False)
     if not isinstance(record, dict):
         pytest.fail(f"line {line_no}: expected a JSON object", pytrace=False)
+    return record
+
+
+def _conversation(line: str, line_no: int) -> Example:
+    messages = _record(line, line_no).get(MESSAGES_FIELD)
+    if not isinstance(messages, list) or not messages or not isinstance(messages[-1], dict):
+        pytest.fail(f"line {line_no}: {MESSAGES_FIELD!r} must be a non-empty list of messages", pytrace=False)
+    earlier = json.dumps(messages[:-1], sort_keys=True, ensure_ascii=False)
+    return Example(line_no, earlier, str(messages[-1].get("content")))
+
+
+def _example(line: str, line_no: int, prompt_field: str, completion_field: str) -> Example:
+    record = _record(line, line_no)
     prompt, completion = record.get(prompt_field), record.get(completion_field)
     if not isinstance(prompt, str) or not isinstance(completion, str):
         pytest.fail(
@@ -118,7 +139,10 @@ def test_records_are_unique(dataset: Dataset) -> None:
             duplicates.append(f"line {example.line} repeats line {first_seen[key]}")
         else:
             first_seen[key] = example.line
-    _fail_on(duplicates, f"repeat an earlier ({dataset.prompt_field}, {dataset.completion_field}) pair")
+    if dataset.format == "chat":
+        _fail_on(duplicates, "repeat an earlier conversation")
+    else:
+        _fail_on(duplicates, f"repeat an earlier ({dataset.prompt_field}, {dataset.completion_field}) pair")
 
 
 def _claim_extraction_problem(completion: str) -> str | None:

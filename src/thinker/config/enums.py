@@ -73,7 +73,7 @@ class OptimizerName(_StrEnum):
 
 
 class FieldType(_StrEnum):
-    """Types a dataset schema field may declare (JSON types)."""
+    """Types a dataset schema field may declare: the JSON types, and `messages` (a chat conversation)."""
 
     string = "string"
     integer = "integer"
@@ -81,3 +81,4 @@ class FieldType(_StrEnum):
     boolean = "boolean"
     object = "object"
     array = "array"
+    messages = "messages"  # [{"role", "content"}, ...]: optional system, then user/assistant turns

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from omegaconf import DictConfig
 
 from thinker.config.enums import OptimizerName, TrainingMethod
+from thinker.validation.dataset import FieldSpec, SchemaError
 
 
 @dataclass(frozen=True)
@@ -223,6 +224,28 @@ def data_source_valid(cfg: DictConfig, env: Mapping[str, str]) -> Iterator[Viola
                         "data.claims_file / data.corpus_file", "set both to SciFact release files")
 
 
+def data_schema_valid(cfg: DictConfig, env: Mapping[str, str]) -> Iterator[Violation]:
+    # Building the specs is the check: keywords that fit the type, regexes compile, validators import and can
+    # be called as fn(value, record). The validate stage builds them again from the same config.
+    try:
+        FieldSpec.from_config(cfg.data.schema)
+    except SchemaError as error:
+        yield Violation(f"data.schema field {error.field!r}: {error.problem}", f"data.schema{error.where}", error.fix)
+
+
+def data_format_trainable_by_backend(cfg: DictConfig, env: Mapping[str, str]) -> Iterator[Violation]:
+    formats = cfg.backend.get("data_formats")
+    stage, backend, fmt = _s(cfg.stage), _s(cfg.backend.name), str(cfg.data.format)
+    if formats is None or stage not in ("train", "run") or fmt in [str(f) for f in formats]:
+        return
+    yield Violation(
+        f"data.format={fmt}: backend={backend} trains {', '.join(str(f) for f in formats)} data, not {fmt} "
+        f"(stage={stage} trains; the file can still be checked with stage=validate)",
+        f"data={cfg.data.name}, backend={backend}",
+        "use stage=validate to check the file, or train on prompt/completion data (data=sample, data=jsonl)",
+    )
+
+
 RULES: list[Rule] = [
     max_steps_valid,
     validation_split_valid,
@@ -237,6 +260,8 @@ RULES: list[Rule] = [
     output_name_free,
     evaluation_settings_valid,
     data_source_valid,
+    data_schema_valid,
+    data_format_trainable_by_backend,
 ]
 
 

@@ -73,6 +73,8 @@ class BackendConfig:
     # provider=<name> chooses the hosted API it submits to
     uses_provider: bool = False
     supported_methods: list[TrainingMethod] = field(default_factory=list)
+    # data.format values this backend trains on (validation accepts every format); None: any
+    data_formats: list[str] | None = None
     # trainer.optimizations this backend implements; None: the remote service decides (not checked here)
     supported_optimizations: list[OptimizationFeature] | None = None
     # environment variable holding the credential this backend needs (never the value itself)
@@ -97,17 +99,29 @@ class ProviderConfig:
 
 @dataclass
 class SchemaField:
+    """One field of `data.schema`. thinker.validation.dataset.FieldSpec gives the semantics and, at config
+    check, refuses a keyword that does not apply to the type, a bad regex or a validator that does not import.
+    """
+
     name: str = MISSING
     type: FieldType = FieldType.string
-    required: bool = True
-    allow_empty: bool = False
+    required: bool = True  # false: the field may be absent or null
+    allow_empty: bool = False  # string / object / array: "", whitespace-only, [] or {} pass
+    pattern: str | None = None  # string: a regex that must match somewhere (re.search)
+    min: float | None = None  # integer / number: inclusive bounds
+    max: float | None = None
+    min_length: int | None = None  # string (characters), array (items), messages (messages): inclusive
+    max_length: int | None = None
+    choices: list[Any] | None = None  # string / integer / number / boolean: the allowed values
+    validator: str | None = None  # "module:function", called as fn(value, record) -> error message | None
+    fields: list[SchemaField] | None = None  # object: the fields inside it, with the same keywords
 
 
 @dataclass
 class DataConfig:
     name: str = MISSING
     path: str = MISSING  # JSONL file, one record per line
-    format: str = "prompt_completion"  # prompt_completion | claim_extraction | reasoning
+    format: str = "prompt_completion"  # prompt_completion | claim_extraction | reasoning | chat
     schema: list[SchemaField] = field(default_factory=list)
     max_examples: int | None = None  # validate (and train on) at most this many records
     prompt_field: str = "prompt"

@@ -29,6 +29,8 @@ def _install_latest(session: nox.Session) -> None:
 def tests(session: nox.Session) -> None:
     _install(session)
     session.run("pytest", "-q", *session.posargs)
+    if not session.posargs:
+        session.run("pytest", "-q", "-m", "slow")  # the real training runs the default selection leaves out
 
 
 @nox.session(python="3.11", reuse_venv=False)

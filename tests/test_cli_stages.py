@@ -99,9 +99,10 @@ def test_thinker_run_with_seed_001s_options_is_launch_py(tmp_path, env):
 
 
 @pytest.mark.slow
-def test_thinker_train_sweeps_with_m(tmp_path, env):
-    out = thinker(["train", "-m", "--skip-validation", "method=lora", "seed=1,2", *QUICK], tmp_path, env)
+def test_thinker_run_sweeps_with_m(tmp_path, env):
+    out = thinker(["run", "-m", "--skip-validation", "method=lora", "seed=1,2", *QUICK], tmp_path, env)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "sweep: 2 of 2 jobs succeeded" in out.stdout
     records = [json.loads(p.read_text()) for p in tmp_path.glob("multirun/*/*/*/run_record.json")]
-    assert sorted(r["stage"] for r in records) == ["train", "train"]
+    assert sorted(r["stage"] for r in records) == ["run", "run"]
+    assert all({"train", "eval"} <= set(r["stages"]) for r in records)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from omegaconf import DictConfig
 
 from thinker.config.enums import OptimizerName, TrainingMethod
-from thinker.validation.dataset import FieldSpec, SchemaError
+from thinker.validation.schema_language import FieldSpec, SchemaError
 
 
 @dataclass(frozen=True)

@@ -99,7 +99,7 @@ class ProviderConfig:
 
 @dataclass
 class SchemaField:
-    """One field of `data.schema`. thinker.validation.dataset.FieldSpec gives the semantics and, at config
+    """One field of `data.schema`. thinker.validation.schema_language.FieldSpec gives the semantics and, at config
     check, refuses a keyword that does not apply to the type, a bad regex or a validator that does not import.
     """
 

@@ -52,6 +52,8 @@ def test_default_run_is_tracked_in_mlflow_with_provenance(tmp_path, env):
     run = runs[0]
     assert run.info.status == "FINISHED" and run.info.run_id == record["mlflow_run_id"]
     assert run.data.params["optimizer.lr"] == "0.003" and run.data.params["method.name"] == "lora"
+    assert run.info.run_name.startswith("tiny-qwen-lora-lr3e-3-")  # runs you can tell apart in the UI
+    assert not [k for k in run.data.params if k.startswith("data.schema")]  # validation config is not a param
     tags = run.data.tags
     assert tags["dataset_sha256"] == record["dataset_sha256"] and len(tags["dataset_sha256"]) == 64
     assert tags["config_fingerprint"] == record["config_fingerprint"]

@@ -42,7 +42,7 @@ class StageContext:
 
         cfg, record = self.cfg, self.record
         self.session = MlflowSession(
-            tracking_uri(cfg.logger.tracking_uri), cfg.logger.experiment_name, cfg.logger.run_name,
+            tracking_uri(cfg.logger.tracking_uri), cfg.logger.experiment_name, cfg.logger.run_name or run_name(cfg),
             resume_run_id=record.mlflow_run_id if record.history else None,
         )
         record.mlflow_run_id = self.session.run_id
@@ -52,12 +52,25 @@ class StageContext:
         return self.session
 
 
+def run_name(cfg: DictConfig) -> str:
+    """What the MLflow UI lists: model, method, learning rate and start time (tiny-qwen-qlora-lr3e-3-224700)."""
+    import datetime as dt
+
+    mantissa, exponent = f"{float(cfg.optimizer.lr):.2e}".split("e")
+    lr = f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
+    return f"{cfg.model.name}-{cfg.method.name}-lr{lr}-{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
+
+
+# config keys that describe validation, not the experiment: kept in the config artifact, not as params
+PARAMS_LEFT_OUT = ("data.schema",)
+
+
 def log_run_metadata(session: Any, cfg: DictConfig, record: RunRecord) -> None:
     from thinker.tracking.fingerprint import resolved_container
     from thinker.tracking.mlflow_run import flatten, log_dataset, log_params
 
     if not session.reopened:  # params are immutable in MLflow; a reopened run already has them
-        log_params(session.client, session.run_id, flatten(resolved_container(cfg, drop=())))
+        log_params(session.client, session.run_id, flatten(resolved_container(cfg, drop=PARAMS_LEFT_OUT)))
     session.set_tags({
         "git_commit": record.git_commit, "dataset_sha256": record.dataset_sha256,
         "config_fingerprint": record.config_fingerprint, "backend": str(cfg.backend.name),

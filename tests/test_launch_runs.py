@@ -76,6 +76,9 @@ def test_default_run_is_tracked_in_mlflow_with_provenance(tmp_path, env):
     weights = {a.path for a in client.list_artifacts(run.info.run_id, "weights")}
     assert "weights/adapter_model.safetensors" in weights
     assert record["metrics"]["logging_overhead_fraction"] < 0.02
+    # third-party noise turned down at its source
+    for noise in ("FutureWarning", "Loading weights", "kernels", "Creating initial MLflow database", "alembic"):
+        assert noise not in out.stdout + out.stderr, noise
 
 
 def test_secrets_stay_out_of_logs_params_and_records(tmp_path, env):
@@ -284,6 +287,12 @@ def test_validation_can_be_skipped_and_that_is_recorded(tmp_path, env):
 def test_stage_validate_runs_schema_and_pytest_gate_only(tmp_path, env):
     out = launch(["stage=validate", "hydra.run.dir=run"], cwd=tmp_path, env=env)
     assert out.returncode == 0, out.stderr[-2000:]
+    # quiet: one summary line, not pytest's dots, warnings summary or assertion-rewrite warnings
+    assert "validation: 320 records ok" in out.stdout and "pytest gate passed: 4 passed, 1 skipped" in out.stdout
+    assert out.stderr == "" and "warnings summary" not in out.stdout and "Warning" not in out.stdout
+    assert not [line for line in out.stdout.splitlines() if line.strip().startswith("....")]
+    loud = launch(["stage=validate", "debug=true", "hydra.run.dir=loud"], cwd=tmp_path, env=env)
+    assert loud.returncode == 0 and "passed" in loud.stdout and "[100%]" in loud.stdout  # debug shows it all
     record = json.loads((tmp_path / "run" / "run_record.json").read_text())
     assert record["stages"]["validate"] == {**record["stages"]["validate"], "status": "passed", "pytest": "passed"}
     assert set(record["stages"]) == {"config", "validate"} and record["exit_status"] == "succeeded"

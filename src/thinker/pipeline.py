@@ -156,12 +156,16 @@ def run(cfg: DictConfig) -> float | None:
     goes on to the next job (Optuna records a failed trial) and thinker.sweeps reports it at the end."""
     release_stderr()
     install_log_masking()
+    debug = bool(OmegaConf.select(cfg, "debug", default=False))
+    if not debug:
+        from thinker.quiet import quiet_third_party
+
+        quiet_third_party()
     run_dir = _run_dir(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
     record = new_record(cfg, run_dir)
     # a config error must not overwrite the record of the run already in this folder
     keep_existing_record = record.path.exists()
-    debug = bool(OmegaConf.select(cfg, "debug", default=False))
     context = None
     current = "config"
     error: ThinkerError | None = None

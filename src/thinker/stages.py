@@ -122,14 +122,13 @@ def stage_validate(ctx: StageContext) -> None:
             "fix the listed lines or point data.path at another file",
             stage="validate",
         )
-    log.info("dataset ok: %d records, sha256 %s", result.records, (result.sha256 or "")[:12])
-
     gate = cfg.validation.pytest
     if gate.enabled:
-        log.info("pytest gate: %s -m %r", " ".join(gate.paths), gate.markers)
         outcome = run_pytest_gate([str(resolve_input(p)) for p in gate.paths], gate.markers, list(gate.args),
-                                  environment_for_gate(cfg, found))
-        record.stage_update("validate", "running", pytest=outcome.status)
+                                  environment_for_gate(cfg, found), quiet=not cfg.debug)
+        record.stage_update("validate", "running", pytest=outcome.status, pytest_outcomes=outcome.outcomes)
+        log.info("validation: %d records ok (sha256 %s); pytest gate %s: %s", result.records,
+                 (result.sha256 or "")[:12], outcome.status, outcome.message)
         if outcome.status != "passed":
             raise ThinkerError(
                 f"the pytest gate {outcome.status} (exit code {outcome.exit_code})"
@@ -140,6 +139,8 @@ def stage_validate(ctx: StageContext) -> None:
             )
     else:
         record.stage_update("validate", "running", pytest="skipped")
+        log.info("validation: %d records ok (sha256 %s); pytest gate off", result.records,
+                 (result.sha256 or "")[:12])
     record.stage_update("validate", "passed")
 
 

@@ -10,6 +10,8 @@ multirun) reuses them: gate tests must read their environment variables inside t
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import sys
 from collections import Counter
@@ -51,9 +53,12 @@ class _OutcomeCounter:
 
 
 def run_pytest_gate(
-    paths: list[str], markers: str, args: list[str], env: Mapping[str, str]
+    paths: list[str], markers: str, args: list[str], env: Mapping[str, str], quiet: bool = False
 ) -> PytestGateResult:
-    """Run `pytest.main([*paths, "-m", markers, *args])` with `env` added to os.environ for the duration."""
+    """Run `pytest.main([*paths, "-m", markers, *args])` with `env` added to os.environ for the duration.
+
+    quiet: pytest's own report (dots, warnings summary) is kept back and printed only when the gate fails;
+    the caller prints the one-line summary (`result.message`)."""
     paths = [str(p) for p in paths]
     if not paths:
         return PytestGateResult("skipped", 0, paths, markers, "no pytest gate paths configured")
@@ -71,9 +76,18 @@ def run_pytest_gate(
 
     argv = [*paths, *(["-m", markers] if markers else []), *args]
     counter = _OutcomeCounter()
-    with _environment(env), _restored_sys_path():
+    report = io.StringIO()
+    with _environment(env), _restored_sys_path(), contextlib.redirect_stdout(report) if quiet else _nothing():
         exit_code = int(pytest.main(argv, plugins=[counter]))
-    return _result(exit_code, paths, markers, dict(counter.counts))
+    result = _result(exit_code, paths, markers, dict(counter.counts))
+    if quiet and not result.ok:
+        print(report.getvalue(), end="", flush=True)  # the failing tests' details are what the user needs
+    return result
+
+
+@contextmanager
+def _nothing() -> Iterator[None]:
+    yield
 
 
 def _result(exit_code: int, paths: list[str], markers: str, outcomes: dict[str, int]) -> PytestGateResult:

@@ -1,0 +1,41 @@
+"""Quiet by default: third-party chatter is turned down at its source, one logger or warning at a time.
+
+Each entry names the library's own logger or the exact warning, never all warnings at once, so anything
+unexpected still shows. `debug=true` skips all of this and shows everything.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import warnings
+
+# logger -> the lowest level still shown
+SOURCE_LOGGERS = {
+    "bitsandbytes.backends.cpu.ops": logging.ERROR,  # "pip install kernels" hint for an optional CPU kernel
+    "mlflow.store.db.utils": logging.WARNING,  # "Creating initial MLflow database tables..." on a new store
+    "alembic": logging.WARNING,  # MLflow's schema migrations, line by line
+    "sentence_transformers": logging.WARNING,  # "Loading SentenceTransformer model from ..." (evaluation)
+    "transformers.integrations.bitsandbytes": logging.ERROR,  # dtype note when dequantising a QLoRA base
+}
+
+# (message regex, category): warnings that say nothing a user of thinker can act on
+SOURCE_WARNINGS = [
+    # transformers 5 renamed the property peft still reads
+    (r".*is_gradient_checkpointing.*is deprecated.*", FutureWarning),
+    # Lightning, when a resumed or re-used run folder already holds checkpoints (that is the point of resume)
+    (r".*Checkpoint directory .* exists and is not empty.*", UserWarning),
+]
+
+
+def quiet_third_party() -> None:
+    for name, level in SOURCE_LOGGERS.items():
+        logging.getLogger(name).setLevel(level)
+    for message, category in SOURCE_WARNINGS:
+        warnings.filterwarnings("ignore", message=message, category=category)
+    # "Loading weights" / "Writing model shards" bars: the Hugging Face switch transformers reads when it is
+    # imported (set here, before it is; a validate-only run never imports it at all)
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    if "transformers.utils.logging" in sys.modules:
+        sys.modules["transformers.utils.logging"].disable_progress_bar()

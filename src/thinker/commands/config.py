@@ -1,0 +1,103 @@
+"""`thinker config show [overrides...]`: the fully resolved config, as a run with those overrides gets it.
+
+Composed with Hydra's compose API from the project's conf/ (registry models included), every interpolation
+resolved (optimizer.lr: ${model.recommended_lr} prints the number). Keys that only exist inside a Hydra run
+(output.dir: ${hydra:runtime.output_dir}, and keys built from it) print as null. Nothing heavy is imported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import enum
+import sys
+from typing import Any
+
+from thinker.errors import ExitCode
+
+HYDRA_RUNTIME_MISSING = "HydraConfig was not set"
+
+
+def compose_config(overrides: list[str]):
+    """The job config for `overrides`, composed as `python launch.py` composes it (without the hydra node)."""
+    from hydra import compose, initialize_config_dir
+
+    import thinker.config.schema  # noqa: F401  (registers the structured configs with Hydra)
+    from thinker.app import config_dir
+    from thinker.models.registry_options import register_registry_options
+
+    register_registry_options()  # model=<registry name> composes
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3", job_name="launch"):
+        return compose(config_name="config", overrides=list(overrides))
+
+
+def _resolved(cfg: Any, node: Any, path: str) -> Any:
+    """`node` (at `path` in `cfg`) as plain data, resolved; values that need a Hydra run become None."""
+    from omegaconf import DictConfig, ListConfig, OmegaConf
+    from omegaconf.errors import InterpolationResolutionError
+
+    if isinstance(node, DictConfig):
+        keys = list(node.keys())
+        return {str(k): _resolved(cfg, node._get_node(k), f"{path}.{k}" if path else str(k)) for k in keys}
+    if isinstance(node, ListConfig):
+        return [_resolved(cfg, node._get_node(i), f"{path}[{i}]") for i in range(len(node))]
+    try:
+        value = OmegaConf.select(cfg, path, throw_on_resolution_failure=True, throw_on_missing=False)
+    except InterpolationResolutionError as err:
+        if HYDRA_RUNTIME_MISSING in str(err):
+            return None
+        raise
+    if isinstance(value, (DictConfig, ListConfig)):  # an interpolation to a whole node
+        return OmegaConf.to_container(value, resolve=True, enum_to_str=True)
+    if isinstance(value, enum.Enum):
+        return value.name
+    return value
+
+
+def resolved_config(overrides: list[str]) -> dict[str, Any]:
+    """The config for `overrides` as plain data, every interpolation resolved (Hydra runtime keys None)."""
+    cfg = compose_config(overrides)
+    return _resolved(cfg, cfg, "")
+
+
+def show(overrides: list[str]) -> int:
+    """Print the resolved config as YAML; a bad override is one `[thinker] error:` line and exit code 2."""
+    from hydra.errors import HydraException
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    from thinker.config.check import range_errors
+    from thinker.entry import format_hydra_error
+    from thinker.errors import ThinkerError
+
+    try:
+        cfg = compose_config(overrides)
+        data = _resolved(cfg, cfg, "")
+    except (HydraException, OmegaConfBaseException) as err:
+        text = str(err) if err.__cause__ is None else f"{err}\n{err.__cause__}"  # Hydra wraps OmegaConf's error
+        print(format_hydra_error(text), file=sys.stderr)
+        return int(ExitCode.CONFIG)
+    ranged = range_errors(cfg)  # the same typed ranges a run checks first (optimizer.lr in (0, 1], ...)
+    if ranged:
+        err = ranged[0]
+        print(ThinkerError(str(err), f"config key {err.key}", f"choose a value in {err.range.describe()}").line(),
+              file=sys.stderr)
+        return int(ExitCode.CONFIG)
+    print(OmegaConf.to_yaml(OmegaConf.create(data)), end="")
+    return 0
+
+
+def _show(args: argparse.Namespace) -> int:
+    return show(args.overrides)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    config = subparsers.add_parser("config", help="look at the composed config")
+    sub = config.add_subparsers(dest="config_command", required=True)
+    show_parser = sub.add_parser(
+        "show", help="print the fully resolved config for the given overrides (like launch.py --cfg job --resolve)",
+        description="Print the config a run with these overrides would get, every interpolation resolved "
+                    "(optimizer.lr shows the model's recommended_lr unless overridden). Keys that exist only "
+                    "inside a Hydra run, such as output.dir, print as null.")
+    show_parser.add_argument("overrides", nargs="*", metavar="OVERRIDE",
+                             help="Hydra overrides, as for python launch.py (group=option, key=value)")
+    show_parser.set_defaults(func=_show)

@@ -17,7 +17,7 @@ import sys
 from thinker.errors import ThinkerError
 
 # one module per noun under thinker.commands, each with register(subparsers)
-COMMAND_MODULES = ["pipeline", "config", "models", "data"]
+COMMAND_MODULES = ["pipeline", "config", "use", "models", "data"]
 
 
 def build_parser() -> argparse.ArgumentParser:

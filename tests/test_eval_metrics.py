@@ -18,7 +18,7 @@ from thinker.evaluation.metrics import (
     relation_accuracy,
     score_sample,
 )
-from thinker.evaluation.report import metrics_table
+from thinker.evaluation.report import at_floor, comparison_table
 from thinker.evaluation.runner import evaluate
 from thinker.evaluation.samples import EvalSample, load_eval_samples
 
@@ -73,8 +73,12 @@ def test_aggregate_over_hand_computed_samples():
                        "evidence_semantic_match_avg": pytest.approx(2.5 / 3),
                        "relation_accuracy": pytest.approx(2.5 / 3)}
     assert aggregate([])["total"] == 0 and aggregate([])["c1_exact_match_rate"] == 0.0
-    table = metrics_table(metrics)
+    floor = {name: 0.5 for name in METRIC_NAMES}
+    table = comparison_table({**metrics, "relation_accuracy": 0.25}, metrics, floor, "evaluation")
     assert all(name in table for name in METRIC_NAMES) and "0.3333" in table
+    assert "+0.5833" in table  # relation_accuracy: 0.25 -> 0.8333
+    assert at_floor(metrics, floor) == ["c1_exact_match_rate"]  # 1/3 is below an empty answer's 0.5
+    assert "(floor: an empty answer scores 0.5000)" in table.splitlines()[METRIC_NAMES.index("c1_exact_match_rate") + 3]
 
 
 def test_runner_takes_any_generate_function_and_writes_predictions(tmp_path):

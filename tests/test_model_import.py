@@ -176,7 +176,8 @@ def test_training_a_registry_model_registers_the_fine_tune(tiny_folder, tmp_path
     data.write_text("".join(json.dumps({"prompt": f"Claim {i}?", "completion": f"CLAIM[c1]: claim {i}"}) + "\n"
                             for i in range(16)))
     quick = ["method=full", "trainer.max_steps=2", "trainer.max_seq_length=64", "data=jsonl", f"data.path={data}",
-             "logger=none", "validation.pytest.enabled=false", "trainer.evaluations=1", "evaluation.enabled=false"]
+             "logger=none", "validation.pytest.enabled=false", "trainer.evaluations=1", "evaluation.enabled=false",
+             "output.register_min_steps=1"]  # a 2-step run is a smoke run, registered only on request
 
     out = launch(["model=tiny-import", *quick, "hydra.run.dir=run1"], cwd=tmp_path, env=env)
     assert out.returncode == 0, out.stderr[-3000:]

@@ -180,3 +180,188 @@ def test_registry_modules_stay_light():
     out = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+# ---------------------------------------------------------------- list, should_register, prune (issue 14)
+
+
+def aged(registry: Registry, name: str, age) -> None:
+    """Backdate an entry's created_at by `age` (a timedelta)."""
+    from datetime import UTC, datetime
+
+    with registry.locked() as entries:
+        found = next(e for e in entries if e.model_name == name)
+        found.created_at = (datetime.now(UTC) - age).isoformat(timespec="seconds")
+
+
+def test_list_shows_shipped_options_and_fine_tunes_with_base_method_loss_and_age(registry, tmp_path):
+    from datetime import timedelta
+
+    from thinker.models.finetunes import register_run_output
+
+    registry.add(lambda entries: RegistryEntry(model_name="my-qwen", model_id="Qwen/Qwen2.5-0.5B-Instruct",
+                                               source="huggingface", architecture="qwen2", params=494_000_000))
+    tune = register_run_output(finetune_cfg("my-qwen"), tmp_path / "run" / "weights", "run-1",
+                               metrics={"val_loss": 6.98765, "train_loss": 7.1, "optimizer_steps": 51.0,
+                                        "trained_tokens": 99.0})
+    assert tune.extra["val_loss"] == 6.98765 and tune.extra["optimizer_steps"] == 51
+    assert tune.extra["named"] is False and "trained_tokens" not in tune.extra
+    aged(registry, tune.model_name, timedelta(days=3, hours=2))
+
+    out = thinker_cli(["models", "list"], registry.folder)
+    assert out.returncode == 0, out.stderr
+    rows = {line.split()[0]: line.split() for line in out.stdout.splitlines() if line.strip()}
+    assert rows["tiny-qwen"][1:3] == ["builtin", "2.4M"]
+    assert rows["qwen-0.5b"][1:3] == ["Qwen/Qwen2.5-0.5B-Instruct", "494M"]
+    assert rows["llama-3.1-8b"][1:3] == ["meta-llama/Llama-3.1-8B-Instruct", "8.03B"]
+    assert rows[tune.model_name][1:] == ["finetune", "10", "my-qwen", "lora", "6.9877", "3d"]
+    assert rows["my-qwen"][1:3] == ["Qwen/Qwen2.5-0.5B-Instruct", "494M"]
+    lines = out.stdout.splitlines()
+    header = next(line for line in lines if line.startswith("NAME") and "VAL_LOSS" in line)
+    row = next(line for line in lines if line.startswith(tune.model_name))
+    assert row.index("my-qwen", len(tune.model_name)) == header.index("BASE")  # aligned columns
+    assert row.index("3d") == header.index("AGE")
+
+    info = thinker_cli(["models", "info", tune.model_name], registry.folder)
+    assert json.loads(info.stdout)["extra"]["val_loss"] == 6.98765  # info stays JSON
+
+
+def test_list_without_registry_still_shows_the_shipped_options(registry):
+    out = thinker_cli(["models", "list"], registry.folder)
+    assert out.returncode == 0, out.stderr
+    assert "cognate-25m" in out.stdout and "no models registered" in out.stdout
+
+
+def test_a_named_fine_tune_records_it(registry, tmp_path):
+    from thinker.models.finetunes import register_run_output
+
+    named = register_run_output(finetune_cfg("tiny-qwen", "mine"), tmp_path / "w", None)
+    assert named.extra["named"] is True and "val_loss" not in named.extra  # no metrics given: none kept
+
+
+def run_cfg(max_steps: int, register: bool | None = None, min_steps: int | None = None):
+    output = {"name": None, **({} if register is None else {"register": register}),
+              **({} if min_steps is None else {"register_min_steps": min_steps})}
+    return OmegaConf.create({"trainer": {"max_steps": max_steps}, "output": output})
+
+
+@pytest.mark.parametrize(("cfg", "expected", "reason"), [
+    (run_cfg(500, register=False), False, "output.register=false"),
+    (run_cfg(-1, register=False), False, "output.register=false"),
+    (run_cfg(2), False, "below output.register_min_steps=20"),
+    (run_cfg(19), False, "trainer.max_steps=19 is below"),
+    (run_cfg(20), True, ">= output.register_min_steps=20"),
+    (run_cfg(51), True, "trainer.max_steps=51 >="),
+    (run_cfg(-1), True, "the epochs decide"),
+    (run_cfg(2, min_steps=1), True, ">= output.register_min_steps=1"),
+    (run_cfg(30, min_steps=40), False, "below output.register_min_steps=40"),
+    (OmegaConf.create({"output": {"name": None}}), True, "epochs decide"),  # no trainer section: -1
+])
+def test_should_register(cfg, expected, reason):
+    from thinker.models.finetunes import should_register
+
+    decision, why = should_register(cfg, 7)
+    assert decision is expected and reason in why and "7 optimizer steps" in why
+
+
+def test_the_composed_defaults_register_the_quick_start_but_not_smoke_runs():
+    from conftest import compose
+
+    from thinker.models.finetunes import should_register
+
+    default, smoke = compose(), compose(["trainer.max_steps=2"])
+    kept = compose(["trainer.max_steps=2", "output.register_min_steps=1"])
+    off = compose(["output.register=false"])
+    assert default.output.register is True and default.output.register_min_steps == 20
+    assert default.trainer.max_steps == -1 and should_register(default, 51)[0] is True  # the quick start
+    assert should_register(smoke, 2)[0] is False and should_register(kept, 2)[0] is True
+    assert should_register(off, 51)[0] is False
+
+
+def test_a_run_that_will_not_register_is_not_stopped_by_a_taken_name(registry):
+    from thinker.config.rules import output_name_free
+
+    registry.add(lambda entries: entry("mine"))
+    cfg = OmegaConf.merge(finetune_cfg("tiny-qwen", "mine"), {"trainer": {"max_steps": 2}})
+    assert list(output_name_free(cfg, {})) == []
+    cfg.output.register_min_steps = 1  # now it registers, so the taken name stops it
+    assert "already registered" in list(output_name_free(cfg, {}))[0].what
+    cfg.output.register_min_steps = 20
+    assert "not a valid model name" in list(output_name_free(OmegaConf.merge(cfg, {"output": {"name": "Bad Name"}}),
+                                                             {}))[0].what
+
+
+def test_durations_and_ages():
+    from datetime import timedelta
+
+    from thinker.models.registry import format_age, parse_duration
+
+    assert parse_duration("7d") == timedelta(days=7) and parse_duration("12h") == timedelta(hours=12)
+    assert parse_duration("30m") == timedelta(minutes=30)
+    for bad in ("7", "7w", "-1d", "d", "1.5h"):
+        with pytest.raises(ValueError):
+            parse_duration(bad)
+    assert [format_age(timedelta(seconds=s)) for s in (5, 90, 5 * 3600 + 59, 3 * 86400 + 7200)] == \
+        ["now", "1m", "5h", "3d"]
+    assert format_age(None) == "-"
+
+
+def test_prune_forgets_only_old_unnamed_leaf_fine_tunes(registry, tmp_path):
+    from datetime import timedelta
+
+    weights = tmp_path / "run-old" / "weights"
+    weights.mkdir(parents=True)
+
+    def tune(name, parent="tiny-qwen", named=None, path="/runs/x"):
+        made = entry(name, parent=parent, path=path)
+        if named is not None:
+            made.extra["named"] = named
+        registry.add(lambda entries: made)
+
+    tune("tiny-qwen-finetuned-20250101-000000", named=False, path=str(weights))  # old, unnamed, leaf: goes
+    tune("tiny-qwen-finetuned-20250102-000000")  # old, before `named` was recorded, automatic name: goes
+    tune("kept-named", named=True)  # old but named by the user
+    tune("tiny-qwen-finetuned-20250103-000000", named=False)  # old, unnamed, but a parent
+    tune("child", parent="tiny-qwen-finetuned-20250103-000000", named=True)
+    tune("tiny-qwen-finetuned-20250104-000000", named=False)  # unnamed leaf, but recent
+    tune("hand-named-legacy")  # old, no `named`, a name no run picks automatically
+    registry.add(lambda entries: entry("imported-long-ago"))  # not a fine-tune
+    for name in ("tiny-qwen-finetuned-20250101-000000", "tiny-qwen-finetuned-20250102-000000", "kept-named",
+                 "tiny-qwen-finetuned-20250103-000000", "child", "hand-named-legacy", "imported-long-ago"):
+        aged(registry, name, timedelta(days=10))
+    aged(registry, "tiny-qwen-finetuned-20250104-000000", timedelta(hours=5))
+    gone = ["tiny-qwen-finetuned-20250101-000000", "tiny-qwen-finetuned-20250102-000000"]
+    everything = {e.model_name for e in registry.entries()}
+
+    before = registry.path.read_bytes()
+    out = thinker_cli(["models", "prune", "--older-than", "7d", "--dry-run"], registry.folder)
+    assert out.returncode == 0, out.stderr
+    listed = {line.split()[0] for line in out.stdout.splitlines() if line.strip() and line.split()[0] in everything}
+    assert listed == set(gone) and "would forget 2" in out.stdout and "nothing was removed" in out.stdout
+    assert registry.path.read_bytes() == before
+
+    out = thinker_cli(["models", "prune", "--older-than", "7d"], registry.folder)
+    assert out.returncode == 0, out.stderr
+    assert {e.model_name for e in registry.entries()} == everything - set(gone)  # named, parents, recent stay
+    assert "weights stay in the run folders" in out.stdout and str(weights) in out.stdout
+    assert weights.is_dir()  # only the registry forgets
+
+    out = thinker_cli(["models", "prune", "--older-than", "4h"], registry.folder)  # now the 5h-old one goes too
+    assert out.returncode == 0, out.stderr
+    assert {e.model_name for e in registry.entries()} == everything - {*gone, "tiny-qwen-finetuned-20250104-000000"}
+
+    out = thinker_cli(["models", "prune", "--older-than", "30m"], registry.folder)
+    assert out.returncode == 0 and "nothing to prune" in out.stdout
+    assert thinker_cli(["models", "prune", "--older-than", "7x"], registry.folder).returncode == 2
+
+
+def test_prune_keeps_recent_fine_tunes_within_the_age(registry):
+    from datetime import timedelta
+
+    registry.add(lambda entries: entry("tiny-qwen-finetuned-20250101-000000", parent="tiny-qwen"))
+    aged(registry, "tiny-qwen-finetuned-20250101-000000", timedelta(days=6))
+    assert registry.prune(timedelta(days=7)) == [] and len(registry.entries()) == 1
+    assert [e.model_name for e in registry.prune(timedelta(days=5), dry_run=True)] == [
+        "tiny-qwen-finetuned-20250101-000000"]
+    assert len(registry.entries()) == 1
+    assert len(registry.prune(timedelta(days=5))) == 1 and registry.entries() == []

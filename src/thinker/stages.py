@@ -188,12 +188,18 @@ def last_step(record: RunRecord) -> int:
 
 
 def register_weights(ctx: StageContext, report: TrainingReport) -> str | None:
-    """Put the run's weights (a local folder or a remote URI) in the model registry with their lineage."""
+    """Put the run's weights (a local folder or a remote URI) in the model registry with their lineage,
+    unless output.register=false or the run is a smoke run (finetunes.should_register)."""
     if report.weights is None:
         return None
-    from thinker.models.finetunes import register_run_output
+    from thinker.models.finetunes import register_run_output, should_register
 
-    entry = register_run_output(ctx.cfg, report.weights, ctx.record.mlflow_run_id)
+    steps = report.metrics.get("optimizer_steps")
+    register, reason = should_register(ctx.cfg, int(steps) if steps is not None else None)
+    if not register:
+        log.info("the weights were not registered (%s); they stay in %s", reason, report.weights.uri)
+        return None
+    entry = register_run_output(ctx.cfg, report.weights, ctx.record.mlflow_run_id, metrics=report.metrics)
     log.info("registered the weights as model %s (fine-tuned from %s)", entry.model_name, entry.fine_tuned_from)
     return entry.model_name
 
@@ -233,8 +239,9 @@ def stage_eval(ctx: StageContext) -> None:
     """Score the trained weights on held-out SciFact claims through the backend's sampler; metrics go to
     stdout, the record and MLflow, the same metrics whichever backend trained them."""
     from thinker.backends import instantiate_backend
+    from thinker.evaluation.compare import base_metrics, floor_metrics
     from thinker.evaluation.matching import STRING, load_embedding_matcher
-    from thinker.evaluation.report import metrics_table
+    from thinker.evaluation.report import at_floor, comparison_table
     from thinker.evaluation.runner import evaluate
     from thinker.evaluation.samples import load_eval_samples
 
@@ -242,6 +249,9 @@ def stage_eval(ctx: StageContext) -> None:
     ev = cfg.evaluation
     if not ev.enabled:
         record.stage_update("eval", "skipped", reason="evaluation.enabled=false")
+        return
+    if str(cfg.data.format) != CLAIM_FORMAT:
+        stage_eval_heldout(ctx)
         return
     if not ev.claims_file or not ev.corpus_file:
         raise ThinkerError("evaluation needs SciFact claims and corpus files", "evaluation.claims_file / corpus_file",
@@ -251,7 +261,8 @@ def stage_eval(ctx: StageContext) -> None:
     samples = load_eval_samples(resolve_input(str(ev.claims_file)), resolve_input(str(ev.corpus_file)),
                                 ev.max_samples)
     record.stage_update("eval", "running", weights=weights, samples=len(samples))
-    generate = instantiate_backend(cfg).sampler(report, cfg)
+    backend = instantiate_backend(cfg)
+    generate = backend.sampler(report, cfg)
     semantic = (load_embedding_matcher(float(ev.embedding.threshold), evaluation_device())
                 if ev.embedding.enabled else None) or STRING
     output = Path(ev.output_path) if ev.output_path else Path("eval") / "predictions.jsonl"
@@ -261,16 +272,55 @@ def stage_eval(ctx: StageContext) -> None:
     started = time.perf_counter()
     result = evaluate(samples, generate, semantic=semantic, output_path=output, batch_size=int(ev.batch_size))
     seconds = time.perf_counter() - started
-    print(metrics_table(result.metrics, f"evaluation of {weights} ({len(samples)} claims)"), flush=True)
+    del generate  # the trained model's memory, before the base model loads
+    before = base_metrics(cfg, backend, samples, semantic, int(ev.batch_size)) if ev.compare_base else None
+    floor = floor_metrics(samples, semantic)
+    print(comparison_table(before, result.metrics, floor, f"evaluation of {weights} ({len(samples)} claims)"),
+          flush=True)
 
     record.metrics.update(result.metrics)
     session = ctx.open_session()
     if session is not None:
-        session.log_metrics({**result.metrics, "eval_seconds": seconds}, step=last_step(record))
+        base = {f"base_{k}": v for k, v in (before or {}).items()}
+        session.log_metrics({**result.metrics, **base, "eval_seconds": seconds}, step=last_step(record))
         session.log_artifact(output, "eval")
-    record.stage_update("eval", "passed", metrics=result.metrics, predictions=str(output),
+    record.stage_update("eval", "passed", metrics=result.metrics, metrics_before=before, floor=floor,
+                        at_floor=at_floor(result.metrics, floor), predictions=str(output),
                         evidence_semantic_matcher=result.semantic_matcher, eval_seconds=round(seconds, 3),
                         **result.per_sample)
+
+
+CLAIM_FORMAT = "claim_extraction"  # the data format the SciFact claim metrics describe
+
+
+def stage_eval_heldout(ctx: StageContext) -> None:
+    """Data without SciFact-style claims: held-out loss and perplexity from training, plus final-answer
+    accuracy on the held-out split for reasoning (GSM8K-style) data."""
+    from thinker.backends import instantiate_backend
+    from thinker.data.source import effective_data_path
+    from thinker.evaluation.heldout import answer_accuracy, heldout_examples, loss_metrics
+
+    cfg, record = ctx.cfg, ctx.record
+    metrics = loss_metrics(record.metrics.get("val_loss"))
+    if str(cfg.data.format) == "reasoning":
+        report = weights_to_evaluate(ctx)
+        examples = heldout_examples(cfg, effective_data_path(cfg, ctx.run_dir))
+        record.stage_update("eval", "running", weights=report.weights.uri, samples=len(examples))
+        generate = instantiate_backend(cfg).sampler(report, cfg)
+        metrics.update(answer_accuracy(examples, generate, int(cfg.evaluation.batch_size)))
+    if not metrics:
+        record.stage_update("eval", "skipped", reason=f"data.format={cfg.data.format} has no SciFact-style "
+                            "evaluation, and its held-out loss comes from the train stage (none in this run)")
+        log.warning("evaluation skipped: data.format=%s is scored by held-out loss, which needs training "
+                    "in this run (data.validation_split > 0, trainer.evaluations > 0)", cfg.data.format)
+        return
+    print("\n".join([f"evaluation on held-out {cfg.data.name} data"] +
+                    [f"{name:<16}{value:.4f}" for name, value in metrics.items()]), flush=True)
+    record.metrics.update(metrics)
+    session = ctx.open_session()
+    if session is not None:
+        session.log_metrics(metrics, step=last_step(record))
+    record.stage_update("eval", "passed", metrics=metrics)
 
 
 def evaluation_device() -> str:

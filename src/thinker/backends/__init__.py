@@ -86,6 +86,10 @@ class Backend:
     def sampler(self, report: TrainingReport, cfg: DictConfig) -> Generate:
         raise NotImplementedError
 
+    def base_weights(self, cfg: DictConfig) -> WeightsRef | None:
+        """The weights a run of `cfg` starts from, for the eval stage's before/after (None: not comparable)."""
+        return None
+
     def weights_of(self, report: TrainingReport) -> WeightsRef:
         """The report's weights, or a clear error when there are none."""
         if report.weights is None:

@@ -1,4 +1,4 @@
-"""`thinker models import | list | info | rm | lineage`: the model registry from the command line."""
+"""`thinker models import | list | info | rm | prune | lineage`: the model registry from the command line."""
 
 from __future__ import annotations
 
@@ -16,20 +16,35 @@ def _import(args: argparse.Namespace) -> int:
     return 0
 
 
+def table(rows: list[tuple[str, ...]]) -> str:
+    """Rows as aligned columns (two spaces apart), the first row the header."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+                     for row in rows)
+
+
 def _list(args: argparse.Namespace) -> int:
-    from thinker.models.registry import Registry
+    from thinker.models.registry import Registry, age_of, format_age, format_params, shipped_model_details
 
     registry = Registry()
-    entries = registry.entries()
+    entries = registry.entries()  # corrupt -> the error, before anything is printed
+    print("shipped options (conf/model/*.yaml):")
+    print(table([("NAME", "SOURCE", "SIZE", "ARCH")] + [
+        (d["name"], d["source"], format_params(d["params"]), d["family"]) for d in shipped_model_details()
+    ]))
+    print()
     if not entries:
         print(f"[thinker] no models registered in {registry.path}")
         return 0
-    rows = [("NAME", "ARCH", "SOURCE", "FINE_TUNED_FROM", "CREATED")] + [
-        (e.model_name, e.architecture, e.source, e.fine_tuned_from or "-", e.created_at) for e in entries
-    ]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    for row in rows:
-        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+    print(f"registry ({registry.path}):")
+    rows = [("NAME", "SOURCE", "SIZE", "BASE", "METHOD", "VAL_LOSS", "AGE")]
+    for e in entries:
+        source = e.model_id if e.source == "huggingface" else e.source
+        val_loss = e.extra.get("val_loss")
+        rows.append((e.model_name, source, format_params(e.params), e.fine_tuned_from or "-",
+                     str(e.extra.get("method") or "-"), f"{float(val_loss):.4f}" if val_loss is not None else "-",
+                     format_age(age_of(e))))
+    print(table(rows))
     return 0
 
 
@@ -46,6 +61,36 @@ def _rm(args: argparse.Namespace) -> int:
     entry = Registry().remove(args.name, force=args.force)
     print(f"[thinker] removed {entry.model_name}")
     return 0
+
+
+def _prune(args: argparse.Namespace) -> int:
+    from thinker.models.registry import Registry, age_of, format_age, parse_duration
+
+    registry = Registry()
+    gone = registry.prune(parse_duration(args.older_than), dry_run=args.dry_run)
+    if not gone:
+        print(f"[thinker] nothing to prune: no unnamed fine-tune older than {args.older_than} that nothing was "
+              f"fine-tuned from in {registry.path}")
+        return 0
+    verb = "would forget" if args.dry_run else "forgot"
+    print(f"[thinker] {verb} {len(gone)} fine-tune(s) older than {args.older_than} "
+          f"(the registry only forgets them: their weights stay in the run folders):")
+    print(table([("NAME", "AGE", "WEIGHTS")] + [(e.model_name, format_age(age_of(e)), e.location or "-")
+                                                 for e in gone]))
+    if args.dry_run:
+        print("[thinker] dry run: nothing was removed")
+    return 0
+
+
+def _duration(text: str) -> str:
+    """argparse check of --older-than (7d, 12h, 30m); the text itself is kept for the messages."""
+    from thinker.models.registry import parse_duration
+
+    try:
+        parse_duration(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return text.strip()
 
 
 def _lineage(args: argparse.Namespace) -> int:
@@ -68,7 +113,7 @@ def add_registry_commands(sub: argparse._SubParsersAction) -> None:
     imp.add_argument("--revision", help="branch, tag or commit on the hub")
     imp.add_argument("--accept-license", action="store_true", help="acknowledge the model's license (scripts)")
     imp.set_defaults(func=_import)
-    sub.add_parser("list", help="list registered models").set_defaults(func=_list)
+    sub.add_parser("list", help="list the shipped model options and the registered models").set_defaults(func=_list)
     info = sub.add_parser("info", help="show one registry entry")
     info.add_argument("name")
     info.set_defaults(func=_info)
@@ -76,6 +121,12 @@ def add_registry_commands(sub: argparse._SubParsersAction) -> None:
     rm.add_argument("name")
     rm.add_argument("--force", action="store_true", help="remove it even if other models were fine-tuned from it")
     rm.set_defaults(func=_rm)
+    prune = sub.add_parser("prune", help="forget old auto-named fine-tunes nothing was fine-tuned from "
+                                         "(their weights stay in the run folders)")
+    prune.add_argument("--older-than", required=True, type=_duration, metavar="AGE",
+                       help="only fine-tunes registered longer ago than this: 7d, 12h, 30m")
+    prune.add_argument("--dry-run", action="store_true", help="list what would be forgotten, change nothing")
+    prune.set_defaults(func=_prune)
     lineage = sub.add_parser("lineage", help="show a model and the models it was fine-tuned from")
     lineage.add_argument("name")
     lineage.set_defaults(func=_lineage)

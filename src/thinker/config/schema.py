@@ -25,6 +25,7 @@ from thinker.config.enums import (
     TrainOnInputs,
 )
 from thinker.config.ranges import PARAMETER_RANGES
+from thinker.models.finetunes import REGISTER_MIN_STEPS
 
 
 def seed_default(key: str) -> float:
@@ -273,6 +274,8 @@ class EvaluationConfig:
     # weights/ of a trained run (or the run folder); None: this run's weights/
     checkpoint_dir: str | None = None
     batch_size: int = 8
+    # also score the model the run started from (cached per base model and eval set) and print before -> after
+    compare_base: bool = True
     decoding: DecodingConfig = field(default_factory=DecodingConfig)
     embedding: EmbeddingConfig = field(default_factory=EmbeddingConfig)
 
@@ -282,6 +285,13 @@ class OutputConfig:
     dir: str | None = "${hydra:runtime.output_dir}"  # None when no Hydra run is active (--cfg)
     # name under which a run's weights are registered; None: {base}-finetuned-{timestamp}
     name: str | None = None
+    # false: the run's weights stay in its folder and the model registry is left alone
+    register: bool = True
+    # runs with 0 < trainer.max_steps below this are smoke runs and are not registered (-1, epochs decide: always).
+    # 20 because: the smoke runs in tests/ and quick checks train 1-16 steps; with the shipped warmup_ratio
+    # (0.05) a run needs 20 steps for even one warmup step, i.e. for its schedule to take its configured shape;
+    # the embedded quick start (51 steps) and the README's max_steps=50 experiments still register.
+    register_min_steps: int = REGISTER_MIN_STEPS
 
 
 @dataclass

@@ -2,6 +2,8 @@
 
 A run's weights stay in its run folder; the registry entry points at them. The name is `output.name`, or
 `{base}-finetuned-{timestamp}` (with a counter when parallel jobs finish in the same second).
+Smoke runs (trainer.max_steps below output.register_min_steps) and runs with output.register=false are not
+registered (should_register), so the registry holds the models worth choosing from.
 """
 
 from __future__ import annotations
@@ -16,6 +18,11 @@ from thinker.errors import ThinkerError
 from thinker.models.registry import Registry, RegistryEntry, check_name, name_taken_error
 from thinker.tracking.atomic import atomic_write_json
 
+# The default of output.register_min_steps (thinker.config.schema.OutputConfig says why 20).
+REGISTER_MIN_STEPS = 20
+# run metrics kept in a fine-tune's registry entry (`extra`): what `thinker models list` shows
+KEPT_METRICS = ("val_loss", "train_loss", "optimizer_steps")
+
 
 def default_finetune_name(base: str, taken: set[str], now: datetime | None = None) -> str:
     stamp = (now or datetime.now(UTC)).strftime("%Y%m%d-%H%M%S")
@@ -27,8 +34,46 @@ def default_finetune_name(base: str, taken: set[str], now: datetime | None = Non
     return name
 
 
+def _setting(cfg: Any, key: str, default: Any) -> Any:
+    """cfg's value at the dotted `key`, `default` when it is absent or null (plain test configs lack keys)."""
+    node = cfg
+    for part in key.split("."):
+        try:
+            node = node[part] if isinstance(node, dict) else getattr(node, part)
+        except (AttributeError, KeyError):
+            return default
+        if node is None:
+            return default
+    return node
+
+
+def should_register(cfg: Any, optimizer_steps: int | None = None) -> tuple[bool, str]:
+    """Whether the run's weights go into the model registry, and why (the reason is logged when they do not).
+
+    Not with output.register=false, nor when 0 < trainer.max_steps < output.register_min_steps (a smoke run);
+    trainer.max_steps=-1 (the epochs decide) always registers. The decision follows the configured max_steps,
+    the run's intent, so it can be made before training (optimizer_steps=None) and after it alike;
+    optimizer_steps, when known, only goes into the reason."""
+    trained = f" ({int(optimizer_steps)} optimizer steps trained)" if optimizer_steps is not None else ""
+    if not bool(_setting(cfg, "output.register", True)):
+        return False, f"output.register=false{trained}"
+    max_steps = int(_setting(cfg, "trainer.max_steps", -1))
+    minimum = int(_setting(cfg, "output.register_min_steps", REGISTER_MIN_STEPS))
+    if max_steps <= 0:
+        return True, f"trainer.max_steps={max_steps}: the epochs decide the run's length{trained}"
+    if max_steps < minimum:
+        return False, (f"trainer.max_steps={max_steps} is below output.register_min_steps={minimum}, a smoke run"
+                       f"{trained}; output.register_min_steps={max_steps} registers it")
+    return True, f"trainer.max_steps={max_steps} >= output.register_min_steps={minimum}{trained}"
+
+
 def check_output_name(cfg: Any, registry: Registry | None = None) -> None:
-    """Before training: the registry parses, and output.name (when given) is valid and still free."""
+    """Before training: the registry parses, and output.name (when given) is valid and still free. A run that
+    will not register (should_register) only needs a valid name: the registry is not read."""
+    if not should_register(cfg)[0]:
+        if cfg.output.name is not None:
+            check_name(str(cfg.output.name))
+        return
     registry = registry or Registry()
     entries = registry.entries()  # corrupt -> a clear error now, not after hours of training
     name = cfg.output.name
@@ -40,14 +85,19 @@ def check_output_name(cfg: Any, registry: Registry | None = None) -> None:
 
 
 def register_run_output(cfg: Any, weights: Any, mlflow_run_id: str | None,
-                        registry: Registry | None = None) -> RegistryEntry:
+                        registry: Registry | None = None, metrics: dict | None = None) -> RegistryEntry:
     """Add the run's weights (a thinker.backends.WeightsRef, or a local folder) to the registry; local weights
-    also get the lineage in their metadata.json."""
+    also get the lineage in their metadata.json. Unconditional: the caller asks should_register first.
+
+    `metrics` (the run's): val_loss, train_loss and optimizer_steps are kept in the entry's `extra`, which
+    also says whether output.name named it (`named`; `thinker models prune` only forgets unnamed ones)."""
     registry = registry or Registry()
     uri = str(getattr(weights, "uri", weights))
     local = Path(uri) if getattr(weights, "is_local", True) else None
     base = str(cfg.model.name)  # the registry name for a registry model, the option name for a shipped one
     wanted = cfg.output.name
+    kept = {k: int(metrics[k]) if k == "optimizer_steps" else float(metrics[k])
+            for k in KEPT_METRICS if metrics and metrics.get(k) is not None}
 
     def make(entries: list[RegistryEntry]) -> RegistryEntry:
         taken = {e.model_name for e in entries}
@@ -70,7 +120,8 @@ def register_run_output(cfg: Any, weights: Any, mlflow_run_id: str | None,
             recommended_lr=float(cfg.model.recommended_lr),
             supports_4bit=bool(cfg.model.supports_4bit),
             extra={"method": str(cfg.method.name), "backend": str(cfg.backend.name),
-                   "base_model": str(cfg.model.name), **({"run_dir": str(local.resolve().parent)} if local else {})},
+                   "base_model": str(cfg.model.name), **({"run_dir": str(local.resolve().parent)} if local else {}),
+                   "named": wanted is not None, **kept},
         )
 
     try:

@@ -16,7 +16,7 @@ import shutil
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,9 @@ REGISTRY_FILE = "registry.json"
 LOCK_FILE = "registry.lock"
 FORMAT_VERSION = 1
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
+DURATION_PATTERN = re.compile(r"^\s*(\d+)\s*([dhm])\s*$")
+DURATION_UNITS = {"d": "days", "h": "hours", "m": "minutes"}
+AUTO_NAME = re.compile(r"-finetuned-\d{8}-\d{6}(-\d+)?$")  # finetunes.default_finetune_name
 
 
 @dataclass
@@ -164,6 +167,19 @@ class Registry:
             entries.append(entry)
         return entry
 
+    def prune(self, older_than: timedelta, *, dry_run: bool = False, now: datetime | None = None
+              ) -> list[RegistryEntry]:
+        """Forget the fine-tunes older than `older_than` that were not named (output.name) and that nothing was
+        fine-tuned from; returns them (with dry_run, only returns them). Their weights are never touched:
+        they stay in the run folders. One pass: a parent whose last child goes now is a leaf next time."""
+        if dry_run:
+            entries = self.entries()
+            return [e for e in entries if prunable(e, entries, older_than, now)]
+        with self.locked() as entries:
+            gone = [e for e in entries if prunable(e, entries, older_than, now)]
+            entries[:] = [e for e in entries if e not in gone]
+        return gone
+
     def remove(self, name: str, *, force: bool = False) -> RegistryEntry:
         """Delete the entry, and its folder when that lives inside the models folder (run folders stay)."""
         with self.locked() as entries:
@@ -237,3 +253,81 @@ def versioned_name(base: str, model_id: str, entries: list[RegistryEntry]) -> tu
         version += 1
         name = f"{base}-v{version}"
     return name, version
+
+
+# ---------------------------------------------------------------- ages, sizes, pruning
+
+
+def created(entry: RegistryEntry) -> datetime | None:
+    """The entry's created_at as an aware datetime; None when missing or unreadable (a hand-edited entry)."""
+    try:
+        stamp = datetime.fromisoformat(entry.created_at)
+    except (TypeError, ValueError):
+        return None
+    return stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC)
+
+
+def age_of(entry: RegistryEntry, now: datetime | None = None) -> timedelta | None:
+    stamp = created(entry)
+    return None if stamp is None else (now or datetime.now(UTC)) - stamp
+
+
+def format_age(age: timedelta | None) -> str:
+    """`3d`, `5h`, `12m`, `now` (under a minute); `-` when unknown."""
+    if age is None:
+        return "-"
+    seconds = max(0, int(age.total_seconds()))
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit}"
+    return "now"
+
+
+def parse_duration(text: str) -> timedelta:
+    """`7d`, `12h`, `30m` -> a timedelta; a ValueError otherwise."""
+    match = DURATION_PATTERN.match(str(text))
+    if not match:
+        raise ValueError(f"{text!r} is not a duration: use a whole number and d, h or m (7d, 12h, 30m)")
+    return timedelta(**{DURATION_UNITS[match.group(2)]: int(match.group(1))})
+
+
+def format_params(params: Any) -> str:
+    """An approximate size: 2.4M, 494M, 1.54B; `-` when unknown."""
+    try:
+        count = float(params)
+    except (TypeError, ValueError):
+        return "-"
+    for suffix, size in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
+        if count >= size:
+            return f"{count / size:.3g}{suffix}"
+    return f"{count:.0f}"
+
+
+def is_named(entry: RegistryEntry) -> bool:
+    """Whether output.name named the fine-tune (extra.named); entries from before that was recorded count as
+    named unless their name is the automatic `{base}-finetuned-{timestamp}`."""
+    if "named" in entry.extra:
+        return bool(entry.extra["named"])
+    return not AUTO_NAME.search(entry.model_name)
+
+
+def prunable(entry: RegistryEntry, entries: list[RegistryEntry], older_than: timedelta,
+             now: datetime | None = None) -> bool:
+    age = age_of(entry, now)
+    return (entry.source == "finetune" and age is not None and age > older_than and not is_named(entry)
+            and not any(e.fine_tuned_from == entry.model_name for e in entries))
+
+
+def shipped_model_details() -> list[dict[str, Any]]:
+    """name, source (builtin or a hub id), family and params of each conf/model/*.yaml, sorted by name."""
+    import yaml
+
+    from thinker.paths import project_root
+
+    root = project_root()
+    details = []
+    for path in sorted((root / "conf" / "model").glob("*.yaml")) if root else []:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        details.append({"name": str(data.get("name", path.stem)), "source": str(data.get("source", "-")),
+                        "family": str(data.get("family", "-")), "params": data.get("params")})
+    return details

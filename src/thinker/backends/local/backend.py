@@ -321,3 +321,10 @@ class LocalBackend(Backend):
         decoding = Decoding(bool(d.do_sample), float(d.temperature), float(d.top_p), int(d.max_new_tokens),
                             int(cfg.seed))
         return local_generator(weights.path, decoding, device_type(cfg))
+
+    def base_weights(self, cfg: DictConfig) -> WeightsRef:
+        from thinker.models.adapter_weights import training_start_point
+        from thinker.models.loading import resolve_model_path
+
+        path = resolve_model_path(cfg.model, int(cfg.seed), [resolve_input(p) for p in cfg.model.tokenizer_corpus])
+        return WeightsRef.local(training_start_point(path))

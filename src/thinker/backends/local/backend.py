@@ -157,6 +157,7 @@ def train(cfg: DictConfig, run_dir: Path, session: Any = None, callbacks: tuple 
     from thinker.backends.local.checkpointing import AtomicCheckpointIO, GracefulStop
     from thinker.backends.local.datamodule import FineTuneDataModule, make_rows, stats, tokenize_all
     from thinker.backends.local.module import FineTuneModule
+    from thinker.backends.local.progress import StepProgressBar
     from thinker.data.examples import read_examples, split_examples
     from thinker.data.source import effective_data_path
     from thinker.data.tokenize import LossWeights
@@ -232,7 +233,7 @@ def train(cfg: DictConfig, run_dir: Path, session: Any = None, callbacks: tuple 
         every_n_train_steps=every, save_top_k=int(cfg.trainer.save_total_limit), monitor="step", mode="max",
         save_last=True,
     )
-    all_callbacks: list[Any] = [stopper, periodic, *callbacks]
+    all_callbacks: list[Any] = [stopper, periodic, StepProgressBar(), *callbacks]
     logger = BatchedMlflowLogger(session.client, session.run_id) if session is not None else False
     if session is not None:
         session.log_metrics({"trainable_params": trainable, "total_params": total,

@@ -98,6 +98,7 @@ class FineTuneModule(pl.LightningModule):
         self.train_history: list[tuple[int, float]] = []
         self._t0: float | None = None
         self._tokens_at_start = 0
+        self.tokens_per_sec = 0.0  # trained tokens per second since this fit started (progress bar, MLflow)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "position_ids") if k in batch}
@@ -141,14 +142,14 @@ class FineTuneModule(pl.LightningModule):
         step_loss = loss_sum / n
         self.train_history.append((step, step_loss))
         self.log("loss", step_loss, prog_bar=True, logger=False, on_step=True)
+        self.tokens_per_sec = (self.trained_tokens - self._tokens_at_start) / max(time.perf_counter() - self._t0, 1e-9)
         if step % self.log_every_n_steps == 0 or step >= self.total_steps:
-            elapsed = max(time.perf_counter() - self._t0, 1e-9)
             self.log_to_tracker({
                 "train_loss": step_loss,
                 "train_loss_weighted": weighted_sum / denominator,
                 "lr": lr,
                 "trained_tokens": float(self.trained_tokens),
-                "tokens_per_sec": (self.trained_tokens - self._tokens_at_start) / elapsed,
+                "tokens_per_sec": self.tokens_per_sec,
             }, step)
         return torch.tensor(step_loss)
 

@@ -24,6 +24,19 @@ def config_dir() -> str:
     return str(root / "conf")
 
 
+def compose_config(overrides: list[str]) -> DictConfig:
+    """The job config for `overrides` outside a Hydra run (tools: config show, data preview, chat), composed
+    from the same folder and registry options as the app. Hydra's and OmegaConf's errors propagate."""
+    from hydra import compose, initialize_config_dir
+
+    import thinker.config.schema  # noqa: F401  (registers the structured configs with Hydra)
+    from thinker.models.registry_options import register_registry_options
+
+    register_registry_options()  # model=<registry name> composes
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3", job_name="launch"):
+        return compose(config_name="config", overrides=list(overrides))
+
+
 def task(cfg: DictConfig) -> float | None:
     from thinker.pipeline import run
 

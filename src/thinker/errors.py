@@ -30,6 +30,9 @@ STAGE_EXIT_CODES = {
 }
 
 
+ERROR_PREFIX = "[thinker] error: "
+
+
 class ThinkerError(Exception):
     """An error the user can fix. `what`, `where` and `fix` make up the one-line message."""
 
@@ -42,7 +45,7 @@ class ThinkerError(Exception):
         super().__init__(self.line())
 
     def line(self) -> str:
-        return f"[thinker] error: {self.what}, {self.where}, {self.fix}"
+        return f"{ERROR_PREFIX}{self.what}, {self.where}, {self.fix}"
 
 
 class NotAvailableYet(ThinkerError):

@@ -200,14 +200,13 @@ def run(cfg: DictConfig) -> float | None:
         )
         exit_status = "crashed"
 
+    line = mask_text(error.line()) if error is not None else None
     if error is not None:
-        line = mask_text(error.line())
         print(line, file=sys.stderr, flush=True)
         if keep_existing_record:
             raise SystemExit(int(error.exit_code))
         record.stage_update(current, exit_status, error=line)
-    record.finish(exit_status, int(error.exit_code) if error else int(ExitCode.OK),
-                  mask_text(error.line()) if error else None)
+    record.finish(exit_status, int(error.exit_code) if error else int(ExitCode.OK), line)
     _close_session(context, record, exit_status)
     if error is not None:
         if in_multirun() and exit_status != "interrupted":

@@ -16,10 +16,8 @@ from typing import Any
 
 from hydra.experimental.callback import Callback
 
-from thinker.errors import ExitCode
-
-RECORD_NAME = "run_record.json"  # thinker.tracking.run_record.RECORD_NAME, without importing the module
-ERROR_PREFIX = "[thinker] error: "
+from thinker.errors import ERROR_PREFIX, ExitCode
+from thinker.tracking.run_record import RECORD_NAME
 
 
 @dataclass

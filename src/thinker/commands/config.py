@@ -12,22 +12,10 @@ import enum
 import sys
 from typing import Any
 
+from thinker.app import compose_config
 from thinker.errors import ExitCode
 
 HYDRA_RUNTIME_MISSING = "HydraConfig was not set"
-
-
-def compose_config(overrides: list[str]):
-    """The job config for `overrides`, composed as `python launch.py` composes it (without the hydra node)."""
-    from hydra import compose, initialize_config_dir
-
-    import thinker.config.schema  # noqa: F401  (registers the structured configs with Hydra)
-    from thinker.app import config_dir
-    from thinker.models.registry_options import register_registry_options
-
-    register_registry_options()  # model=<registry name> composes
-    with initialize_config_dir(config_dir=config_dir(), version_base="1.3", job_name="launch"):
-        return compose(config_name="config", overrides=list(overrides))
 
 
 def _resolved(cfg: Any, node: Any, path: str) -> Any:
@@ -65,7 +53,7 @@ def show(overrides: list[str]) -> int:
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
-    from thinker.config.check import range_errors
+    from thinker.config.check import check_ranges
     from thinker.entry import format_hydra_error
     from thinker.errors import ThinkerError
 
@@ -76,11 +64,10 @@ def show(overrides: list[str]) -> int:
         text = str(err) if err.__cause__ is None else f"{err}\n{err.__cause__}"  # Hydra wraps OmegaConf's error
         print(format_hydra_error(text), file=sys.stderr)
         return int(ExitCode.CONFIG)
-    ranged = range_errors(cfg)  # the same typed ranges a run checks first (optimizer.lr in (0, 1], ...)
-    if ranged:
-        err = ranged[0]
-        print(ThinkerError(str(err), f"config key {err.key}", f"choose a value in {err.range.describe()}").line(),
-              file=sys.stderr)
+    try:
+        check_ranges(cfg)  # the same typed ranges a run checks first (optimizer.lr in (0, 1], ...)
+    except ThinkerError as err:
+        print(err.line(), file=sys.stderr)
         return int(ExitCode.CONFIG)
     print(OmegaConf.to_yaml(OmegaConf.create(data)), end="")
     return 0

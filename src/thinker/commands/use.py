@@ -101,18 +101,13 @@ def _from_run_folder(run_dir: Path) -> Target:
 
 def _compose_default(overrides: list[str]) -> DictConfig:
     """The default config with `overrides` (model=<registry name> composes like in launch.py)."""
-    from hydra import compose, initialize_config_dir
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
-    import thinker.config.schema  # noqa: F401  (registers the structured configs)
-    from thinker.app import config_dir
-    from thinker.models.registry_options import register_registry_options
+    from thinker.app import compose_config
 
-    register_registry_options()
     try:
-        with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
-            return compose(config_name="config", overrides=overrides)
+        return compose_config(overrides)
     except (HydraException, OmegaConfBaseException) as error:
         raise input_error(f"the config does not compose ({error})", " ".join(overrides),
                           "check the overrides") from None

@@ -47,16 +47,26 @@ def range_errors(cfg: DictConfig) -> list[RangeError]:
     return errors
 
 
-def check_config(cfg: DictConfig, env: Mapping[str, str] | None = None) -> None:
-    env = os.environ if env is None else env
-    missing = missing_keys(cfg)
-    if missing:
-        key = missing[0]
-        raise ThinkerError(f"{key} is required but not set", f"config key {key}", f"pass {key}=<value> on the command line")
+def check_ranges(cfg: DictConfig) -> None:
+    """The first value outside seed 004's ranges, as a ThinkerError."""
     ranged = range_errors(cfg)
     if ranged:
         err = ranged[0]
         raise ThinkerError(str(err), f"config key {err.key}", f"choose a value in {err.range.describe()}")
+
+
+def check_complete(cfg: DictConfig) -> None:
+    """No key left at `???` and every ranged value in range: what tools check before using a config."""
+    missing = missing_keys(cfg)
+    if missing:
+        key = missing[0]
+        raise ThinkerError(f"{key} is required but not set", f"config key {key}", f"pass {key}=<value> on the command line")
+    check_ranges(cfg)
+
+
+def check_config(cfg: DictConfig, env: Mapping[str, str] | None = None) -> None:
+    env = os.environ if env is None else env
+    check_complete(cfg)
     found = violations(cfg, env)
     if found:
         v = found[0]

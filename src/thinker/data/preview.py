@@ -50,18 +50,13 @@ def fmt_weight(weight: float) -> str:
 
 def compose_config(overrides: list[str]) -> DictConfig:
     """The run's config for `overrides`, composed as `python launch.py overrides...` would compose it."""
-    from hydra import compose, initialize_config_dir
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
-    import thinker.config.schema  # noqa: F401  (registers the structured configs)
-    from thinker.app import config_dir
-    from thinker.models.registry_options import register_registry_options
+    from thinker.app import compose_config as compose_app_config
 
-    register_registry_options()  # model=<registry name> composes, as in launch.py
     try:
-        with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
-            return compose(config_name="config", overrides=list(overrides))
+        return compose_app_config(overrides)
     except (HydraException, OmegaConfBaseException) as exc:
         message = " ".join(str(exc).split())
         raise ThinkerError(f"the config does not compose: {message}", f"overrides {' '.join(overrides) or '(none)'}",
@@ -70,21 +65,14 @@ def compose_config(overrides: list[str]) -> DictConfig:
 
 def check_previewable(cfg: DictConfig) -> None:
     """What must hold before anything heavy loads: keys set, values in range, prompt/completion data."""
-    from thinker.config.check import missing_keys, range_errors
+    from thinker.config.check import check_complete
 
-    missing = missing_keys(cfg)
-    if missing:
-        key = missing[0]
-        raise ThinkerError(f"{key} is required but not set", f"config key {key}", f"pass {key}=<value> on the command line")
-    ranged = range_errors(cfg)
-    if ranged:
-        err = ranged[0]
-        raise ThinkerError(str(err), f"config key {err.key}", f"choose a value in {err.range.describe()}")
-    fmt = str(cfg.data.format)
-    if fmt == "chat":
+    check_complete(cfg)
+    fmt, trained = str(cfg.data.format), cfg.backend.get("data_formats")
+    if trained is not None and fmt not in [str(f) for f in trained]:  # what the backend declares it trains
         raise ThinkerError(
-            f"data.format=chat is not trainable locally (the local backend trains prompt/completion data), "
-            f"so there is no training view of data={cfg.data.name} to preview",
+            f"data.format={fmt} is not trainable locally (backend={cfg.backend.name} trains "
+            f"{', '.join(str(f) for f in trained)} data), so there is no training view of data={cfg.data.name}",
             f"data={cfg.data.name}",
             "check the file with `thinker validate`, or preview prompt/completion data (data=sample, data=jsonl)",
         )

@@ -63,9 +63,7 @@ def load_base_as_trained(weights_dir: Path) -> Any:
     if quant is None:
         return load_causal_lm(base_path, method="full", quant=None)
     quantized = load_causal_lm(base_path, method="qlora", quant=quant)
-    # its one-time note on the dequantised dtype says nothing a user acts on (fp32 is what is wanted here)
-    logging.getLogger("transformers.integrations.bitsandbytes").setLevel(logging.ERROR)
-    return quantized.dequantize()
+    return quantized.dequantize()  # its dtype note is turned down with the rest of the noise (thinker.quiet)
 
 
 def load_adapter_model(weights_dir: str | Path) -> Any:

@@ -268,11 +268,14 @@ def test_missing_credential_fails_fast_without_printing_it(tmp_path, env):
     assert out.returncode == 2 and "TINKER_API_KEY is not set" in out.stderr
 
 
-def test_not_yet_available_backend_says_so(tmp_path, env):
+def test_an_unreachable_tinker_service_fails_at_config_check_before_the_gate(tmp_path, env):
     secret = "tml-THISisSECRET12345678"
-    out = launch(["backend=tinker", "method=lora", "validation.pytest.enabled=false", "hydra.run.dir=run"],
-                 cwd=tmp_path, env={**env, "TINKER_API_KEY": secret})
-    assert out.returncode == 7 and "not available yet" in out.stderr
+    out = launch(["backend=tinker", "hydra.run.dir=run"], cwd=tmp_path,
+                 env={**env, "TINKER_API_KEY": secret, "TINKER_BASE_URL": "http://127.0.0.1:9"})
+    assert out.returncode == 2, out.stderr[-2000:]
+    assert "[thinker] error: the Tinker service at http://127.0.0.1:9 does not answer" in out.stderr
+    record = json.loads((tmp_path / "run" / "run_record.json").read_text())
+    assert set(record["stages"]) == {"config"}, "the validation gate must not run"
     assert secret not in out.stdout + out.stderr + (tmp_path / "run" / "run_record.json").read_text()
 
 

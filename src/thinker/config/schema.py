@@ -151,7 +151,9 @@ class MethodConfig:
 class LoraMethodConfig(MethodConfig):
     # seed 004's defaults, from the one table that holds them (conf/method/*.yaml does not repeat them)
     rank: int = int(seed_default("method.rank"))
-    alpha: float = seed_default("method.alpha")
+    # a backend that fixes the LoRA scaling (Tinker: 32; its API has no alpha) sets backend.options.lora_alpha,
+    # and the default follows it; an explicit method.alpha it cannot honour is refused at config check
+    alpha: float = f"${{oc.select:backend.options.lora_alpha,{float(seed_default('method.alpha'))!r}}}"  # type: ignore[assignment]
     dropout: float = seed_default("method.dropout")
     # "all-linear" or a comma-separated list of module names ("q_proj,v_proj"), as in seed 004
     target_modules: str = "all-linear"

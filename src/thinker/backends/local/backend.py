@@ -97,6 +97,11 @@ def total_optimizer_steps(n_batches: int, cfg: DictConfig) -> int:
     return min(by_epochs, max_steps) if max_steps > 0 else by_epochs
 
 
+def checkpoint_interval(steps: int, cfg: DictConfig) -> int:
+    """Steps between checkpoints (and held-out evaluations, when there are any): 1/evaluations of the run."""
+    return max(1, steps // max(1, int(cfg.trainer.evaluations)))
+
+
 def save_weights_atomically(model: Any, tokenizer: Any, target: Path, metadata: dict[str, Any]) -> Path:
     """save_pretrained into a temp folder beside `target`, then rename: never a half-written adapter."""
     import json
@@ -152,15 +157,14 @@ def _quiet_lightning() -> None:
 def train(cfg: DictConfig, run_dir: Path, session: Any = None, callbacks: tuple = ()) -> TrainingReport:
     """Fine-tune per `cfg` into `run_dir`. `callbacks`: extra Lightning callbacks (tools and tests)."""
     import lightning.pytorch as pl
+    import torch
     from lightning.pytorch.callbacks import ModelCheckpoint
 
     from thinker.backends.local.checkpointing import AtomicCheckpointIO, GracefulStop
-    from thinker.backends.local.datamodule import FineTuneDataModule, make_rows, stats, tokenize_all
+    from thinker.backends.local.datamodule import FineTuneDataModule
     from thinker.backends.local.module import FineTuneModule
     from thinker.backends.local.progress import StepProgressBar
-    from thinker.data.examples import read_examples, split_examples
-    from thinker.data.source import effective_data_path
-    from thinker.data.tokenize import LossWeights
+    from thinker.data.prepare import prepare_training_data
     from thinker.models.adapter_weights import training_start_point
     from thinker.models.loading import count_parameters, load_causal_lm, load_tokenizer, resolve_model_path
     from thinker.tracking.mlflow_logger import BatchedMlflowLogger
@@ -186,34 +190,17 @@ def train(cfg: DictConfig, run_dir: Path, session: Any = None, callbacks: tuple 
     model = load_causal_lm(path, method=method, quant=quant, dtype=base_weights_dtype(method, precision),
                            revision=cfg.model.revision,
                            attn_implementation="flash_attention_2" if "flash_attention" in optimizations else "sdpa")
+    # the adapters' initial values depend on the seed alone (what backend=tinker asks its service for too)
+    torch.manual_seed(int(cfg.seed))
     model = apply_method(model, cfg.method, checkpointing="gradient_checkpointing" in optimizations)
     trainable, total = count_parameters(model)
     log.info("parameters: %s trainable of %s total (%.2f%%)", f"{trainable:,}", f"{total:,}",
              100.0 * trainable / max(total, 1))
 
-    # data
-    examples = read_examples(effective_data_path(cfg, run_dir), cfg.data.prompt_field, cfg.data.completion_field, cfg.data.max_examples)
-    train_ex, val_ex = split_examples(examples, float(cfg.data.validation_split), int(cfg.seed))
-    evaluations = int(cfg.trainer.evaluations)
-    if evaluations == 0:
-        val_ex = []  # trainer.evaluations=0: no held-out evaluation at all (sweepers then get train_loss)
-    weights = LossWeights(float(cfg.data.claim_c1_weight), float(cfg.data.evidence_weight))
+    # data: the same tokens, masks and weights as every backend (thinker.data.prepare)
     packed = "sequence_packing" in optimizations
-    max_len = int(cfg.trainer.max_seq_length)
-    on_inputs = str(cfg.trainer.train_on_inputs) == "enabled"
-    # an example whose completion max_seq_length cuts off entirely teaches nothing: it is left out
-    train_tok = [t for t in tokenize_all(tokenizer, train_ex, max_len, weights, on_inputs) if t.trained_tokens]
-    val_tok = [t for t in tokenize_all(tokenizer, val_ex, max_len, weights, on_inputs) if t.trained_tokens]
-    train_rows, val_rows = make_rows(train_tok, max_len, packed), make_rows(val_tok, max_len, packed)
-    st = stats(train_tok, train_rows)
-    log.info("data: %d train / %d held-out examples, %d tokens in %d rows (packing %s), %d truncated, "
-             "%d left out (no completion token within max_seq_length)", len(train_tok), len(val_tok), st.tokens,
-             st.rows, "on" if packed else "off", st.truncated, len(train_ex) + len(val_ex) - len(train_tok) - len(val_tok))
-    if st.trained_tokens == 0:
-        raise ThinkerError(
-            f"no completion token survives trainer.max_seq_length={max_len} (prompts fill every sequence)",
-            "trainer.max_seq_length", "raise trainer.max_seq_length (the sample data needs about 768)", stage="train",
-        )
+    prepared = prepare_training_data(cfg, run_dir, tokenizer, packed)
+    train_rows, val_rows, st = prepared.train_rows, prepared.val_rows, prepared.stats
     grad_accum = int(cfg.trainer.grad_accum)
     data = FineTuneDataModule(train_rows, val_rows, int(cfg.trainer.batch_size), tokenizer.pad_token_id, packed,
                               int(cfg.seed), bool(cfg.data.shuffle), grad_accum=grad_accum)
@@ -222,7 +209,7 @@ def train(cfg: DictConfig, run_dir: Path, session: Any = None, callbacks: tuple 
     steps = total_optimizer_steps(n_batches, cfg)
     steps_per_epoch = max(1, math.ceil(n_batches / grad_accum))
     # checkpoints (and held-out evaluations, when there are any) every 1/evaluations of the run
-    every = max(1, steps // max(1, evaluations))
+    every = checkpoint_interval(steps, cfg)
     module = FineTuneModule(model, cfg.optimizer, steps, device, int(cfg.trainer.log_every_n_steps))
 
     ckpt_dir = run_dir / CHECKPOINTS
@@ -237,7 +224,7 @@ def train(cfg: DictConfig, run_dir: Path, session: Any = None, callbacks: tuple 
     logger = BatchedMlflowLogger(session.client, session.run_id) if session is not None else False
     if session is not None:
         session.log_metrics({"trainable_params": trainable, "total_params": total,
-                             "train_examples": len(train_ex), "train_tokens": st.tokens})
+                             "train_examples": prepared.read_train_examples, "train_tokens": st.tokens})
     trainer = pl.Trainer(
         accelerator="gpu" if device == "cuda" else "cpu",
         devices=cfg.trainer.devices,

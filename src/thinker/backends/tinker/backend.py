@@ -1,0 +1,71 @@
+"""backend=tinker: what the pipeline sees. Train through the Tinker SDK (thinker.backends.tinker.loop),
+sample the result through a SamplingClient, and refuse at config check what Tinker cannot do.
+
+Weights are remote: `tinker://<model>/sampler_weights/final` for a trained run, and `tinker-base://<name>`
+for the service's own base model (what the eval stage's before/after compares against).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig
+
+from thinker.backends import Backend, Generate, TrainingReport, WeightsRef
+from thinker.backends.tinker import preflight
+from thinker.errors import ThinkerError
+
+BASE_SCHEME = "tinker-base://"
+TALKS_TO_SERVICE = ("train", "run", "eval")  # stages that need the service up (validate does not)
+
+
+class TinkerBackend(Backend):
+    def url(self, env: Mapping[str, str] | None = None) -> str:
+        return preflight.service_url(self.base_url, os.environ if env is None else env)
+
+    def check(self, cfg: DictConfig, env: Mapping[str, str]) -> None:
+        preflight.check_sdk()
+        preflight.check_key(str(self.api_key_env), env)
+        preflight.check_settings(cfg, self.options)
+        key = env.get(str(self.api_key_env), "").strip()
+        if str(cfg.stage) in TALKS_TO_SERVICE and key:
+            url = self.url(env)
+            preflight.check_model_offered(preflight.tinker_base_name(cfg), preflight.offered_models(url, key), url)
+
+    def train(self, cfg: DictConfig, run_dir: Path, tracker: Any) -> TrainingReport:
+        from thinker.backends.tinker.loop import TinkerTrainer
+
+        return TinkerTrainer(cfg, run_dir, tracker, self.options, self.url()).train()
+
+    def sampler(self, report: TrainingReport, cfg: DictConfig) -> Generate:
+        import tinker
+        from tinker import types
+
+        weights = self.weights_of(report)
+        if weights.is_local:
+            raise ThinkerError(f"{weights.uri} is a local folder, which backend=tinker cannot sample",
+                               "backend=tinker", "evaluate it with backend=local", stage="eval")
+        service = tinker.ServiceClient(base_url=self.url())
+        if weights.uri.startswith(BASE_SCHEME):
+            client = service.create_sampling_client(base_model=weights.uri[len(BASE_SCHEME):]).result()
+        else:
+            client = service.create_sampling_client(model_path=weights.uri).result()
+        tokenizer = client.get_tokenizer()
+        d = cfg.evaluation.decoding
+        params = types.SamplingParams(
+            max_tokens=int(d.max_new_tokens), seed=int(cfg.seed),
+            temperature=float(d.temperature) if d.do_sample else 0.0, top_p=float(d.top_p) if d.do_sample else 1.0)
+
+        def generate(prompts: list[str]) -> list[str]:
+            # every prompt is submitted before the first answer is awaited: the service batches them
+            futures = [client.sample(prompt=types.ModelInput.from_ints(tokenizer.encode(p, add_special_tokens=False)),
+                                     num_samples=1, sampling_params=params) for p in prompts]
+            return [tokenizer.decode(f.result().sequences[0].tokens, skip_special_tokens=True) for f in futures]
+
+        return generate
+
+    def base_weights(self, cfg: DictConfig) -> WeightsRef:
+        return WeightsRef(BASE_SCHEME + preflight.tinker_base_name(cfg))

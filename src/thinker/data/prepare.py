@@ -1,0 +1,92 @@
+"""Training data in memory: read, split, tokenise with the model's tokenizer, pack (or not) into rows.
+
+One function for every backend, so backend=local and backend=tinker train on exactly the same tokens,
+prompt masking and seed-001 loss weights.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig
+
+from thinker.data.examples import Example
+from thinker.data.packing import Row, pack_rows, single_rows
+from thinker.data.tokenize import LossWeights, TokenizedExample, tokenize_example
+from thinker.errors import ThinkerError
+
+log = logging.getLogger("thinker")
+
+
+@dataclass
+class TokenStats:
+    examples: int
+    truncated: int
+    tokens: int
+    trained_tokens: int
+    rows: int
+
+
+def tokenize_all(tokenizer: Any, examples: list[Example], max_length: int, weights: LossWeights,
+                 train_on_inputs: bool) -> list[TokenizedExample]:
+    return [
+        tokenize_example(tokenizer, ex.prompt, ex.completion, max_length=max_length, weights=weights,
+                         train_on_inputs=train_on_inputs)
+        for ex in examples
+    ]
+
+
+def make_rows(tokenized: list[TokenizedExample], max_length: int, packed: bool) -> list[Row]:
+    return pack_rows(tokenized, max_length) if packed else single_rows(tokenized)
+
+
+def stats(tokenized: list[TokenizedExample], rows: list[Row]) -> TokenStats:
+    return TokenStats(
+        examples=len(tokenized),
+        truncated=sum(t.truncated for t in tokenized),
+        tokens=sum(len(t) for t in tokenized),
+        trained_tokens=sum(t.trained_tokens for t in tokenized),
+        rows=len(rows),
+    )
+
+
+@dataclass
+class PreparedData:
+    train: list[TokenizedExample]
+    val: list[TokenizedExample]
+    train_rows: list[Row]
+    val_rows: list[Row]
+    stats: TokenStats  # of the training split
+    read_train_examples: int  # before examples without a trainable token were left out
+
+
+def prepare_training_data(cfg: DictConfig, run_dir: Path, tokenizer: Any, packed: bool) -> PreparedData:
+    """The run's train / held-out rows. Held-out is empty with trainer.evaluations=0 (sweepers then use
+    train_loss); an example whose completion max_seq_length cuts off entirely teaches nothing and is left out."""
+    from thinker.data.examples import read_examples, split_examples
+    from thinker.data.source import effective_data_path
+
+    examples = read_examples(effective_data_path(cfg, run_dir), cfg.data.prompt_field, cfg.data.completion_field,
+                             cfg.data.max_examples)
+    train_ex, val_ex = split_examples(examples, float(cfg.data.validation_split), int(cfg.seed))
+    if int(cfg.trainer.evaluations) == 0:
+        val_ex = []
+    weights = LossWeights(float(cfg.data.claim_c1_weight), float(cfg.data.evidence_weight))
+    max_len = int(cfg.trainer.max_seq_length)
+    on_inputs = str(cfg.trainer.train_on_inputs) == "enabled"
+    train_tok = [t for t in tokenize_all(tokenizer, train_ex, max_len, weights, on_inputs) if t.trained_tokens]
+    val_tok = [t for t in tokenize_all(tokenizer, val_ex, max_len, weights, on_inputs) if t.trained_tokens]
+    train_rows, val_rows = make_rows(train_tok, max_len, packed), make_rows(val_tok, max_len, packed)
+    st = stats(train_tok, train_rows)
+    log.info("data: %d train / %d held-out examples, %d tokens in %d rows (packing %s), %d truncated, "
+             "%d left out (no completion token within max_seq_length)", len(train_tok), len(val_tok), st.tokens,
+             st.rows, "on" if packed else "off", st.truncated, len(train_ex) + len(val_ex) - len(train_tok) - len(val_tok))
+    if st.trained_tokens == 0:
+        raise ThinkerError(
+            f"no completion token survives trainer.max_seq_length={max_len} (prompts fill every sequence)",
+            "trainer.max_seq_length", "raise trainer.max_seq_length (the sample data needs about 768)", stage="train",
+        )
+    return PreparedData(train_tok, val_tok, train_rows, val_rows, st, len(train_ex))

@@ -18,6 +18,8 @@ SOURCE_LOGGERS = {
     "alembic": logging.WARNING,  # MLflow's schema migrations, line by line
     "sentence_transformers": logging.WARNING,  # "Loading SentenceTransformer model from ..." (evaluation)
     "transformers.integrations.bitsandbytes": logging.ERROR,  # dtype note when dequantising a QLoRA base
+    "httpx": logging.WARNING,  # one line per HTTP request (the Tinker SDK, the backend=tinker probe)
+    "tinker": logging.WARNING,  # "ServiceClient initialized for session ..." per client
 }
 
 # (message regex, category): warnings that say nothing a user of thinker can act on

@@ -53,7 +53,7 @@ class TinkerBackend(Backend):
             client = service.create_sampling_client(base_model=weights.uri[len(BASE_SCHEME):]).result()
         else:
             client = service.create_sampling_client(model_path=weights.uri).result()
-        tokenizer = client.get_tokenizer()
+        tokenizer = sampling_tokenizer(report, cfg, client)
         d = cfg.evaluation.decoding
         params = types.SamplingParams(
             max_tokens=int(d.max_new_tokens), seed=int(cfg.seed),
@@ -69,3 +69,32 @@ class TinkerBackend(Backend):
 
     def base_weights(self, cfg: DictConfig) -> WeightsRef:
         return WeightsRef(BASE_SCHEME + preflight.tinker_base_name(cfg))
+
+
+def sampling_tokenizer(report: TrainingReport, cfg: DictConfig, client: Any) -> Any:
+    """The tokenizer to sample with: the one training used (in memory, or saved in the run folder), else the
+    one the SDK finds for the base model's name (a hub id on the Tinker service)."""
+    from thinker.backends.tinker.loop import TOKENIZER
+
+    if report.objects.get("tokenizer") is not None:
+        return report.objects["tokenizer"]
+    folders = [report.extra.get("tokenizer"), _run_folder(cfg) and str(Path(_run_folder(cfg)) / TOKENIZER)]
+    for folder in filter(None, folders):
+        if (Path(folder) / "tokenizer_config.json").is_file():
+            from thinker.models.loading import load_tokenizer
+
+            return load_tokenizer(str(folder))
+    try:
+        return client.get_tokenizer()
+    except OSError as error:
+        raise ThinkerError(
+            f"no tokenizer for {client.get_base_model()}: the service names no Hugging Face tokenizer and no run "
+            "folder holds the one training used", "backend=tinker, eval",
+            "evaluate in the run folder that trained it (hydra.run.dir=<run> stage=eval)", stage="eval") from error
+
+
+def _run_folder(cfg: DictConfig) -> str | None:
+    try:
+        return str(cfg.output.dir) if cfg.output.dir else None
+    except Exception:  # noqa: BLE001 - ${hydra:...} outside a Hydra run
+        return None

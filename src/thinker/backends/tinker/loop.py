@@ -37,6 +37,7 @@ from thinker.errors import ExitCode, ThinkerError
 log = logging.getLogger("thinker")
 
 SAMPLER_NAME = "final"
+TOKENIZER = "tokenizer"  # <run folder>/tokenizer: the tokenizer the service trained with
 
 
 @dataclass
@@ -101,6 +102,10 @@ class TinkerTrainer:
         self.progress.restart_at(saved)
         self.client = self.open_client(saved)
         tokenizer = self.client.get_tokenizer()
+        # kept with the run: a SamplingClient can only find a tokenizer by hub id, which a local server's
+        # base models (tiny-qwen, registry models) are not
+        tokenizer.save_pretrained(self.run_dir / TOKENIZER)
+        self.tokenizer = tokenizer
         data = prepare_training_data(cfg, self.run_dir, tokenizer, packed=False)
         loader = ResumableLoader(data.train_rows, int(cfg.trainer.batch_size), 0, False, int(cfg.seed),
                                  bool(cfg.data.shuffle), micro_batches_per_step=int(cfg.trainer.grad_accum))
@@ -251,7 +256,8 @@ class TinkerTrainer:
             backend="tinker", weights=WeightsRef(sampler_path), metrics=metrics,
             extra={"tinker_base_model": self.base, "tinker_service": self.url,
                    "tinker_state": last.path if last else None, "checkpoints": str(self.ledger.file),
-                   "recoveries": self.recoveries})
+                   "tokenizer": str(self.run_dir / TOKENIZER), "recoveries": self.recoveries},
+            objects={"tokenizer": self.tokenizer})
 
 
 # ---------------------------------------------------------------- helpers

@@ -264,20 +264,34 @@ class TinkerTrainer:
 
 
 def recoverable(error: BaseException) -> bool:
-    """A lost or restarted service (worth waiting for), as opposed to a request the service refuses."""
-    import tinker
+    """A lost or restarted service (worth waiting for), as opposed to a request the service refuses.
 
-    if isinstance(error, tinker.APIConnectionError):  # includes timeouts
-        return True
-    if isinstance(error, tinker.APIStatusError):
-        # 5xx after the SDK's own retries; 404: a restarted server no longer knows this model / session
-        return error.status_code >= 500 or error.status_code in (404, 408, 409)
+    The SDK wraps what went wrong while it polled a future (ValueError / RetryableException raised from the
+    HTTP error), so the whole cause chain is read.
+    """
+    import tinker
+    from tinker.lib.retryable_exception import RetryableException
+
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, (tinker.APIConnectionError, RetryableException)):  # includes timeouts
+            return True
+        # 5xx after the SDK's own retries; 404: a restarted server no longer knows this model or future
+        if isinstance(seen, tinker.APIStatusError) and (seen.status_code >= 500 or seen.status_code in (404, 408)):
+            return True
+        seen = seen.__cause__
     return False
 
 
 def describe(error: BaseException) -> str:
-    status = getattr(error, "status_code", None)
-    return f"{type(error).__name__}{f' {status}' if status else ''}"
+    """The error's kind and HTTP status, from the innermost cause that has one (never a request body)."""
+    seen: BaseException | None = error
+    while seen is not None:
+        status = getattr(seen, "status_code", None)
+        if status:
+            return f"{type(seen).__name__} {status}"
+        seen = seen.__cause__
+    return type(error).__name__
 
 
 def wait_for_service(url: str, timeout_s: float) -> None:

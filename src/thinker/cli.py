@@ -5,6 +5,7 @@
     thinker models import Qwen/Qwen2.5-0.5B-Instruct --accept-license   # hub id, URL or folder -> registry
     thinker models list | info NAME | rm NAME [--force] | lineage NAME
     thinker data convert-scifact --claims FILE --corpus FILE --out FILE   # SciFact -> prompt/completion
+    thinker tinker-serve [--port 8000] [--models tiny-qwen,...]   # a Tinker-compatible server on this machine
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import sys
 from thinker.errors import ThinkerError
 
 # one module per noun under thinker.commands, each with register(subparsers)
-COMMAND_MODULES = ["pipeline", "config", "use", "models", "data"]
+COMMAND_MODULES = ["pipeline", "config", "use", "models", "data", "tinker_serve"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -5,7 +5,6 @@ a full launch (train, register, evaluate, one MLflow run), loss parity with back
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -22,16 +21,9 @@ SHORT = ["trainer.max_seq_length=256", "data.max_examples=96", "evaluation.max_s
 
 
 @pytest.fixture(scope="module")
-def models_dir(tmp_path_factory):
+def models_dir(private_models_dir):
     """One models folder for the server and every run here: the builtin tiny-qwen is built once."""
-    path = tmp_path_factory.mktemp("models")
-    old = os.environ.get("THINKER_MODELS_DIR")
-    os.environ["THINKER_MODELS_DIR"] = str(path)
-    yield path
-    if old is None:
-        os.environ.pop("THINKER_MODELS_DIR", None)
-    else:
-        os.environ["THINKER_MODELS_DIR"] = old
+    return private_models_dir
 
 
 @pytest.fixture(scope="module")

@@ -75,6 +75,18 @@ def test_launch_backend_tinker_trains_registers_and_evaluates(server, models_dir
     everything += (tmp_path / "run" / "launch.log").read_text()
     assert KEY not in everything and not any(KEY in v for v in params.values())
 
+    # the registered weights sample through the same backend, by registry name, with the run's tokenizer
+    (tmp_path / "in.jsonl").write_text('{"prompt": "Hello"}\n')
+    gen = subprocess.run([sys.executable, "-m", "thinker.cli", "generate", entry["model_name"], "--input", "in.jsonl",
+                          "--output", "out.jsonl", "--max-new-tokens", "6"], cwd=tmp_path, capture_output=True,
+                         text=True, env=run_env(server.base_url, models_dir), timeout=300)
+    assert gen.returncode == 0, gen.stderr[-2000:]
+    assert json.loads((tmp_path / "out.jsonl").read_text())["completion"].strip()
+    # training on top of a Tinker fine-tune is refused before anything runs
+    again = launch(["backend=tinker", f"model={entry['model_name']}", "hydra.run.dir=again", *SHORT], cwd=tmp_path,
+                   env=run_env(server.base_url, models_dir))
+    assert again.returncode == 2 and "training on top of one is not supported yet" in again.stderr
+
 
 def test_an_unoffered_base_model_fails_at_config_check_listing_what_is_offered(server, models_dir, tmp_path):
     out = launch(["backend=tinker", "model.tinker_name=Qwen/Qwen3-8B", "hydra.run.dir=run", *SHORT], cwd=tmp_path,

@@ -199,7 +199,8 @@ def register_weights(ctx: StageContext, report: TrainingReport) -> str | None:
     if not register:
         log.info("the weights were not registered (%s); they stay in %s", reason, report.weights.uri)
         return None
-    entry = register_run_output(ctx.cfg, report.weights, ctx.record.mlflow_run_id, metrics=report.metrics)
+    entry = register_run_output(ctx.cfg, report.weights, ctx.record.mlflow_run_id, metrics=report.metrics,
+                                run_dir=ctx.run_dir)
     log.info("registered the weights as model %s (fine-tuned from %s)", entry.model_name, entry.fine_tuned_from)
     return entry.model_name
 
@@ -230,9 +231,9 @@ def weights_to_evaluate(ctx: StageContext) -> TrainingReport:
     recorded = ctx.record.stages.get("train", {}).get("weights")
     backend = str(ctx.cfg.backend.name)
     if recorded and not ctx.cfg.evaluation.checkpoint_dir and not WeightsRef(recorded).is_local:
-        return TrainingReport(backend=backend, weights=WeightsRef(recorded))
+        return TrainingReport(backend=backend, weights=WeightsRef(recorded), extra={"run_dir": str(ctx.run_dir)})
     folder = find_checkpoint(ctx.cfg.evaluation.checkpoint_dir, ctx.run_dir, Path(recorded) if recorded else None)
-    return TrainingReport(backend=backend, weights=WeightsRef.local(folder))
+    return TrainingReport(backend=backend, weights=WeightsRef.local(folder), extra={"run_dir": str(ctx.run_dir)})
 
 
 def stage_eval(ctx: StageContext) -> None:

@@ -50,6 +50,7 @@ class Target:
     cfg: DictConfig
     weights: WeightsRef
     label: str
+    run_dir: Path | None = None  # the run that trained them, when known (a backend may keep files there)
 
 
 # ------------------------------------------------------------------ finding the model and its config
@@ -96,7 +97,7 @@ def _from_run_folder(run_dir: Path) -> Target:
     if not (run_dir / HYDRA_CONFIG).is_file() and run_dir.name == WEIGHTS and (run_dir.parent / HYDRA_CONFIG).is_file():
         run_dir = run_dir.parent  # the run's weights/ folder was given
     cfg = _load_run_config(run_dir)
-    return Target(cfg, _run_weights(run_dir), str(run_dir))
+    return Target(cfg, _run_weights(run_dir), str(run_dir), run_dir)
 
 
 def _compose_default(overrides: list[str]) -> DictConfig:
@@ -146,7 +147,7 @@ def _from_registry(name: str) -> Target:
     else:
         raise input_error(f"the registry entry {name} names no weights", str(registry.path),
                           "fix the entry (local_path or weights_uri)")
-    return Target(cfg, weights, name)
+    return Target(cfg, weights, name, Path(run_dir) if run_dir else None)
 
 
 def resolve_target(model: str) -> Target:
@@ -199,7 +200,8 @@ def build_generate(target: Target, cfg: DictConfig) -> Generate:
 
     backend = instantiate_backend(cfg)
     backend.check(cfg, os.environ)
-    report = TrainingReport(backend=str(cfg.backend.name), weights=target.weights)
+    report = TrainingReport(backend=str(cfg.backend.name), weights=target.weights,
+                            extra={"run_dir": str(target.run_dir)} if target.run_dir else {})
     return backend.sampler(report, cfg)
 
 

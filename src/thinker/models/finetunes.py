@@ -85,7 +85,8 @@ def check_output_name(cfg: Any, registry: Registry | None = None) -> None:
 
 
 def register_run_output(cfg: Any, weights: Any, mlflow_run_id: str | None,
-                        registry: Registry | None = None, metrics: dict | None = None) -> RegistryEntry:
+                        registry: Registry | None = None, metrics: dict | None = None,
+                        run_dir: Path | None = None) -> RegistryEntry:
     """Add the run's weights (a thinker.backends.WeightsRef, or a local folder) to the registry; local weights
     also get the lineage in their metadata.json. Unconditional: the caller asks should_register first.
 
@@ -94,6 +95,8 @@ def register_run_output(cfg: Any, weights: Any, mlflow_run_id: str | None,
     registry = registry or Registry()
     uri = str(getattr(weights, "uri", weights))
     local = Path(uri) if getattr(weights, "is_local", True) else None
+    # the run folder (its config, and for remote weights what sampling them needs, e.g. the tokenizer)
+    folder = run_dir if run_dir is not None else (local.resolve().parent if local else None)
     base = str(cfg.model.name)  # the registry name for a registry model, the option name for a shipped one
     wanted = cfg.output.name
     kept = {k: int(metrics[k]) if k == "optimizer_steps" else float(metrics[k])
@@ -120,7 +123,7 @@ def register_run_output(cfg: Any, weights: Any, mlflow_run_id: str | None,
             recommended_lr=float(cfg.model.recommended_lr),
             supports_4bit=bool(cfg.model.supports_4bit),
             extra={"method": str(cfg.method.name), "backend": str(cfg.backend.name),
-                   "base_model": str(cfg.model.name), **({"run_dir": str(local.resolve().parent)} if local else {}),
+                   "base_model": str(cfg.model.name), **({"run_dir": str(Path(folder).resolve())} if folder else {}),
                    "named": wanted is not None, **kept},
         )
 

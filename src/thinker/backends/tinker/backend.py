@@ -31,7 +31,13 @@ class TinkerBackend(Backend):
         preflight.check_key(str(self.api_key_env), env)
         preflight.check_settings(cfg, self.options)
         key = env.get(str(self.api_key_env), "").strip()
-        if str(cfg.stage) in TALKS_TO_SERVICE and key:
+        remote_model = "://" in str(cfg.model.source)
+        if remote_model and str(cfg.stage) in ("train", "run"):
+            raise ThinkerError(
+                f"model={cfg.model.name} is a Tinker fine-tune (its weights are {cfg.model.source}); training on "
+                "top of one is not supported yet", "model, backend=tinker",
+                "train from its base model (the registry's fine_tuned_from), or sample it with thinker chat / generate")
+        if str(cfg.stage) in TALKS_TO_SERVICE and key and not remote_model:
             url = self.url(env)
             preflight.check_model_offered(preflight.tinker_base_name(cfg), preflight.offered_models(url, key), url)
 
@@ -78,7 +84,8 @@ def sampling_tokenizer(report: TrainingReport, cfg: DictConfig, client: Any) -> 
 
     if report.objects.get("tokenizer") is not None:
         return report.objects["tokenizer"]
-    folders = [report.extra.get("tokenizer"), _run_folder(cfg) and str(Path(_run_folder(cfg)) / TOKENIZER)]
+    runs = [report.extra.get("run_dir"), _run_folder(cfg)]
+    folders = [report.extra.get("tokenizer"), *(str(Path(run) / TOKENIZER) for run in runs if run)]
     for folder in filter(None, folders):
         if (Path(folder) / "tokenizer_config.json").is_file():
             from thinker.models.loading import load_tokenizer

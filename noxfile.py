@@ -10,12 +10,16 @@ nox.options.reuse_existing_virtualenvs = True
 LOCK = "requirements/lock.txt"
 # The CPU build; a plain `torch` (or an eager upgrade of it) would pull the multi-GB CUDA build.
 CPU_TORCH = "torch==2.13.0"
+# tested against thinker tinker-serve; --no-deps: its tml-renderers requirement is not on the index (the
+# imports its supervised loop needs are in the dev extra)
+COOKBOOK = "tinker-cookbook"
 
 
 def _install(session: nox.Session) -> None:
     """The locked versions: the lock is a constraints file, so a reused venv is moved to its pins too."""
     session.install("-c", LOCK, CPU_TORCH)
     session.install("-c", LOCK, "-e", ".[dev,sweep]")
+    session.install("-c", LOCK, "--no-deps", COOKBOOK)
 
 
 def _install_latest(session: nox.Session) -> None:
@@ -23,6 +27,7 @@ def _install_latest(session: nox.Session) -> None:
     session.install("--upgrade", "pip")
     session.install(CPU_TORCH)
     session.install("--upgrade", "--upgrade-strategy", "eager", CPU_TORCH, "-e", ".[dev,sweep]")
+    session.install("--upgrade", "--no-deps", COOKBOOK)
 
 
 @nox.session(python="3.11")

@@ -1,10 +1,10 @@
 """tinker-cookbook's supervised-learning loop (tinker_cookbook.supervised.train) against thinker tinker-serve.
 
-The cookbook is an optional, separately installed package (not on the lock: its `tml-renderers` requirement is
-not on the package index), so the test skips without it:
+The cookbook is installed with --no-deps (its `tml-renderers` requirement is not on the package index; the
+imports its supervised loop needs are in the dev extra); .ci/run and nox install it, and the test skips
+without it:
 
-    pip install --no-deps tinker-cookbook==0.6.1
-    pip install -c requirements/lock.txt chz==0.4.0 blobfile==3.3.0 termcolor==3.3.0
+    pip install -c requirements/lock.txt --no-deps tinker-cookbook
 
 Everything stays offline: the tokenizer of `tiny-qwen` is registered with the cookbook from the local folder
 the server reports, W&B is off (no wandb_project), and the cookbook's model-pricing download is replaced by
@@ -23,13 +23,12 @@ import pytest
 tinker = pytest.importorskip("tinker")
 pytest.importorskip(
     "tinker_cookbook",
-    reason="tinker-cookbook is not installed (pip install --no-deps tinker-cookbook==0.6.1, then "
-           "pip install -c requirements/lock.txt chz==0.4.0 blobfile==3.3.0 termcolor==3.3.0)",
+    reason="tinker-cookbook is not installed (pip install -c requirements/lock.txt --no-deps tinker-cookbook)",
 )
 pytest.importorskip(
     "tinker_cookbook.supervised.train",
     reason="tinker-cookbook is installed without its runtime imports for the supervised loop "
-           "(pip install -c requirements/lock.txt chz==0.4.0 blobfile==3.3.0 termcolor==3.3.0)",
+           '(pip install -c requirements/lock.txt -e ".[dev]")',
 )
 from tinker_cookbook import checkpoint_utils, tokenizer_utils  # noqa: E402
 from tinker_cookbook.supervised import train  # noqa: E402

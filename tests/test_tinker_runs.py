@@ -108,6 +108,9 @@ class Recorder:
     def log_metrics(self, metrics, step=0):
         self.logged.append((step, dict(metrics)))
 
+    def set_tags(self, tags):
+        self.tags = dict(tags)
+
     def history(self, key):
         return [(s, m[key]) for s, m in self.logged if key in m]
 

@@ -116,6 +116,8 @@ class TinkerTrainer:
         self.val_targets = step_targets(data.val_rows)
         if self.tracker is not None:
             self.tracker.log_metrics({"train_examples": data.read_train_examples, "train_tokens": data.stats.tokens})
+            self.tracker.set_tags({"tinker_base_model": self.base, "tinker_service": self.url,
+                                   "tinker_checkpoints": str(self.ledger.file)})
         log.info("training on Tinker (%s, base %s, LoRA rank %d): %d optimizer steps of %d x %d sequences, "
                  "held-out eval + saved state every %d, %d in flight", self.url, self.base, int(cfg.method.rank),
                  self.steps, int(cfg.trainer.grad_accum), int(cfg.trainer.batch_size), self.every, self.in_flight)

@@ -10,11 +10,12 @@ import yaml
 from conftest import CONF, ROOT
 
 from thinker.commands.config import show
-from thinker.help_text import config_groups_text, option_description
+from thinker.help_text import INTERNAL_GROUPS, config_groups_text, option_description
 
 PUBLIC_KEYS = ["stage", "seed", "data.path", "optimizer.lr", "trainer.max_steps", "validation.enabled",
                "method.rank", "method.alpha", "method.dropout", "resume", "output.name"]
-USER_GROUPS = sorted(p.name for p in CONF.iterdir() if p.is_dir())
+# conf/hydra/ holds options of Hydra's own groups (hydra/launcher=slurm), which --help leaves to --hydra-help
+USER_GROUPS = sorted(p.name for p in CONF.iterdir() if p.is_dir() and p.name not in INTERNAL_GROUPS)
 
 
 def option_files():

@@ -243,6 +243,9 @@ def test_multirun_gives_comparable_runs(tmp_path, env):
                  cwd=tmp_path, env=env)
     assert out.returncode == 0, out.stderr[-3000:]
     client, runs = only_run(tmp_path)
+    parents = [r for r in runs if r.data.tags.get("sweep_parent") == "true"]  # the sweep's own run
+    runs = [r for r in runs if r not in parents]
+    assert len(parents) == 1 and all(r.data.tags["mlflow.parentRunId"] == parents[0].info.run_id for r in runs)
     assert sorted(r.data.tags["method"] for r in runs) == ["lora", "qlora"]
     keys = [set(r.data.metrics) for r in runs]
     assert keys[0] == keys[1] and {"train_loss", "val_loss", "trainable_params"} <= keys[0]

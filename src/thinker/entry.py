@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import sys
 from collections.abc import Callable
 
-from thinker.errors import ExitCode
+from thinker.errors import ERROR_PREFIX, ExitCode
 
 _held: io.StringIO | None = None
 _real_stderr = None
@@ -62,6 +63,36 @@ def format_hydra_error(text: str) -> str:
     return f"[thinker] error: {what}, {where}, {fix}"
 
 
+# what Hydra prints for an exception that is not a composition error (it prints those without a traceback)
+_NOT_COMPOSITION = ("Traceback (most recent call last)", "Error executing job with overrides",
+                    "An error occurred during Hydra's exception formatting")
+_EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt|Warning)\b[^ ]*: ")
+
+
+def is_composition_error(text: str, code: object) -> bool:
+    """Whether Hydra ended with a composition error: it prints those (a bad override, an unknown option, a
+    type or interpolation error) as a short message and exits 1. An exception from a job or a launcher
+    (a worker that died, a failing store) comes with a traceback, and a job's own SystemExit carries the
+    job's stage code and prints nothing here: neither is a config that could not be composed."""
+    return code == 1 and bool(text.strip()) and not any(marker in text for marker in _NOT_COMPOSITION)
+
+
+def format_job_failure(text: str, code: object) -> str:
+    """One `[thinker] error:` line for a sweep that Hydra ended with something other than a composition error:
+    the exception's last line when it printed one."""
+    lines = [line.strip() for line in text.splitlines() if line.strip() and "HYDRA_FULL_ERROR" not in line]
+    starts = [i for i, line in enumerate(lines) if _EXCEPTION_LINE.match(line)]
+    if starts:  # the exception's own message, which may go on over several lines, its class without module
+        name, _, message = " ".join(lines[starts[-1]:]).partition(": ")
+        what = f"{name.rsplit('.', 1)[-1]}: {message}"
+    else:
+        what = lines[-1] if lines else f"a job or the launcher ended with exit status {code} and no message"
+    what = what if len(what) <= 500 else what[:497] + "..."
+    return (f"{ERROR_PREFIX}{what}, a job or the launcher (not the config: it composed), "
+            "this is a bug or an environment problem; the output above shows where (HYDRA_FULL_ERROR=1 or "
+            "debug=true for the full traceback)")
+
+
 def guarded_main(hydra_main: Callable[[], object], argv: list[str] | None = None) -> None:
     global _held, _real_stderr
     argv = sys.argv[1:] if argv is None else argv
@@ -80,8 +111,18 @@ def guarded_main(hydra_main: Callable[[], object], argv: list[str] | None = None
             text = _held.getvalue()
             _held = None
             sys.stderr = _real_stderr
-            print(format_hydra_error(text), file=sys.stderr)
-            raise SystemExit(int(ExitCode.CONFIG)) from None
+            if is_composition_error(text, exc.code):
+                print(format_hydra_error(text), file=sys.stderr)
+                raise SystemExit(int(ExitCode.CONFIG)) from None
+            # a job or the launcher failed: an exception, a worker that died, or a job's own exit status (the
+            # job printed its `[thinker] error:` line itself)
+            from thinker.tracking.secrets import mask_text
+
+            sys.stderr.write(mask_text(text))
+            if isinstance(exc.code, int) and exc.code != 1 and not text.strip():
+                raise SystemExit(exc.code) from None
+            print(mask_text(format_job_failure(text, exc.code)), file=sys.stderr)
+            raise SystemExit(1) from None
         raise
     finally:
         release_stderr()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 import traceback
 from pathlib import Path
 
@@ -154,6 +155,7 @@ def run(cfg: DictConfig) -> float | None:
 
     A failed job exits with its stage's code; inside a sweep (-m) it returns None instead, so the launcher
     goes on to the next job (Optuna records a failed trial) and thinker.sweeps reports it at the end."""
+    started = time.monotonic()
     release_stderr()
     install_log_masking()
     debug = bool(OmegaConf.select(cfg, "debug", default=False))
@@ -179,7 +181,10 @@ def run(cfg: DictConfig) -> float | None:
         from thinker import stages  # after the check: stages may import more
 
         context = stages.StageContext(cfg=cfg, run_dir=run_dir, record=record)
-        for current in STAGES_FOR[Stage(cfg.stage)]:
+        todo = STAGES_FOR[Stage(cfg.stage)]
+        if in_multirun() and stages.find_reuse(context):
+            todo = ["reuse"]  # this training already finished in the experiment: its result is taken (thinker.reuse)
+        for current in todo:
             getattr(stages, f"stage_{current}")(context)
     except ThinkerError as err:
         if debug:
@@ -208,6 +213,10 @@ def run(cfg: DictConfig) -> float | None:
         record.stage_update(current, exit_status, error=line)
     record.finish(exit_status, int(error.exit_code) if error else int(ExitCode.OK), line)
     _close_session(context, record, exit_status)
+    if in_multirun():
+        from thinker.sweeps import job_done
+
+        job_done(record, exit_status, time.monotonic() - started)  # `[sweep] job 2/4 (#1) done: ...`
     if error is not None:
         if in_multirun() and exit_status != "interrupted":
             return None  # the sweep goes on; thinker.sweeps prints the summary and sets the exit code

@@ -39,5 +39,7 @@ def quiet_third_party() -> None:
     # "Loading weights" / "Writing model shards" bars: the Hugging Face switch transformers reads when it is
     # imported (set here, before it is; a validate-only run never imports it at all)
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    # MLflow's "Downloading artifacts" bar (a sweep job reads the run record of the run it reuses)
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     if "transformers.utils.logging" in sys.modules:
         sys.modules["transformers.utils.logging"].disable_progress_bar()

@@ -38,16 +38,22 @@ class StageContext:
         in a trained run's folder) reopens the MLflow run it already has, so one run holds the whole story."""
         if self.session is not None or str(self.cfg.logger.name) != "mlflow":
             return self.session
+        from thinker.sweeps import current_sweep
         from thinker.tracking.mlflow_run import MlflowSession, tracking_uri
 
         cfg, record = self.cfg, self.record
+        sweep = current_sweep()  # inside -m: this job's run is a child of the sweep's parent run
+        name = sweep.label(record.overrides) if sweep is not None else None
         self.session = MlflowSession(
-            tracking_uri(cfg.logger.tracking_uri), cfg.logger.experiment_name, cfg.logger.run_name or run_name(cfg),
+            tracking_uri(cfg.logger.tracking_uri), cfg.logger.experiment_name,
+            cfg.logger.run_name or name or run_name(cfg),
             resume_run_id=record.mlflow_run_id if record.history else None,
         )
         record.mlflow_run_id = self.session.run_id
         record.write()
         log_run_metadata(self.session, cfg, record)
+        if sweep is not None and not self.session.reopened:
+            link_to_sweep(self.session, sweep)
         log.info("MLflow run %s (%s)", self.session.run_id, self.session.uri)
         return self.session
 
@@ -59,6 +65,58 @@ def run_name(cfg: DictConfig) -> str:
     mantissa, exponent = f"{float(cfg.optimizer.lr):.2e}".split("e")
     lr = f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
     return f"{cfg.model.name}-{cfg.method.name}-lr{lr}-{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
+
+
+def link_to_sweep(session: Any, sweep: Any) -> None:
+    """Make this job's MLflow run a child of its sweep's parent run (MLflow's mlflow.parentRunId tag), when
+    both live in the same store and experiment."""
+    from thinker.sweeps import job_number
+    from thinker.tracking.secrets import mask_text
+
+    same_store = sweep.tracking_uri == mask_text(session.uri) and sweep.experiment_id == session.experiment_id
+    if sweep.parent_run_id and same_store:
+        session.set_tags({"mlflow.parentRunId": sweep.parent_run_id, "sweep_job": job_number()})
+    elif sweep.parent_run_id:
+        log.warning("this job logs to another MLflow store or experiment than its sweep's parent run %s; it is "
+                    "not linked to it", sweep.parent_run_id)
+    session.set_tags({"sweep_name": sweep.name, "sweep_dir": sweep.sweep_dir})
+
+
+def find_reuse(ctx: StageContext) -> bool:
+    """Inside a sweep: look for a finished run with this job's training (thinker.reuse). True when found; the
+    job then runs stage_reuse instead of training. A failed lookup is a warning, and the job trains."""
+    from thinker import reuse
+
+    if not reuse.wanted(ctx.cfg, ctx.record):
+        return False
+    try:
+        found = reuse.find_reusable(ctx.cfg, ctx.record)
+    except Exception as exc:  # noqa: BLE001 - the job can always train instead
+        from thinker.tracking.secrets import mask_text
+
+        log.warning("could not look for a finished run to reuse (%s); training", mask_text(str(exc)))
+        return False
+    if found is not None:
+        ctx.results["reuse"] = found
+    return found is not None
+
+
+def stage_reuse(ctx: StageContext) -> None:
+    """Take a finished run's result instead of training (thinker.reuse): its metrics, weights and stages go into
+    this job's record and MLflow run, which records `reused_from`."""
+    from thinker import reuse
+
+    found: reuse.Reusable = ctx.results["reuse"]
+    record = ctx.record
+    reuse.adopt(record, found)
+    log.info("this training already finished in MLflow run %s (%s): reusing its result, not training again "
+             "(sweep.reuse=false retrains)", found.run_id, found.run_dir or "its folder is unknown")
+    record.stage_update("reuse", "running", reused_from=found.run_id, run_dir=found.run_dir,
+                        source_run_id=found.source_run_id)
+    session = ctx.open_session()
+    if session is not None:
+        reuse.annotate(session, found)
+    record.stage_update("reuse", "passed")
 
 
 # config keys that describe validation, not the experiment: kept in the config artifact, not as params

@@ -297,6 +297,13 @@ class OutputConfig:
 
 
 @dataclass
+class SweepConfig:
+    # inside a sweep (-m): a job whose config fingerprint already FINISHED in the same MLflow experiment (same
+    # stage and evaluation settings) reuses that run's result instead of training again; false retrains
+    reuse: bool = True
+
+
+@dataclass
 class ThinkerConfig:
     # the six groups plus trainer and logger; their schemas come from each option's defaults list
     model: Any = MISSING
@@ -315,6 +322,7 @@ class ThinkerConfig:
     validation: ValidationConfig = field(default_factory=ValidationConfig)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
+    sweep: SweepConfig = field(default_factory=SweepConfig)
 
 
 SCHEMAS: dict[str, dict[str, type]] = {

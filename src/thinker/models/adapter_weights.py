@@ -96,7 +96,8 @@ def training_start_point(model_path: str) -> str:
         return str(target)
     log.info("merging the parent adapter %s into its base (once; cached in %s)", weights_dir, target)
     try:
-        merge_into(weights_dir, target)
+        # never replace: a parallel job that finished the same merge first may be loading it right now
+        merge_into(weights_dir, target, replace_existing=False)
     except OSError:
         if not (target / "config.json").is_file():  # not a parallel job finishing the same merge first
             raise

@@ -9,6 +9,8 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -40,24 +42,78 @@ def flatten(data: Any, prefix: str = "") -> dict[str, str]:
     return {k: ("***" if is_secret_key(k.rsplit(".", 1)[-1]) else v) for k, v in mask(out).items()}
 
 
+STORE_LOCK_SUFFIX = ".lock"  # mlflow.db -> mlflow.db.lock, beside it
+STORE_LOCK_TIMEOUT_S = 600.0  # creating or migrating a store takes seconds; this long means a stuck process
+
+
+def sqlite_file(uri: str) -> Path | None:
+    """The database file of a `sqlite:///` tracking URI (a relative path is relative to the working directory,
+    as SQLAlchemy reads it); None for every other store and for an in-memory database."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    path = uri[len("sqlite:///"):].split("?", 1)[0]
+    return Path(path) if path and path != ":memory:" else None
+
+
+@contextmanager
+def store_lock(uri: str) -> Iterator[None]:
+    """Hold an inter-process lock on a local SQLite tracking store (`<db file>.lock` beside it); nothing for
+    other stores (a tracking server or a database server serialises its own schema changes).
+
+    MLflow creates and migrates a SQLite store's schema when a process first opens it, without a lock, so
+    two jobs of a parallel sweep opening a fresh (or older) mlflow.db at once break each other's migration
+    (`table latest_metrics already exists`, `duplicate column name: step`). Never nest two store_lock calls
+    for the same store in one thread: flock locks are per open file, so the inner one would wait forever."""
+    db = sqlite_file(uri)
+    if db is None:
+        yield
+        return
+    from filelock import FileLock, Timeout
+
+    db.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(f"{db}{STORE_LOCK_SUFFIX}", timeout=STORE_LOCK_TIMEOUT_S)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise TimeoutError(
+            f"the MLflow store {db} stayed locked for {STORE_LOCK_TIMEOUT_S:.0f} s by another process "
+            f"(through {lock.lock_file}; the lock dies with its process, so one is still running: stop it)"
+        ) from None
+    try:
+        yield
+    finally:
+        lock.release()
+
+
 def get_client(uri: str):
+    """An MlflowClient whose store exists with MLflow's current schema. Opening the store creates or
+    migrates that schema, which for SQLite happens under store_lock, so parallel jobs never race on it."""
     from mlflow.tracking import MlflowClient
 
-    return MlflowClient(tracking_uri=uri)
+    with store_lock(uri):
+        client = MlflowClient(tracking_uri=uri)
+        client.search_experiments(max_results=1)  # opens the store (schema creation/migration) while locked
+    return client
 
 
 def ensure_experiment(client, name: str) -> str:
+    """The id of experiment `name`, created if missing. Get-or-create runs under store_lock (SQLite); with any
+    other store a job that loses the race to create it reads the winner's (MLflow says it already exists)."""
     found = client.get_experiment_by_name(name)
     if found is not None:
         return found.experiment_id
     location = Path(ARTIFACT_ROOT).resolve().as_uri()
-    try:
-        return client.create_experiment(name, artifact_location=location)
-    except Exception:  # another job of the same sweep created it first
+    with store_lock(str(client.tracking_uri)):
         found = client.get_experiment_by_name(name)
-        if found is None:
-            raise
-        return found.experiment_id
+        if found is not None:
+            return found.experiment_id
+        try:
+            return client.create_experiment(name, artifact_location=location)
+        except Exception:  # noqa: BLE001 - another process (another machine's job) created it first
+            found = client.get_experiment_by_name(name)
+            if found is None:
+                raise
+            return found.experiment_id
 
 
 def log_params(client, run_id: str, params: dict[str, str]) -> None:

@@ -135,7 +135,11 @@ def secret_env_values(env: Mapping[str, str] | None = None) -> list[str]:
     """The values to mask wherever they appear, longest first (so a value containing another goes whole)."""
     env = os.environ if env is None else env
     values: set[str] = set(_registered)
-    for name, value in env.items():
+    # not env.items(): another thread may unset a variable meanwhile (MLflow's telemetry thread sets and unsets
+    # _MLFLOW_TELEMETRY_SESSION_ID), and items() would then raise KeyError out of a log line; listing the names
+    # of os.environ is atomic, and get() skips one that is gone
+    for name in tuple(env):
+        value = env.get(name)
         if not value:
             continue
         if is_secret_env_var(name):

@@ -1,0 +1,244 @@
+"""A sweep's MLflow parent run and its summary (the launching process; thinker.sweeps calls in).
+
+open_parent creates the parent run when the multirun starts (logger=mlflow only). finish_sweep, once every job
+has ended, builds one row per job from the run records (job, overrides, objective, status, time, MLflow run),
+writes it into the sweep folder as `sweep_summary.md`, `.csv` and `.json`, plots the jobs' held-out loss
+curves (each child run's val_loss history) as `val_loss.png`, logs all of them on the parent, tags the best
+job (`best_job`, `best_run_id` on the parent, `best=true` on its child) and closes the parent: FINISHED when
+every job succeeded, KILLED when the sweep was interrupted, FAILED otherwise.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+import logging
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from thinker.sweeps import job_label, job_records, objective_of
+from thinker.tracking.atomic import atomic_write, atomic_write_json, atomic_write_text
+from thinker.tracking.secrets import mask, mask_text
+
+if TYPE_CHECKING:
+    from thinker.sweeps import SweepInfo, SweepOutcome
+
+log = logging.getLogger("thinker")
+
+TABLE_NAME = "sweep_summary"  # .md, .csv, .json in the sweep folder and on the parent run
+PLOT_NAME = "val_loss.png"
+_MAX_TAG = 5000
+
+
+@dataclass
+class JobRow:
+    job: int
+    overrides: str  # the job's label: what it changes
+    objective_name: str | None
+    objective: float | None
+    status: str  # succeeded | reused | failed | crashed | interrupted | running | unreadable
+    seconds: float | None
+    run_id: str | None
+    reused_from: str | None = None
+    error: str | None = None
+    best: bool = False
+
+
+def _seconds(record: dict[str, Any]) -> float | None:
+    try:
+        fmt = "%Y-%m-%dT%H:%M:%SZ"
+        start = dt.datetime.strptime(str(record["timestamp"]), fmt)
+        return (dt.datetime.strptime(str(record["finished_at"]), fmt) - start).total_seconds()
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def job_rows(sweep_dir: Path, info: SweepInfo | None) -> list[JobRow]:
+    rows = []
+    keys = info.swept_keys if info else []
+    for folder, record in job_records(sweep_dir):
+        if record is None:
+            rows.append(JobRow(int(folder.name), "", None, None, "unreadable", None, None))
+            continue
+        status = str(record.get("exit_status"))
+        reused = record.get("reused_from")
+        name, value = objective_of(record.get("metrics") or {}) if status == "succeeded" else (None, None)
+        rows.append(JobRow(
+            job=int(folder.name), overrides=mask_text(job_label(list(record.get("overrides") or []), keys)),
+            objective_name=name, objective=value, status="reused" if reused and status == "succeeded" else status,
+            seconds=_seconds(record), run_id=record.get("mlflow_run_id"), reused_from=reused,
+            error=record.get("error"),
+        ))
+    return rows
+
+
+def best_row(rows: list[JobRow], direction: str = "minimize") -> JobRow | None:
+    """The succeeded (or reused) job with the best objective; the objective most jobs report decides."""
+    scored = [r for r in rows if r.objective is not None and r.status in ("succeeded", "reused")]
+    if not scored:
+        return None
+    names = [r.objective_name for r in scored]
+    common = max(set(names), key=names.count)
+    scored = [r for r in scored if r.objective_name == common]
+    pick = max if direction == "maximize" else min
+    return pick(scored, key=lambda r: r.objective)
+
+
+def _objective_header(rows: list[JobRow]) -> str:
+    names = {r.objective_name for r in rows if r.objective_name}
+    return names.pop() if len(names) == 1 else "objective"
+
+
+def markdown_table(title: str, rows: list[JobRow], best: JobRow | None) -> str:
+    header = _objective_header(rows)
+    done = sum(r.status in ("succeeded", "reused") for r in rows)
+    reused = sum(r.status == "reused" for r in rows)
+    lines = [f"# {title}", "", f"{done} of {len(rows)} jobs succeeded ({reused} reused)."]
+    if best is not None:
+        lines.append(f"Best: #{best.job} {best.overrides} ({best.objective_name} {best.objective:.4f}).")
+    lines += ["", f"| job | overrides | {header} | status | time (s) | MLflow run |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        value = f"{r.objective:.4f}" if r.objective is not None else ""
+        status = r.status + (f" from {r.reused_from}" if r.reused_from else "") + (" (best)" if r.best else "")
+        seconds = f"{r.seconds:.0f}" if r.seconds is not None else ""
+        lines.append(f"| #{r.job} | {r.overrides.replace('|', '/')} | {value} | {status} | {seconds} | "
+                     f"{r.run_id or ''} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_tables(sweep_dir: Path, info: SweepInfo | None, rows: list[JobRow], best: JobRow | None) -> list[Path]:
+    title = info.name if info else Path(sweep_dir).name
+    md = atomic_write_text(Path(sweep_dir) / f"{TABLE_NAME}.md", markdown_table(title, rows, best))
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(asdict(rows[0]).keys()) if rows else ["job"])
+    writer.writeheader()
+    for r in rows:
+        writer.writerow(asdict(r))
+    table = atomic_write_text(Path(sweep_dir) / f"{TABLE_NAME}.csv", buffer.getvalue())
+    data = {
+        "sweep": title, "sweep_dir": str(Path(sweep_dir).resolve()),
+        "parent_run_id": info.parent_run_id if info else None,
+        "overrides": info.overrides if info else [], "swept_keys": info.swept_keys if info else [],
+        "direction": info.direction if info else "minimize", "objective": _objective_header(rows),
+        "best": asdict(best) if best else None, "jobs": [asdict(r) for r in rows],
+    }
+    js = atomic_write_json(Path(sweep_dir) / f"{TABLE_NAME}.json", mask(data))
+    return [md, table, js]
+
+
+def plot_losses(path: Path, title: str, rows: list[JobRow], histories: dict[int, list[tuple[int, float]]]) -> Path | None:
+    """One held-out loss curve per job (the best one thicker, failed ones dashed); None without any curve."""
+    curves = [(r, sorted(histories[r.job])) for r in rows if histories.get(r.job)]
+    if not curves:
+        return None
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(8, 5), dpi=100, layout="constrained")
+    ax = fig.subplots()
+    for row, points in curves:
+        steps, values = zip(*points, strict=True)
+        ok = row.status in ("succeeded", "reused")
+        ax.plot(steps, values, marker="o", markersize=3, linewidth=2.6 if row.best else 1.2,
+                linestyle="-" if ok else "--",
+                label=f"#{row.job} {row.overrides}" + (" (best)" if row.best else "") + ("" if ok else f" ({row.status})"))
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("val_loss (held-out)")
+    ax.set_title(f"{title}: held-out loss per job")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
+    return atomic_write(path, lambda fh: fig.savefig(fh, format="png"))
+
+
+# ---------------------------------------------------------------- MLflow
+
+
+def open_parent(config: Any, info: SweepInfo) -> str | None:
+    """Create the sweep's parent run (logger=mlflow) and note it in `info`; returns the tracking URI used."""
+    from omegaconf import OmegaConf
+
+    if str(OmegaConf.select(config, "logger.name", default="none")) != "mlflow":
+        return None
+    if not bool(OmegaConf.select(config, "debug", default=False)):
+        from thinker.quiet import quiet_third_party
+
+        quiet_third_party()  # MLflow's "Creating initial database tables" and alembic's migrations
+    from thinker.paths import project_root
+    from thinker.tracking.mlflow_run import ensure_experiment, get_client, tracking_uri
+    from thinker.tracking.provenance import git_commit
+
+    uri = tracking_uri(OmegaConf.select(config, "logger.tracking_uri", default=None))
+    client = get_client(uri)
+    experiment_id = ensure_experiment(client, str(OmegaConf.select(config, "logger.experiment_name")))
+    keys = ", ".join(k.rsplit(".", 1)[-1] for k in info.swept_keys) or "nothing"
+    jobs = f"{info.total_jobs} jobs" if info.total_jobs else "jobs"
+    tags = {
+        "sweep_parent": "true", "sweep_name": info.name, "sweep_dir": info.sweep_dir, "sweep_overrides": " ".join(info.overrides)[:_MAX_TAG],
+        "sweep_keys": ",".join(info.swept_keys), "sweeper": info.sweeper, "sweep_jobs": info.total_jobs,
+        "git_commit": git_commit(project_root() or Path.cwd()),
+        "mlflow.note.content": f"Sweep over {keys} ({info.sweeper} sweeper, {jobs}); each job is a child run. "
+                               f"Summary: {TABLE_NAME}.md and {PLOT_NAME} (when the sweep ends). "
+                               f"Folder: {info.sweep_dir}",
+    }
+    run = client.create_run(experiment_id, run_name=info.name,
+                            tags={k: str(v) for k, v in mask(tags).items() if v is not None})
+    info.parent_run_id, info.experiment_id, info.tracking_uri = run.info.run_id, experiment_id, mask_text(uri)
+    print(f"[sweep] {info.name}: MLflow parent run {run.info.run_id} ({jobs}, folder {info.sweep_dir})", flush=True)
+    return uri
+
+
+def _histories(client: Any, rows: list[JobRow]) -> dict[int, list[tuple[int, float]]]:
+    out = {}
+    for row in rows:
+        if row.run_id:
+            try:
+                out[row.job] = [(int(m.step), float(m.value)) for m in client.get_metric_history(row.run_id, "val_loss")]
+            except Exception as exc:  # noqa: BLE001 - a run of another store, a deleted run
+                log.warning("no val_loss history for job #%d (%s)", row.job, mask_text(str(exc)))
+    return out
+
+
+def finish_sweep(sweep_dir: Path, info: SweepInfo | None, uri: str | None, outcome: SweepOutcome) -> None:
+    rows = job_rows(sweep_dir, info)
+    best = best_row(rows, info.direction if info else "minimize")
+    if best is not None:
+        best.best = True
+    files = write_tables(sweep_dir, info, rows, best)
+    client = None
+    if info is not None and info.parent_run_id and uri:
+        from thinker.tracking.mlflow_run import get_client
+
+        client = get_client(uri)
+    title = info.name if info else Path(sweep_dir).name
+    plot = None
+    if client is not None:
+        try:
+            plot = plot_losses(Path(sweep_dir) / PLOT_NAME, title, rows, _histories(client, rows))
+        except ImportError as exc:
+            log.warning("no loss plot (matplotlib is not installed: %s)", exc)
+    summary = f"[sweep] summary: {files[0]}" + (f", {plot.name}" if plot else "")
+    if best is not None:
+        summary += f" (best: #{best.job} {best.overrides}, {best.objective_name} {best.objective:.4f})"
+    print(summary, flush=True)
+    if client is None:
+        return
+    parent = str(info.parent_run_id)
+    for path in [*files, *([plot] if plot else [])]:
+        client.log_artifact(parent, str(path))
+    from mlflow.entities import Metric, RunTag
+
+    tags = {"jobs_total": len(rows), "jobs_succeeded": sum(r.status in ("succeeded", "reused") for r in rows),
+            "jobs_reused": sum(r.status == "reused" for r in rows)}
+    metrics = []
+    if best is not None:
+        tags.update(best_job=best.job, best_job_overrides=best.overrides, best_run_id=best.run_id)
+        now = int(dt.datetime.now().timestamp() * 1000)
+        metrics.append(Metric(f"best_{best.objective_name}", float(best.objective), now, 0))
+        if best.run_id:
+            client.set_tag(best.run_id, "best", "true")
+    client.log_batch(parent, metrics=metrics,
+                     tags=[RunTag(k, str(v)) for k, v in mask(tags).items() if v is not None])
+    interrupted = any(r.status == "interrupted" for r in rows)
+    status = "FINISHED" if rows and not outcome.failed else "KILLED" if interrupted else "FAILED"
+    client.set_terminated(parent, status)

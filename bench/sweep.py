@@ -9,7 +9,8 @@ folder (a fresh mlflow.db and multirun/), as a user would. A warm-up run first b
 caches the base model's evaluation in a models folder the sweeps share, so neither launcher pays for them.
 The launchers take turns (best of --repeats each). joblib caps each worker's OpenMP threads at
 CPUs // workers, which alone makes a tiny model's jobs faster on a small machine, so a third row runs the basic
-launcher with one thread per job too. The last line is the ratio basic/joblib: the speed-up.
+launcher with one thread per job too, and a basic sweep is launched twice from one folder: the second time every
+job reuses its finished twin (sweep.reuse). The last line is the ratio basic/joblib: the speed-up.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 LRS = "optimizer.lr=1e-3,2e-3,3e-3,4e-3"
 JOBS = 4
+RELAUNCH = "basic, re-launched"  # the same sweep again: nothing trains
 
 
 def run(args: list[str], cwd: Path, env: dict[str, str]) -> float:
@@ -37,8 +39,9 @@ def run(args: list[str], cwd: Path, env: dict[str, str]) -> float:
     return seconds
 
 
-def sweep(launcher: list[str], steps: int, env: dict[str, str], scratch: Path) -> float:
-    cwd = Path(tempfile.mkdtemp(prefix="sweep-", dir=scratch))  # a fresh MLflow store and multirun/
+def sweep(launcher: list[str], steps: int, env: dict[str, str], scratch: Path, cwd: Path | None = None) -> float:
+    """One sweep from `cwd` (default: a fresh folder, so a fresh MLflow store and multirun/)."""
+    cwd = cwd or Path(tempfile.mkdtemp(prefix="sweep-", dir=scratch))
     return run(["-m", *launcher, LRS, f"trainer.max_steps={steps}"], cwd, env)
 
 
@@ -71,9 +74,14 @@ def main() -> None:
             for name, (launcher, one_thread) in launchers.items():
                 job_env = single_threaded(env) if one_thread else env
                 best[name] = min(best[name], sweep(launcher, args.steps, job_env, scratch))
+        # the same sweep again in the same folder: every job finds its finished twin in MLflow (sweep.reuse)
+        folder = Path(tempfile.mkdtemp(prefix="sweep-", dir=scratch))
+        first = sweep([], args.steps, env, scratch, folder)
+        best[RELAUNCH] = sweep([], args.steps, env, scratch, folder)
     print(f"{'launcher':<22}{'wall s':>9}{'s / job':>10}")
     for name, seconds in best.items():
         print(f"{name:<22}{seconds:>9.1f}{seconds / JOBS:>10.1f}")
+    print(f"re-launch / first launch: {best[RELAUNCH] / first:.2f}x (every job reused, {first:.1f} s the first time)")
     print(f"ratio basic/joblib: {best[basic] / best[joblib]:.2f}x (speed-up of {args.workers} workers)")
 
 

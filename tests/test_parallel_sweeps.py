@@ -309,7 +309,9 @@ def _add_entries(folder: str, worker: int, count: int, locked: bool, barrier, re
     from thinker.models import registry
 
     if not locked:
-        registry.fcntl.flock = lambda fd, op: None  # the control: the same code without the lock
+        from contextlib import nullcontext
+
+        registry.exclusive_lock = lambda path: nullcontext()  # the control: the same code without the lock
     reg = registry.Registry(Path(folder))
     barrier.wait(timeout=120)
     try:

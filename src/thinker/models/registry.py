@@ -9,7 +9,6 @@ Imports stay light (no torch, transformers or mlflow): launch.py reads the regis
 
 from __future__ import annotations
 
-import fcntl
 import json
 import re
 import shutil
@@ -22,7 +21,7 @@ from typing import Any
 
 from thinker.errors import ThinkerError
 from thinker.models.paths import models_dir
-from thinker.tracking.atomic import atomic_write_json
+from thinker.tracking.atomic import atomic_write_json, exclusive_lock
 
 REGISTRY_FILE = "registry.json"
 LOCK_FILE = "registry.lock"
@@ -146,9 +145,7 @@ class Registry:
     @contextmanager
     def locked(self) -> Iterator[list[RegistryEntry]]:
         """Hold the lock, yield the entries; whatever the block leaves in the list is written back."""
-        self.folder.mkdir(parents=True, exist_ok=True)
-        with open(self.folder / LOCK_FILE, "a+") as lock:
-            fcntl.flock(lock.fileno(), fcntl.LOCK_EX)  # released when the file closes
+        with exclusive_lock(self.folder / LOCK_FILE):
             entries = parse_registry(self.path)  # corrupt -> error, and nothing is written
             yield entries
             self._write(entries)

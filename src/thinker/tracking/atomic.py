@@ -12,6 +12,29 @@ from pathlib import Path
 from typing import IO, Any
 
 
+@contextlib.contextmanager
+def exclusive_lock(lock_file: str | Path, timeout_s: float | None = None, what: str | None = None) -> Iterator[None]:
+    """Hold an inter-process exclusive lock on `lock_file` (an flock: it dies with its process) for the block.
+
+    Waits for it forever, or with `timeout_s` raises a TimeoutError naming `what` (default: the lock file)."""
+    from filelock import FileLock, Timeout
+
+    path = Path(lock_file)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(path), timeout=-1 if timeout_s is None else timeout_s)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise TimeoutError(
+            f"{what or path} stayed locked for {timeout_s:.0f} s by another process (through {path}; the lock "
+            "dies with its process, so one is still running: stop it)"
+        ) from None
+    try:
+        yield
+    finally:
+        lock.release()
+
+
 def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None]) -> Path:
     """Call `write` on a temporary file beside `path`, fsync it, then rename it onto `path`."""
     path = Path(path)

@@ -68,21 +68,10 @@ def store_lock(uri: str) -> Iterator[None]:
     if db is None:
         yield
         return
-    from filelock import FileLock, Timeout
+    from thinker.tracking.atomic import exclusive_lock
 
-    db.parent.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(f"{db}{STORE_LOCK_SUFFIX}", timeout=STORE_LOCK_TIMEOUT_S)
-    try:
-        lock.acquire()
-    except Timeout:
-        raise TimeoutError(
-            f"the MLflow store {db} stayed locked for {STORE_LOCK_TIMEOUT_S:.0f} s by another process "
-            f"(through {lock.lock_file}; the lock dies with its process, so one is still running: stop it)"
-        ) from None
-    try:
+    with exclusive_lock(f"{db}{STORE_LOCK_SUFFIX}", STORE_LOCK_TIMEOUT_S, what=f"the MLflow store {db}"):
         yield
-    finally:
-        lock.release()
 
 
 def get_client(uri: str):

@@ -19,6 +19,7 @@ from thinker.backends import Backend, Generate, TrainingReport, WeightsRef
 from thinker.errors import ExitCode, NotAvailableYet, ThinkerError
 from thinker.paths import resolve_input
 from thinker.tracking.atomic import atomic_directory
+from thinker.tracking.run_record import RECORD_NAME
 
 log = logging.getLogger("thinker")
 
@@ -127,7 +128,7 @@ def resume_checkpoint(run_dir: Path) -> Path | None:
     last = run_dir / CHECKPOINTS / "last.ckpt"
     if last.exists():
         return last
-    if (run_dir / "run_record.json").exists():
+    if (run_dir / RECORD_NAME).exists():
         log.warning("resume=true: %s has no checkpoint yet; training restarts from step 0 in the same run", run_dir)
         return None
     raise ThinkerError(

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 
 from thinker.backends.local.optimizers import build_optimizer
-from thinker.backends.local.schedules import lr_multiplier
+from thinker.backends.local.schedules import scheduled_multiplier
 from thinker.data.tokenize import IGNORE_INDEX
 
 log = logging.getLogger("thinker")
@@ -188,10 +188,7 @@ class FineTuneModule(pl.LightningModule):
         optimizer = build_optimizer(self.optimizer_cfg, params, self.device_type)
         sched = self.optimizer_cfg.scheduler
         scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer,
-            lambda step: lr_multiplier(step, self.total_steps, str(sched.type), float(sched.warmup_ratio),
-                                       float(sched.min_lr_ratio), float(sched.cycles)),
-        )
+            optimizer, lambda step: scheduled_multiplier(step, self.total_steps, sched))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

@@ -6,8 +6,15 @@ Written as one multiplier function so every backend and the tests share the exac
 from __future__ import annotations
 
 import math
+from typing import Any
 
 from thinker.config.enums import LRSchedulerType
+
+
+def scheduled_multiplier(step: int, total_steps: int, scheduler: Any) -> float:
+    """lr_multiplier with the settings of an `optimizer.scheduler` config node (every backend's schedule)."""
+    return lr_multiplier(step, total_steps, str(scheduler.type), float(scheduler.warmup_ratio),
+                         float(scheduler.min_lr_ratio), float(scheduler.cycles))
 
 
 def lr_multiplier(

@@ -33,6 +33,7 @@ from thinker.backends.tinker.datums import LossSums, Targets, output_logprobs, s
 from thinker.backends.tinker.ledger import CheckpointLedger, SavedState
 from thinker.backends.tinker.preflight import tinker_base_name
 from thinker.errors import ExitCode, ThinkerError
+from thinker.tracking.run_record import RECORD_NAME
 
 log = logging.getLogger("thinker")
 
@@ -150,7 +151,7 @@ class TinkerTrainer:
             return None
         saved = self.ledger.last_state()
         if saved is None:
-            if not (self.run_dir / "run_record.json").exists():
+            if not (self.run_dir / RECORD_NAME).exists():
                 raise ThinkerError(f"resume=true but {self.ledger.file} records no saved Tinker state", "resume",
                                    "pass hydra.run.dir=<the interrupted run's folder> with resume=true, or drop resume",
                                    stage="train")
@@ -178,15 +179,13 @@ class TinkerTrainer:
     def submit(self, index: int) -> Submitted:
         from tinker import types
 
-        from thinker.backends.local.schedules import lr_multiplier
+        from thinker.backends.local.schedules import scheduled_multiplier
 
         epoch, item = divmod(index, self.steps_per_epoch)
         rows = [row for micro in self.loader.rows_of(item, epoch) for row in micro]
         targets = step_targets(rows)
         opt = self.cfg.optimizer
-        sched = opt.scheduler
-        lr = float(opt.lr) * lr_multiplier(index, self.steps, str(sched.type), float(sched.warmup_ratio),
-                                           float(sched.min_lr_ratio), float(sched.cycles))
+        lr = float(opt.lr) * scheduled_multiplier(index, self.steps, opt.scheduler)
         adam = types.AdamParams(learning_rate=lr, beta1=float(opt.betas[0]), beta2=float(opt.betas[1]),
                                 eps=float(opt.eps), weight_decay=float(opt.weight_decay),
                                 grad_clip_norm=float(opt.max_grad_norm))

@@ -6,6 +6,8 @@
     thinker models list | info NAME | rm NAME [--force] | lineage NAME
     thinker data convert-scifact --claims FILE --corpus FILE --out FILE   # SciFact -> prompt/completion
     thinker tinker-serve [--port 8000] [--models tiny-qwen,...]   # a Tinker-compatible server on this machine
+    thinker providers list | capabilities NAME    # hosted fine-tuning providers and what each supports
+    thinker jobs list | status JOB | cancel JOB   # hosted jobs started from this project
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import sys
 from thinker.errors import ThinkerError
 
 # one module per noun under thinker.commands, each with register(subparsers)
-COMMAND_MODULES = ["pipeline", "config", "use", "models", "data", "tinker_serve"]
+COMMAND_MODULES = ["pipeline", "config", "use", "models", "data", "tinker_serve", "providers", "jobs"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -119,6 +119,48 @@ def stage_reuse(ctx: StageContext) -> None:
     record.stage_update("reuse", "passed")
 
 
+def run_worker_rank(cfg: DictConfig, run_dir: Path, rank: str) -> None:
+    """The pipeline of a data-parallel rank other than 0 (thinker.backends.local.ranks): train this rank's shard
+    beside rank 0 and nothing else. Rank 0 alone runs the validation gate, opens the MLflow run, registers the
+    weights, evaluates and writes the run record; this process prints only warnings and errors and writes
+    nothing into the run folder but its own log (hydra.job.name)."""
+    import sys
+
+    from thinker.backends import instantiate_backend
+    from thinker.config.check import check_config
+    from thinker.config.enums import Stage
+    from thinker.errors import ExitCode
+    from thinker.tracking.secrets import mask_text
+
+    for handler in logging.getLogger().handlers:  # rank 0's console already shows the progress
+        if type(handler) is logging.StreamHandler:
+            handler.setLevel(logging.WARNING)
+    log.info("%s of a data-parallel run in %s: training this rank's shard only", rank, run_dir)
+    try:
+        check_config(cfg)
+        if Stage(cfg.stage) in (Stage.train, Stage.run):
+            wait_for_training_data(cfg, run_dir)
+            instantiate_backend(cfg).train(cfg, run_dir, None)
+    except ThinkerError as err:
+        if err.exit_code != ExitCode.INTERRUPTED:  # rank 0 prints the stop and how to resume
+            print(f"{mask_text(err.line())} ({rank})", file=sys.stderr, flush=True)
+        raise SystemExit(int(err.exit_code)) from None
+    except KeyboardInterrupt:
+        raise SystemExit(int(ExitCode.INTERRUPTED)) from None
+
+
+def wait_for_training_data(cfg: DictConfig, run_dir: Path, timeout_s: float = 600.0) -> None:
+    """A converted dataset (data.source_format) is written by rank 0's validate stage into the run folder: a rank
+    that torchrun / srun started at the same time waits for it (ranks Lightning starts come after it)."""
+    path = effective_data_path(cfg, run_dir)
+    deadline = time.monotonic() + timeout_s
+    while source_format(cfg) is not None and not path.exists():
+        if time.monotonic() > deadline:
+            raise ThinkerError(f"rank 0 did not write the converted dataset {path} within {timeout_s:.0f} s",
+                               "data.source_format", "see rank 0's output for why", stage="train")
+        time.sleep(1.0)
+
+
 # config keys that describe validation, not the experiment: kept in the config artifact, not as params
 PARAMS_LEFT_OUT = ("data.schema",)
 
@@ -298,10 +340,6 @@ def stage_eval(ctx: StageContext) -> None:
     """Score the trained weights on held-out SciFact claims through the backend's sampler; metrics go to
     stdout, the record and MLflow, the same metrics whichever backend trained them."""
     from thinker.backends import instantiate_backend
-    from thinker.evaluation.compare import base_metrics, floor_metrics
-    from thinker.evaluation.matching import STRING, load_embedding_matcher
-    from thinker.evaluation.report import at_floor, comparison_table
-    from thinker.evaluation.runner import evaluate
     from thinker.evaluation.samples import load_eval_samples
 
     cfg, record = ctx.cfg, ctx.record
@@ -319,8 +357,29 @@ def stage_eval(ctx: StageContext) -> None:
     weights = report.weights.uri
     samples = load_eval_samples(resolve_input(str(ev.claims_file)), resolve_input(str(ev.corpus_file)),
                                 ev.max_samples)
-    record.stage_update("eval", "running", weights=weights, samples=len(samples))
     backend = instantiate_backend(cfg)
+    skip = backend.eval_skip_reason(report, cfg)
+    if skip:
+        record.stage_update("eval", "skipped", reason=skip, weights=weights)
+        log.warning("evaluation skipped: %s", skip)
+        return
+    record.stage_update("eval", "running", weights=weights, samples=len(samples))
+    try:
+        scored = score_claims(ctx, backend, report, samples)
+    finally:
+        backend.close()
+    record_claim_scores(ctx, weights, samples, *scored)
+
+
+def score_claims(ctx: StageContext, backend: Any, report: TrainingReport, samples: list[Any]) -> tuple:
+    """(result, before, floor, seconds, output): the trained weights', the base model's and the floor's scores."""
+    from thinker.evaluation.compare import base_metrics, floor_metrics
+    from thinker.evaluation.matching import STRING, load_embedding_matcher
+    from thinker.evaluation.report import comparison_table
+    from thinker.evaluation.runner import evaluate
+
+    cfg, ev = ctx.cfg, ctx.cfg.evaluation
+    weights = report.weights.uri
     generate = backend.sampler(report, cfg)
     semantic = (load_embedding_matcher(float(ev.embedding.threshold), evaluation_device())
                 if ev.embedding.enabled else None) or STRING
@@ -336,7 +395,14 @@ def stage_eval(ctx: StageContext) -> None:
     floor = floor_metrics(samples, semantic)
     print(comparison_table(before, result.metrics, floor, f"evaluation of {weights} ({len(samples)} claims)"),
           flush=True)
+    return result, before, floor, seconds, output
 
+
+def record_claim_scores(ctx: StageContext, weights: str, samples: list[Any], result: Any, before: Any,
+                        floor: dict, seconds: float, output: Path) -> None:
+    from thinker.evaluation.report import at_floor
+
+    record = ctx.record
     record.metrics.update(result.metrics)
     session = ctx.open_session()
     if session is not None:
@@ -363,10 +429,18 @@ def stage_eval_heldout(ctx: StageContext) -> None:
     metrics = loss_metrics(record.metrics.get("val_loss"))
     if str(cfg.data.format) == "reasoning":
         report = weights_to_evaluate(ctx)
-        examples = heldout_examples(cfg, effective_data_path(cfg, ctx.run_dir))
-        record.stage_update("eval", "running", weights=report.weights.uri, samples=len(examples))
-        generate = instantiate_backend(cfg).sampler(report, cfg)
-        metrics.update(answer_accuracy(examples, generate, int(cfg.evaluation.batch_size)))
+        backend = instantiate_backend(cfg)
+        skip = backend.eval_skip_reason(report, cfg)
+        if skip:
+            log.warning("answer accuracy skipped: %s", skip)
+        else:
+            examples = heldout_examples(cfg, effective_data_path(cfg, ctx.run_dir))
+            record.stage_update("eval", "running", weights=report.weights.uri, samples=len(examples))
+            try:
+                generate = backend.sampler(report, cfg)
+                metrics.update(answer_accuracy(examples, generate, int(cfg.evaluation.batch_size)))
+            finally:
+                backend.close()
     if not metrics:
         record.stage_update("eval", "skipped", reason=f"data.format={cfg.data.format} has no SciFact-style "
                             "evaluation, and its held-out loss comes from the train stage (none in this run)")

@@ -90,6 +90,14 @@ class Backend:
         """The weights a run of `cfg` starts from, for the eval stage's before/after (None: not comparable)."""
         return None
 
+    def eval_skip_reason(self, report: TrainingReport, cfg: DictConfig) -> str | None:
+        """Why the report's weights cannot be sampled here without a choice the user has not made (a paid
+        deployment); the eval stage is then skipped with this reason. None: they can."""
+        return None
+
+    def close(self) -> None:
+        """Release what sampler() acquired (a deployment); the eval stage calls it when it is done."""
+
     def weights_of(self, report: TrainingReport) -> WeightsRef:
         """The report's weights, or a clear error when there are none."""
         if report.weights is None:

@@ -69,14 +69,8 @@ def method_supported_by_backend(cfg: DictConfig, env: Mapping[str, str]) -> Iter
             "backend, method",
             f"choose one of method={','.join(supported)} or another backend",
         )
-    if cfg.backend.uses_provider and cfg.provider.name != "none":
-        offered = [_s(m) for m in cfg.provider.supported_methods]
-        if method not in offered:
-            yield Violation(
-                f"provider={cfg.provider.name} does not offer method={method}",
-                "provider, method",
-                f"choose one of method={','.join(offered) or '(none)'} or another provider",
-            )
+    # what the chosen provider offers is its adapter's capabilities (thinker.providers), checked by
+    # backend=provider's check right after these rules
 
 
 def provider_matches_backend(cfg: DictConfig, env: Mapping[str, str]) -> Iterator[Violation]:
@@ -86,7 +80,7 @@ def provider_matches_backend(cfg: DictConfig, env: Mapping[str, str]) -> Iterato
         yield Violation(
             f"backend={backend} needs a hosted provider",
             "provider",
-            "add provider=openai|together|fireworks|mistral",
+            "add provider=together|fireworks|openai (thinker providers list)",
         )
     if not cfg.backend.uses_provider and provider != "none":
         yield Violation(
@@ -101,8 +95,8 @@ def credentials_present(cfg: DictConfig, env: Mapping[str, str]) -> Iterator[Vio
     needed = []
     if cfg.backend.api_key_env:
         needed.append(("backend", cfg.backend.api_key_env))
-    if cfg.backend.uses_provider and cfg.provider.api_key_env:
-        needed.append(("provider", cfg.provider.api_key_env))
+    if cfg.backend.uses_provider and cfg.provider.name != "none":
+        needed += [("provider", var) for var in [cfg.provider.api_key_env, *cfg.provider.required_env] if var]
     for group, var in needed:
         if not env.get(var, "").strip():
             yield Violation(
@@ -246,6 +240,14 @@ def data_format_trainable_by_backend(cfg: DictConfig, env: Mapping[str, str]) ->
     )
 
 
+def hparams_search_valid(cfg: DictConfig, env: Mapping[str, str]) -> Iterator[Violation]:
+    # hparams_search=<option>: a direction the sweeper knows, an objective this run reports, an RDB URL
+    from thinker.hparams_search import search_problems
+
+    for what, where, fix in search_problems(cfg):
+        yield Violation(what, where, fix)
+
+
 RULES: list[Rule] = [
     max_steps_valid,
     validation_split_valid,
@@ -262,6 +264,7 @@ RULES: list[Rule] = [
     data_source_valid,
     data_schema_valid,
     data_format_trainable_by_backend,
+    hparams_search_valid,
 ]
 
 

@@ -24,6 +24,7 @@ from thinker.config.enums import (
     TrainingMethod,
     TrainOnInputs,
 )
+from thinker.config.job_configuration import JobConfiguration
 from thinker.config.ranges import PARAMETER_RANGES
 from thinker.models.finetunes import REGISTER_MIN_STEPS
 
@@ -52,6 +53,9 @@ class ModelConfig:
     recommended_lr: float = 2e-4
     # model name on the Tinker service, for backend=tinker (None: not offered there)
     tinker_name: str | None = None
+    # the model's id at each hosted provider (backend=provider), keyed by provider name; provider.base_model
+    # overrides it
+    provider_models: dict[str, str] = field(default_factory=dict)
     # architecture parameters for source=builtin (seed 002 decision 6: they live with the model)
     arch: dict[str, Any] = field(default_factory=dict)
     # approximate parameter count, for memory estimates and the run record
@@ -87,12 +91,28 @@ class BackendConfig:
 
 @dataclass
 class ProviderConfig:
+    # the ProviderAdapter class Hydra instantiates with these keys (thinker.providers.<name>); null: no provider
+    _target_: str | None = None
     name: str = "none"
+    # environment variable holding the API key (never the value itself)
     api_key_env: str | None = None
+    # further variables the provider's SDK needs (FIREWORKS_ACCOUNT_ID); checked at config check like the key
+    required_env: list[str] = field(default_factory=list)
+    # null: the SDK's own variable (base_url_env: OPENAI_BASE_URL, TOGETHER_BASE_URL, ...), else its default
     base_url: str | None = None
-    supported_methods: list[TrainingMethod] = field(default_factory=list)
+    base_url_env: str | None = None
+    # the provider's model id to fine-tune; null: model.provider_models[<provider name>]
+    base_model: str | None = "${oc.select:model.provider_models.${provider.name},null}"
     # seconds between status polls of a hosted job
-    poll_interval_s: float = 30.0
+    poll_interval: float = 30.0
+    # seconds the launcher polls before it stops waiting (the job keeps running; re-launch reattaches to it)
+    max_wait: float = 86400.0
+    # provider-specific custom parameters (`thinker providers capabilities NAME` lists them); they travel in
+    # the universal job configuration's metadata
+    options: dict[str, Any] = field(default_factory=dict)
+    # seed 004's universal job configuration (thinker.config.job_configuration): interpolations of the run's
+    # keys, filled in by each hosted provider's option; null for provider=none
+    job: Any = None
 
 
 # ---------------------------------------------------------------- data
@@ -205,7 +225,9 @@ class GrokFastOptimizerConfig(OptimizerConfig):
 class TrainerConfig:
     name: str = MISSING
     accelerator: str = "cpu"  # cpu | gpu | auto
-    devices: Any = 1
+    devices: Any = 1  # per node: a count, "auto", or device ids
+    # machines of a multi-node run (torchrun --nnodes / srun --nodes); ranks = devices x num_nodes
+    num_nodes: int = 1
     strategy: str = "auto"  # auto | ddp | fsdp
     precision: ModelPrecision = ModelPrecision.fp32
     # bounds optimizer steps on every backend; -1 lets `epochs` decide
@@ -278,6 +300,9 @@ class EvaluationConfig:
     batch_size: int = 8
     # also score the model the run started from (cached per base model and eval set) and print before -> after
     compare_base: bool = True
+    # backend=provider: a fine-tune the provider serves only from a paid deployment (Fireworks LoRA) is deployed
+    # for the evaluation and removed afterwards; false skips its evaluation with a note
+    provider_deploy: bool = False
     decoding: DecodingConfig = field(default_factory=DecodingConfig)
     embedding: EmbeddingConfig = field(default_factory=EmbeddingConfig)
 
@@ -304,6 +329,21 @@ class SweepConfig:
 
 
 @dataclass
+class HparamsSearchConfig:
+    """hparams_search=<option> (conf/hparams_search/): what the sweeper optimises and where its study lives.
+    Checked at config check (thinker.hparams_search); without the group the node is null and a sweep ranks
+    val_loss, else train_loss, as before."""
+
+    # the run metric each job returns to the sweeper and the sweep summary ranks: val_loss, train_loss, or an
+    # evaluation score of stage=run (c1_exact_match_rate, ..., heldout_loss, perplexity, answer_accuracy)
+    objective: str = "val_loss"
+    direction: str = "minimize"  # minimize | maximize
+    # the study's RDB URL (sqlite:///..., postgresql://...); null: optuna.db beside MLflow's SQLite store, else in
+    # the working directory (hydra.sweeper.storage, when set, wins)
+    storage: str | None = None
+
+
+@dataclass
 class ThinkerConfig:
     # the six groups plus trainer and logger; their schemas come from each option's defaults list
     model: Any = MISSING
@@ -323,12 +363,13 @@ class ThinkerConfig:
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
     sweep: SweepConfig = field(default_factory=SweepConfig)
+    hparams_search: HparamsSearchConfig | None = None  # set by hparams_search=<option>
 
 
 SCHEMAS: dict[str, dict[str, type]] = {
     "model": {"model": ModelConfig},
     "backend": {"backend": BackendConfig},
-    "provider": {"provider": ProviderConfig},
+    "provider": {"provider": ProviderConfig, "job_configuration": JobConfiguration},
     "data": {"data": DataConfig},
     "method": {"method": MethodConfig, "lora": LoraMethodConfig, "qlora": QLoraMethodConfig},
     "optimizer": {"optimizer": OptimizerConfig, "grokfast": GrokFastOptimizerConfig},

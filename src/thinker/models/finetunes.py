@@ -124,7 +124,7 @@ def register_run_output(cfg: Any, weights: Any, mlflow_run_id: str | None,
             supports_4bit=bool(cfg.model.supports_4bit),
             extra={"method": str(cfg.method.name), "backend": str(cfg.backend.name),
                    "base_model": str(cfg.model.name), **({"run_dir": str(Path(folder).resolve())} if folder else {}),
-                   "named": wanted is not None, **kept},
+                   "named": wanted is not None, **hosted_lineage(cfg), **kept},
         )
 
     try:
@@ -135,6 +135,13 @@ def register_run_output(cfg: Any, weights: Any, mlflow_run_id: str | None,
     if local is not None:
         add_lineage_to_metadata(local, entry)
     return entry
+
+
+def hosted_lineage(cfg: Any) -> dict[str, str]:
+    """backend=provider: the provider and the model id it fine-tuned (the model option may only name it)."""
+    if not _setting(cfg, "backend.uses_provider", False) or not _setting(cfg, "provider.base_model", None):
+        return {}
+    return {"provider": str(cfg.provider.name), "provider_base_model": str(cfg.provider.base_model)}
 
 
 def add_lineage_to_metadata(weights_dir: Path, entry: RegistryEntry) -> None:

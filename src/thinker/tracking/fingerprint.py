@@ -79,10 +79,11 @@ TRAINER_KEYS = (
     "precision",
     "train_on_inputs",
     "optimizations",  # minus WEIGHT_NEUTRAL_OPTIMIZATIONS, as a sorted set
-    # devices and strategy decide how many replicas each take batch_size examples (ddp: the global batch is
-    # batch_size x devices), so they change the optimisation.
+    # devices, num_nodes and strategy decide how many replicas each take batch_size examples (ddp: the global
+    # batch is batch_size x devices x num_nodes), so they change the optimisation.
     "devices",
     "strategy",
+    "num_nodes",  # only when not 1, so single-machine fingerprints stay what they were before the key existed
 )
 # Left out on purpose:
 #   accelerator        where the same computation runs (cpu or gpu); precision is included separately
@@ -152,7 +153,7 @@ def fingerprint_inputs(cfg: DictConfig) -> dict[str, Any]:
         "optimizer": _plain(_select(cfg, "optimizer")),
         "trainer": _trainer_identity(cfg),
         "backend": backend,
-        "provider": _str_or_none(_select(cfg, "provider.name")),
+        "provider": _provider_identity(cfg),
         "seed": _plain(_select(cfg, "seed")),
     }
 
@@ -185,8 +186,21 @@ def _str_or_none(value: Any) -> str | None:
     return None if value is None else str(value)
 
 
+def _provider_identity(cfg: DictConfig) -> Any:
+    """The provider's name; for a hosted provider also the model it fine-tunes and its custom parameters (the
+    same run at another base model or with other options is another training). provider=none stays a name,
+    so other backends' fingerprints do not change."""
+    name = _str_or_none(_select(cfg, "provider.name"))
+    if name in (None, "none") or not _select(cfg, "backend.uses_provider"):
+        return name
+    return {"name": name, "base_model": _str_or_none(_select(cfg, "provider.base_model")),
+            "options": _plain(_select(cfg, "provider.options"))}
+
+
 def _trainer_identity(cfg: DictConfig) -> dict[str, Any]:
     out = {key: _plain(_select(cfg, f"trainer.{key}")) for key in TRAINER_KEYS}
+    if out.get("num_nodes") in (1, None):
+        del out["num_nodes"]
     if isinstance(out.get("optimizations"), list):
         out["optimizations"] = sorted({str(o) for o in out["optimizations"]} - WEIGHT_NEUTRAL_OPTIMIZATIONS)
     return out

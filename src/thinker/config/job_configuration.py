@@ -1,0 +1,107 @@
+"""Seed 004's universal job configuration, built from the composed config by interpolation.
+
+Every hosted provider's option includes this schema as `provider.job` (its defaults list names
+`/schema/provider/job_configuration@job`), so `python launch.py backend=provider provider=together --cfg job
+--resolve` shows exactly what the run record stores and what the provider payload is translated from. The
+fields are interpolations of the keys users already set (method.rank, optimizer.lr, trainer.epochs, ...): there
+is no second place to configure a hosted job, and `job_configuration(cfg)` is the one function that reads it.
+
+Types are `Any` because the values come from typed nodes elsewhere (enums, ints, floats) and are checked there;
+seed 004's names are in the comments.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+
+@dataclass
+class JobModel:
+    base_model: Any = "${provider.base_model}"  # model.baseModel: the provider's model id
+    precision: Any = "${trainer.precision}"  # model.precision
+
+
+@dataclass
+class JobDatasets:
+    # datasets.trainingFileId / validationFileId: the file ids exist only after upload, so the job names the
+    # local file and split here; the provider's file ids go into the run record beside it
+    training_file: Any = "${data.path}"
+    validation_split: Any = "${data.validation_split}"
+    max_examples: Any = "${data.max_examples}"
+    format: Any = "${data.format}"
+
+
+@dataclass
+class JobLora:  # method.loraConfig (null fields for method=full)
+    rank: Any = "${oc.select:method.rank,null}"
+    alpha: Any = "${oc.select:method.alpha,null}"
+    dropout: Any = "${oc.select:method.dropout,null}"
+    trainable_modules: Any = "${oc.select:method.target_modules,null}"
+
+
+@dataclass
+class JobMethod:
+    type: Any = "${method.name}"
+    lora: JobLora = field(default_factory=JobLora)
+
+
+@dataclass
+class JobSchedule:
+    epochs: Any = "${trainer.epochs}"
+    batch_size: Any = "${trainer.batch_size}"
+    sequence_length: Any = "${trainer.max_seq_length}"
+    gradient_accumulation: Any = "${trainer.grad_accum}"
+    checkpoints: Any = "${trainer.save_total_limit}"
+    evaluations: Any = "${trainer.evaluations}"
+    train_on_inputs: Any = "${trainer.train_on_inputs}"
+    max_steps: Any = "${trainer.max_steps}"  # not in seed 004: hosted jobs train whole epochs (-1)
+
+
+@dataclass
+class JobScheduler:
+    type: Any = "${optimizer.scheduler.type}"
+    min_lr_ratio: Any = "${optimizer.scheduler.min_lr_ratio}"
+    warmup_ratio: Any = "${optimizer.scheduler.warmup_ratio}"
+    cycles: Any = "${optimizer.scheduler.cycles}"
+
+
+@dataclass
+class JobOptimizer:
+    name: Any = "${optimizer.name}"  # not in seed 004 (providers train with AdamW); refused when different
+    learning_rate: Any = "${optimizer.lr}"
+    scheduler: JobScheduler = field(default_factory=JobScheduler)
+    weight_decay: Any = "${optimizer.weight_decay}"
+    max_gradient_norm: Any = "${optimizer.max_grad_norm}"
+
+
+@dataclass
+class JobOutput:
+    suffix: Any = "${oc.select:output.name,null}"  # output.suffix: part of the resulting model's name
+
+
+@dataclass
+class JobConfiguration:
+    model: JobModel = field(default_factory=JobModel)
+    datasets: JobDatasets = field(default_factory=JobDatasets)
+    method: JobMethod = field(default_factory=JobMethod)
+    schedule: JobSchedule = field(default_factory=JobSchedule)
+    optimizer: JobOptimizer = field(default_factory=JobOptimizer)
+    optimizations: Any = "${trainer.optimizations}"  # optimizations.enabled
+    output: JobOutput = field(default_factory=JobOutput)
+    seed: Any = "${seed}"
+    # seed 004's provider-specific overrides: provider.options (each provider's custom parameters)
+    metadata: Any = "${provider.options}"
+
+
+def job_configuration(cfg: DictConfig) -> JobConfiguration:
+    """The run's universal job configuration, every interpolation resolved, enums as their plain values."""
+    plain = OmegaConf.to_container(cfg.provider.job, resolve=True, enum_to_str=True)
+    return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(JobConfiguration), plain))
+
+
+def job_configuration_dict(job: JobConfiguration) -> dict[str, Any]:
+    """JSON-able form, for the run record and the provider job file."""
+    return OmegaConf.to_container(OmegaConf.structured(job), enum_to_str=True)

@@ -1,0 +1,511 @@
+"""OpenAI's hosted fine-tuning (`backend=provider provider=openai`) through the official `openai` SDK.
+
+What OpenAI offers (its API reference / OpenAPI spec, which the SDK is generated from):
+- supervised fine-tuning of whole GPT models (`method={"type": "supervised"}`): thinker's method=full; there is
+  no LoRA/QLoRA choice;
+- three hyperparameters: `n_epochs` (1-50), `batch_size` (1-256, examples per optimizer step) and
+  `learning_rate_multiplier` (> 0, a factor on OpenAI's own, unpublished base rate). Everything else (schedule,
+  warmup, weight decay, clipping, sequence length) is OpenAI's choice;
+- fine-tuned models are called serverless through chat completions (no deployment);
+- OpenAI is winding self-serve fine-tuning down: new jobs stop being accepted on 2027-01-06 (earlier for
+  organisations that have not used it recently); a 403 on create says so.
+
+How thinker's settings map:
+- trainer.epochs -> n_epochs; trainer.batch_size x trainer.grad_accum -> batch_size (the examples per update,
+  which is what OpenAI's batch size is); seed -> seed;
+- optimizer.lr is NOT sent: OpenAI does not publish the base rate its multiplier scales, so no honest
+  conversion exists. provider.options.learning_rate_multiplier is sent when set; otherwise OpenAI picks it
+  ("auto"). validate() warns either way;
+- the config's fingerprint goes into the job's `metadata` (thinker_fingerprint); find_job lists jobs with the
+  `metadata[thinker_fingerprint]=<fp>` filter and checks the returned metadata too.
+
+Metric names (events of type "metrics"): train_loss -> train_loss, train_mean_token_accuracy -> train_accuracy,
+valid_loss (one validation batch) -> val_batch_loss, valid_mean_token_accuracy -> val_batch_accuracy,
+full_valid_loss (the whole validation file, at epoch ends) -> val_loss, full_valid_mean_token_accuracy ->
+val_accuracy.
+
+The SDK is imported inside the methods that call the API: capabilities/validate/translate import nothing.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+from thinker.config.job_configuration import JobConfiguration
+from thinker.config.ranges import PARAMETER_RANGES, Range
+from thinker.errors import ThinkerError
+from thinker.providers.adapter import (
+    FINGERPRINT_KEY,
+    Capabilities,
+    CreateOutcomeUnknown,
+    Finding,
+    JobEvent,
+    JobState,
+    JobStatus,
+    ParameterDefinition,
+    ProviderAdapter,
+    ProviderUnreachable,
+    UploadedFiles,
+)
+
+T = TypeVar("T")
+
+# OpenAI's supervised fine-tuning snapshots (its model-optimization guide); `ft:` models (earlier fine-tunes)
+# train further. Refused otherwise at config check: OpenAI stops adding models as it winds fine-tuning down,
+# and a wrong id would otherwise fail only after the upload.
+SUPERVISED_MODELS = ("gpt-4.1-2025-04-14", "gpt-4.1-mini-2025-04-14", "gpt-4.1-nano-2025-04-14",
+                     "gpt-4o-2024-08-06", "gpt-4o-mini-2024-07-18", "gpt-3.5-turbo-0125")
+# OpenAI's published bounds (FineTuneSupervisedHyperparameters in its OpenAPI spec)
+OPENAI_EPOCHS = (1, 50)
+OPENAI_BATCH = (1, 256)
+MULTIPLIER_MAX = 10.0  # thinker's bound: OpenAI's own (auto) multipliers are well below 1; 10+ is a typo
+SUFFIX_MAX = 64
+MIN_EXAMPLES = 10  # "The minimum number of examples you can provide for fine-tuning is 10"
+MAX_FILE_BYTES = 512 * 1024 * 1024  # the Files API's per-file limit (512 MB)
+ALTERNATIVES = ["together", "fireworks"]
+
+STATES = {"validating_files": JobState.queued, "queued": JobState.queued, "running": JobState.running,
+          "succeeded": JobState.succeeded, "failed": JobState.failed, "cancelled": JobState.cancelled}
+LIVE_STATES = ("validating_files", "queued", "running", "succeeded")  # a job find_job may reattach to
+METRIC_NAMES = {"train_loss": "train_loss", "train_mean_token_accuracy": "train_accuracy",
+                "valid_loss": "val_batch_loss", "valid_mean_token_accuracy": "val_batch_accuracy",
+                "full_valid_loss": "val_loss", "full_valid_mean_token_accuracy": "val_accuracy"}
+STEP_OF_MESSAGE = re.compile(r"^Step (\d+)/(\d+)")
+SCHEDULE_NOTE = "OpenAI uses its own learning-rate schedule (not published, not configurable)"
+KEY_PATTERN = re.compile(r"sk-[A-Za-z0-9_\-*.]+")
+FIND_SCAN_LIMIT = 1000  # jobs looked at by find_job (the metadata filter normally returns only this config's)
+
+
+class OpenAIAdapter(ProviderAdapter):
+    """provider=openai: supervised (full) fine-tuning of GPT models, evaluated serverless."""
+
+    # seconds; the create call is never retried by the SDK (a lost answer is looked up instead of re-sent)
+    create_timeout = 60.0
+    read_timeout = 60.0
+    upload_timeout = 600.0
+    chat_timeout = 120.0
+    read_retries = 3  # the SDK's own retries of reads (429, 5xx, dropped connections), with backoff
+    create_rate_limit_retries = 3  # a 429 on create made nothing, so it is retried here
+    events_page = 100  # events per list call (the API's default is 20)
+
+    def __init__(self, **kwargs: Any):
+        super().__init__(**kwargs)
+        # per job: events seen so far (oldest first), step metrics, total steps, checkpoint events (once done)
+        self._events: dict[str, list[JobEvent]] = {}
+        self._metrics: dict[str, dict[int, dict[str, float]]] = {}
+        self._total_steps: dict[str, int] = {}
+        self._checkpoints: dict[str, list[JobEvent]] = {}
+        self._seen: dict[str, set[str]] = {}  # every event id recorded (metrics events included)
+
+    def sdk_module(self) -> str | None:
+        return "openai"
+
+    # ------------------------------------------------------------------ capabilities and checks (no network)
+
+    def capabilities(self) -> Capabilities:
+        return Capabilities(
+            provider=self.name,
+            available=True,
+            supported_methods=["full"],
+            parameter_ranges={"trainer.epochs": narrowed("trainer.epochs", *OPENAI_EPOCHS),
+                              "trainer.batch_size": narrowed("trainer.batch_size", *OPENAI_BATCH)},
+            ignored_keys={
+                "trainer.max_seq_length": "OpenAI has no sequence-length setting (each example trains whole, up "
+                                          "to the base model's own training context)",
+                "trainer.save_total_limit": "OpenAI keeps a checkpoint of each of the job's last 3 epochs itself",
+                "trainer.evaluations": "OpenAI scores the validation file on its own schedule "
+                                       "(trainer.evaluations=0 uploads no validation file)",
+                "optimizer.weight_decay": "OpenAI has no weight-decay setting",
+                "optimizer.max_grad_norm": "OpenAI has no gradient-clipping setting",
+                "optimizer.scheduler.warmup_ratio": SCHEDULE_NOTE,
+                "optimizer.scheduler.min_lr_ratio": SCHEDULE_NOTE,
+                "optimizer.scheduler.cycles": SCHEDULE_NOTE,
+            },
+            custom_parameters={
+                "learning_rate_multiplier": ParameterDefinition(
+                    "number", "OpenAI's learning_rate_multiplier, a factor on OpenAI's own base rate (unset: "
+                    "OpenAI chooses it); optimizer.lr is not sent", min=0.0, max=MULTIPLIER_MAX),
+                "suffix": ParameterDefinition(
+                    "string", f"up to {SUFFIX_MAX} characters added to the fine-tuned model's name "
+                    "(ft:<base>:<org>:<suffix>:<id>)"),
+            },
+            serverless_inference=["full"],
+            upload_format="chat_messages_jsonl",
+            min_examples=MIN_EXAMPLES,
+            max_file_bytes=MAX_FILE_BYTES,
+            learning_rate_note=(
+                "OpenAI takes learning_rate_multiplier, a factor on a base rate it does not publish, so "
+                "optimizer.lr cannot be converted and is not sent: set provider.options.learning_rate_multiplier "
+                "to choose the factor, otherwise OpenAI picks it (auto)."),
+            alternatives=ALTERNATIVES,
+            notes=[
+                "OpenAI is winding self-serve fine-tuning down: since 2026-05-07 organisations that never "
+                "fine-tuned cannot create jobs, since 2026-07-02 neither can those without fine-tuned-model "
+                "inference in the last 60 days, and from 2027-01-06 no new jobs are accepted (inference on "
+                "fine-tuned models continues until the base model is retired). A refused create names "
+                "provider=together or provider=fireworks.",
+                f"OpenAI accepts n_epochs {OPENAI_EPOCHS[0]}-{OPENAI_EPOCHS[1]} and batch_size "
+                f"{OPENAI_BATCH[0]}-{OPENAI_BATCH[1]}; thinker's universal ranges are narrower and apply.",
+                "batch_size sent = trainer.batch_size x trainer.grad_accum (OpenAI's batch is the examples per "
+                "optimizer step).",
+                f"base models: {', '.join(SUPERVISED_MODELS)}, or an ft: model to train further.",
+                "metrics: train_loss, train_accuracy, val_batch_loss/val_batch_accuracy (one validation batch), "
+                "val_loss/val_accuracy (the whole validation file, at epoch ends).",
+                "method=full means OpenAI's supervised fine-tuning; OpenAI does not say which weights it updates.",
+            ],
+        )
+
+    def validate(self, job: JobConfiguration) -> list[Finding]:
+        generic = [f for f in super().validate(job) if f.key != "method"]  # ours says why (OpenAI's own way)
+        return (method_findings(job) + generic + model_findings(job, self.base_model) + batch_findings(job)
+                + schedule_findings(job) + rate_findings(job) + suffix_findings(job))
+
+    def translate(self, job: JobConfiguration, files: UploadedFiles) -> dict[str, Any]:
+        options = dict(job.metadata or {})
+        hyperparameters: dict[str, Any] = {"n_epochs": int(job.schedule.epochs),
+                                           "batch_size": effective_batch(job)}
+        if options.get("learning_rate_multiplier") is not None:
+            hyperparameters["learning_rate_multiplier"] = float(options["learning_rate_multiplier"])
+        payload: dict[str, Any] = {
+            "model": base_model_of(job, self.base_model),
+            "training_file": files.training_file_id,
+            "seed": int(job.seed),
+            "method": {"type": "supervised", "supervised": {"hyperparameters": hyperparameters}},
+        }
+        if files.validation_file_id:
+            payload["validation_file"] = files.validation_file_id
+        if options.get("suffix"):
+            payload["suffix"] = str(options["suffix"])
+        return payload
+
+    # ------------------------------------------------------------------ SDK calls
+
+    def upload(self, path: Path, purpose: str) -> str:
+        """Both files are uploaded with OpenAI's purpose "fine-tune"; the chat JSONL is OpenAI's own format."""
+        with self._client(self.upload_timeout, self.read_retries) as client:
+            uploaded = self._once(lambda: client.files.create(file=Path(path), purpose="fine-tune"),
+                                  f"uploading {Path(path).name}", stage="train")
+        return str(uploaded.id)
+
+    def find_job(self, job: JobConfiguration, fingerprint: str) -> str | None:
+        def scan() -> str | None:
+            listed = client.fine_tuning.jobs.list(metadata={FINGERPRINT_KEY: fingerprint}, limit=100)
+            for seen, item in enumerate(listed):
+                if seen >= FIND_SCAN_LIMIT:
+                    break
+                if (item.metadata or {}).get(FINGERPRINT_KEY) == fingerprint and item.status in LIVE_STATES:
+                    return str(item.id)  # newest first: the latest live job of this config
+            return None
+
+        with self._client(self.read_timeout, self.read_retries) as client:
+            return self._read(scan, "looking for this config's job")
+
+    def create(self, payload: dict[str, Any], job: JobConfiguration, fingerprint: str) -> str:
+        import openai
+
+        body = {**payload, "metadata": {FINGERPRINT_KEY: fingerprint}}
+        with self._client(self.create_timeout, max_retries=0) as client:
+            for attempt in range(self.create_rate_limit_retries + 1):
+                try:
+                    return str(client.fine_tuning.jobs.create(**body).id)
+                except openai.APIConnectionError as error:  # timeouts too: the job may exist
+                    raise CreateOutcomeUnknown(f"OpenAI's answer to create was lost ({type(error).__name__})") \
+                        from error
+                except openai.RateLimitError as error:
+                    if error.code == "insufficient_quota" or attempt == self.create_rate_limit_retries:
+                        raise self._refused(error, "creating the fine-tuning job", "train") from quoted(error)
+                    time.sleep(retry_delay(error, attempt))
+                except openai.APIStatusError as error:
+                    if outcome_unknown(error.status_code):
+                        raise CreateOutcomeUnknown(f"OpenAI answered {error.status_code} to create") from error
+                    raise self._create_refused(error) from quoted(error)
+        raise AssertionError("unreachable: the loop returns or raises")
+
+    def status(self, job_id: str) -> JobStatus:
+        with self._client(self.read_timeout, self.read_retries) as client:
+            job = self._read(lambda: client.fine_tuning.jobs.retrieve(job_id), f"reading job {job_id}")
+            self._read(lambda: self._fetch_events(client, job_id), f"reading job {job_id}'s events")
+            if job.status == "succeeded" and job_id not in self._checkpoints:
+                self._checkpoints[job_id] = self._read(lambda: checkpoint_events(client, job_id),
+                                                       f"reading job {job_id}'s checkpoints")
+        return self._job_status(job)
+
+    def cancel(self, job_id: str) -> None:
+        with self._client(self.read_timeout, self.read_retries) as client:
+            self._once(lambda: client.fine_tuning.jobs.cancel(job_id), f"cancelling job {job_id}", stage="train")
+
+    def chat(self, model: str, prompts: list[str], decoding: Mapping[str, Any], seed: int) -> list[str]:
+        settings = sampling(decoding)
+        answers = []
+        with self._client(self.chat_timeout, self.read_retries) as client:
+            for prompt in prompts:
+                reply = self._once(lambda p=prompt: client.chat.completions.create(
+                    model=model, messages=[{"role": "user", "content": p}], seed=int(seed), **settings),
+                    f"asking {model}", stage="eval")
+                answers.append((reply.choices[0].message.content or "") if reply.choices else "")
+        return answers
+
+    # ------------------------------------------------------------------ status pieces
+
+    def _fetch_events(self, client: Any, job_id: str) -> None:
+        """Add the events newer than the newest one seen (the API lists newest first); all or nothing."""
+        seen = self._seen.setdefault(job_id, set())
+        fresh = []
+        for event in client.fine_tuning.jobs.list_events(job_id, limit=self.events_page):
+            if event.id in seen:
+                break
+            fresh.append(event)
+        for event in reversed(fresh):
+            self._record(job_id, event)
+
+    def _record(self, job_id: str, event: Any) -> None:
+        self._seen.setdefault(job_id, set()).add(str(event.id))
+        data = event.data if isinstance(event.data, dict) else {}
+        if event.type == "metrics" and "step" in data:  # step metrics, not event lines
+            step = int(data["step"])
+            named = {METRIC_NAMES[k]: float(v) for k, v in data.items() if k in METRIC_NAMES and v is not None}
+            self._metrics.setdefault(job_id, {}).setdefault(step, {}).update(named)
+            total = data.get("total_steps") or steps_in_message(event.message)
+            if total:
+                self._total_steps[job_id] = int(total)
+            return
+        self._events.setdefault(job_id, []).append(
+            JobEvent(str(event.id), float(event.created_at), str(event.message), str(event.level)))
+
+    def _job_status(self, job: Any) -> JobStatus:
+        job_id = str(job.id)
+        metrics = {step: dict(values) for step, values in sorted(self._metrics.get(job_id, {}).items())}
+        total = self._total_steps.get(job_id)
+        state = STATES.get(str(job.status), JobState.running)  # an unknown word: still going (e.g. paused)
+        progress = None
+        if state is JobState.succeeded:
+            progress = 1.0
+        elif total and metrics:
+            progress = min(1.0, max(metrics) / total)
+        error = None
+        if job.error is not None and job.error.message:
+            error = f"{job.error.message} ({job.error.code})" if job.error.code else str(job.error.message)
+        elif state is JobState.failed:
+            error = "OpenAI reported no reason"
+        return JobStatus(job_id=job_id, state=state, provider_state=str(job.status), progress=progress,
+                         model_id=str(job.fine_tuned_model) if job.fine_tuned_model else None, error=error,
+                         events=[*self._events.get(job_id, []), *self._checkpoints.get(job_id, [])],
+                         metrics=metrics, total_steps=total, trained_tokens=job.trained_tokens)
+
+    # ------------------------------------------------------------------ client and errors
+
+    def _client(self, timeout: float, max_retries: int) -> Any:
+        import openai
+
+        key = self.api_key()
+        if not key:
+            raise ThinkerError(f"{self.api_key_env} is not set", f"provider={self.name}",
+                               f"export {self.api_key_env}=<your OpenAI API key>")
+        return openai.OpenAI(api_key=key, base_url=self.base_url(), timeout=timeout, max_retries=max_retries)
+
+    def _read(self, call: Callable[[], T], action: str) -> T:
+        """A read after the SDK's retries: transient failures -> ProviderUnreachable, the rest -> ThinkerError."""
+        import openai
+
+        try:
+            return call()
+        except openai.APIConnectionError as error:
+            raise ProviderUnreachable(f"OpenAI unreachable while {action} ({type(error).__name__})") from error
+        except openai.APIStatusError as error:
+            if transient(error):
+                raise ProviderUnreachable(f"OpenAI answered {error.status_code} while {action}") from error
+            raise self._refused(error, action, "train") from quoted(error)
+
+    def _once(self, call: Callable[[], T], action: str, stage: str) -> T:
+        """A call whose failure ends the stage (upload, cancel, chat): every failure -> ThinkerError."""
+        import openai
+
+        try:
+            return call()
+        except openai.APIConnectionError as error:
+            raise ThinkerError(f"OpenAI unreachable while {action} ({type(error).__name__}, after retries)",
+                               f"provider={self.name}, {self.base_url() or 'https://api.openai.com/v1'}",
+                               "check the network (or provider.base_url) and launch again", stage=stage) from error
+        except openai.APIStatusError as error:
+            raise self._refused(error, action, stage) from quoted(error)
+
+    def _refused(self, error: Any, action: str, stage: str) -> ThinkerError:
+        status = error.status_code
+        where = f"provider={self.name}, {self.api_key_env}" if status in (401, 403) else f"provider={self.name}"
+        if status == 401:  # OpenAI's 401 text quotes part of the key: never repeated
+            return ThinkerError(f"OpenAI refused the API key (401) while {action}", where,
+                                f"set {self.api_key_env} to a valid key from https://platform.openai.com/api-keys",
+                                stage=stage)
+        if error.code == "insufficient_quota":
+            return ThinkerError(f"OpenAI says the organisation's quota is used up (429) while {action}", where,
+                                "add credit at https://platform.openai.com/settings/organization/billing",
+                                stage=stage)
+        fix = ("check that the key's project may use fine-tuning and models" if status == 403 else
+               "fix what OpenAI names above" if status < 500 else "try again later (OpenAI is failing)")
+        return ThinkerError(f"OpenAI refused {action} ({status}: {self._message(error)})", where, fix, stage=stage)
+
+    def _create_refused(self, error: Any) -> ThinkerError:
+        if error.status_code == 403:  # the wind-down: this organisation may not create jobs any more
+            return ThinkerError(
+                f"provider no longer accepts fine-tuning jobs for this organisation (OpenAI answered 403: "
+                f"{self._message(error)})", f"provider={self.name}",
+                f"use provider={' or provider='.join(ALTERNATIVES)} (OpenAI is winding self-serve fine-tuning "
+                "down; no new jobs from 2027-01-06)", stage="train")
+        return self._refused(error, "creating the fine-tuning job", "train")
+
+    def _message(self, error: Any) -> str:
+        """OpenAI's own message for an error, with anything key-like removed."""
+        body = error.body if isinstance(error.body, dict) else {}
+        text = str(body.get("message") or error.message)
+        key = self.api_key()
+        if key:
+            text = text.replace(key, "[key]")
+        return KEY_PATTERN.sub("[key]", text)
+
+
+# ---------------------------------------------------------------- findings (no network)
+
+
+def method_findings(job: JobConfiguration) -> list[Finding]:
+    method = str(job.method.type)
+    if method == "full":
+        return []
+    return [Finding("method", f"provider=openai does not train method={method}: OpenAI offers supervised "
+                    "fine-tuning of whole models only (no LoRA/QLoRA choice)",
+                    "use method=full, or provider=together / provider=fireworks for LoRA")]
+
+
+def model_findings(job: JobConfiguration, configured: str | None) -> list[Finding]:
+    model = base_model_of(job, configured)
+    offered = ", ".join(SUPERVISED_MODELS)
+    if not model:
+        return [Finding("provider.base_model", "provider=openai needs an OpenAI model id to fine-tune",
+                        f"set provider.base_model to one of {offered}")]
+    if model in SUPERVISED_MODELS or model.startswith("ft:"):
+        return []
+    return [Finding("provider.base_model", f"provider.base_model={model} is not an OpenAI model that supervised "
+                    "fine-tuning accepts (a dated snapshot or an ft: model)", f"use one of {offered}")]
+
+
+def batch_findings(job: JobConfiguration) -> list[Finding]:
+    batch = effective_batch(job)
+    low, high = OPENAI_BATCH
+    if low <= batch <= high:
+        return []
+    return [Finding("trainer.batch_size", f"trainer.batch_size x trainer.grad_accum = {batch} examples per step "
+                    f"is outside what provider=openai accepts, integer [{low}, {high}]",
+                    f"set trainer.batch_size x trainer.grad_accum within integer [{low}, {high}]")]
+
+
+def schedule_findings(job: JobConfiguration) -> list[Finding]:
+    """Refused rather than dropped: a chosen schedule shape, a step budget or loss on prompts change training
+    in ways OpenAI cannot honour (the defaults leave the choice to OpenAI)."""
+    found = []
+    scheduler = str(job.optimizer.scheduler.type)
+    if scheduler != "cosine":
+        found.append(Finding("optimizer.scheduler.type", f"optimizer.scheduler.type={scheduler} cannot be "
+                             f"honoured: {SCHEDULE_NOTE}",
+                             "drop the optimizer.scheduler.type override, or use a provider that offers it "
+                             "(thinker providers capabilities together)"))
+    if job.schedule.max_steps not in (None, -1):
+        found.append(Finding("trainer.max_steps", f"trainer.max_steps={job.schedule.max_steps} cannot be "
+                             "honoured: OpenAI trains whole epochs (n_epochs)",
+                             "drop trainer.max_steps and set trainer.epochs"))
+    if str(job.schedule.train_on_inputs) == "enabled":
+        found.append(Finding("trainer.train_on_inputs", "trainer.train_on_inputs=enabled cannot be honoured: "
+                             "OpenAI trains on the assistant's messages only",
+                             "use trainer.train_on_inputs=auto (or disabled, the same at OpenAI)"))
+    return found
+
+
+def rate_findings(job: JobConfiguration) -> list[Finding]:
+    multiplier = dict(job.metadata or {}).get("learning_rate_multiplier")
+    lr = job.optimizer.learning_rate
+    if multiplier is None:
+        return [Finding("optimizer.lr", f"optimizer.lr={lr} is dropped: OpenAI scales its own unpublished base "
+                        "rate, and chooses the factor itself unless provider.options.learning_rate_multiplier "
+                        "is set", error=False)]
+    found = [Finding("optimizer.lr", f"optimizer.lr={lr} is dropped: provider.options.learning_rate_multiplier="
+                     f"{multiplier} is sent instead", error=False)]
+    if isinstance(multiplier, int | float) and not isinstance(multiplier, bool) and multiplier == 0:
+        found.append(Finding("provider.options.learning_rate_multiplier", "provider.options."
+                             "learning_rate_multiplier=0 trains nothing (OpenAI needs a factor above 0)",
+                             f"set a number in (0, {MULTIPLIER_MAX:g}]"))
+    return found
+
+
+def suffix_findings(job: JobConfiguration) -> list[Finding]:
+    suffix = dict(job.metadata or {}).get("suffix")
+    if suffix is None or 1 <= len(str(suffix)) <= SUFFIX_MAX:
+        return []
+    return [Finding("provider.options.suffix", f"provider.options.suffix is {len(str(suffix))} characters; "
+                    f"OpenAI takes 1 to {SUFFIX_MAX}", f"shorten it to at most {SUFFIX_MAX} characters")]
+
+
+# ---------------------------------------------------------------- small helpers
+
+
+def narrowed(key: str, low: float, high: float) -> Range:
+    """The universal range of `key` intersected with the provider's published bounds."""
+    universal = PARAMETER_RANGES[key]
+    return Range(max(universal.min, low), min(universal.max, high), universal.default, universal.seed_name,
+                 integer=universal.integer, min_exclusive=universal.min_exclusive)
+
+
+def base_model_of(job: JobConfiguration, configured: str | None) -> str | None:
+    model = job.model.base_model or configured
+    return str(model) if model else None
+
+
+def effective_batch(job: JobConfiguration) -> int:
+    return int(job.schedule.batch_size) * int(job.schedule.gradient_accumulation or 1)
+
+
+def sampling(decoding: Mapping[str, Any]) -> dict[str, Any]:
+    """evaluation.decoding as chat-completion settings: greedy is temperature 0 (top_p left to OpenAI)."""
+    settings: dict[str, Any] = {"max_completion_tokens": int(decoding.get("max_new_tokens", 256))}
+    if decoding.get("do_sample"):
+        settings["temperature"] = float(decoding.get("temperature", 1.0))
+        settings["top_p"] = float(decoding.get("top_p", 1.0))
+    else:
+        settings["temperature"] = 0.0
+    return settings
+
+
+def steps_in_message(message: str) -> int | None:
+    match = STEP_OF_MESSAGE.match(message or "")
+    return int(match.group(2)) if match else None
+
+
+def checkpoint_events(client: Any, job_id: str) -> list[JobEvent]:
+    """The finished job's checkpoints (callable models of its last epochs), as events naming them."""
+    return [JobEvent(str(c.id), float(c.created_at),
+                     f"checkpoint at step {c.step_number}: {c.fine_tuned_model_checkpoint}")
+            for c in sorted(client.fine_tuning.jobs.checkpoints.list(job_id, limit=100), key=lambda c: c.step_number)]
+
+
+def quoted(error: Any) -> Any:
+    """The SDK error to chain to ours, except a 401's: OpenAI's 401 text quotes part of the key."""
+    return None if getattr(error, "status_code", None) == 401 else error
+
+
+def outcome_unknown(status: int) -> bool:
+    """Create answers that do not say whether the job was made: request/lock timeouts and server errors."""
+    return status in (408, 409) or status >= 500
+
+
+def transient(error: Any) -> bool:
+    return outcome_unknown(error.status_code) or (error.status_code == 429 and error.code != "insufficient_quota")
+
+
+def retry_delay(error: Any, attempt: int) -> float:
+    """Seconds before retrying a rate-limited create: OpenAI's Retry-After when given (capped), else backoff."""
+    header = error.response.headers.get("retry-after") if getattr(error, "response", None) is not None else None
+    try:
+        return min(max(float(header), 0.0), 60.0) if header is not None else min(2.0 ** attempt, 30.0)
+    except ValueError:
+        return min(2.0 ** attempt, 30.0)

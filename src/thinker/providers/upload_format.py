@@ -1,0 +1,68 @@
+"""The run's data as a hosted provider's upload file: chat `messages` JSONL, one conversation per example.
+
+All three live providers accept this shape for supervised fine-tuning (OpenAI's chat format, Together's
+"conversational" format, Fireworks' messages format). The split is the one every backend uses
+(thinker.data.examples.split_examples with the run's seed), and the user turn is the prompt exactly as evaluation
+renders it, so a hosted fine-tune sees the same text as a local one and is scored on the same prompts.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from thinker.data.tokenize import render_prompt
+from thinker.errors import ThinkerError
+from thinker.providers.adapter import Capabilities
+
+
+@dataclass(frozen=True)
+class UploadFiles:
+    train: Path
+    validation: Path | None
+    train_examples: int
+    validation_examples: int
+
+
+def conversation(prompt: str, completion: str) -> dict:
+    return {"messages": [{"role": "user", "content": render_prompt(prompt)},
+                         {"role": "assistant", "content": completion}]}
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        for row in rows:
+            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+    tmp.replace(path)  # never a half-written upload file
+
+
+def prepare_upload(cfg: DictConfig, run_dir: Path, caps: Capabilities) -> UploadFiles:
+    """Write `<run>/provider/train.jsonl` (+ validation.jsonl) and check them against the provider's limits."""
+    from thinker.data.examples import read_examples, split_examples
+    from thinker.data.source import effective_data_path
+
+    examples = read_examples(effective_data_path(cfg, run_dir), cfg.data.prompt_field, cfg.data.completion_field,
+                             cfg.data.max_examples)
+    train, held_out = split_examples(examples, float(cfg.data.validation_split), int(cfg.seed))
+    where = f"provider={caps.provider}, data={cfg.data.name}"
+    if len(train) < caps.min_examples:
+        raise ThinkerError(f"{len(train)} training examples, but {caps.provider} needs at least {caps.min_examples}",
+                           where, "add examples, or lower data.validation_split", stage="train")
+    folder = run_dir / "provider"
+    train_path = folder / "train.jsonl"
+    write_jsonl(train_path, [conversation(e.prompt, e.completion) for e in train])
+    val_path = None
+    if held_out and int(cfg.trainer.evaluations) > 0:
+        val_path = folder / "validation.jsonl"
+        write_jsonl(val_path, [conversation(e.prompt, e.completion) for e in held_out])
+    for path in filter(None, (train_path, val_path)):
+        size = path.stat().st_size
+        if caps.max_file_bytes is not None and size > caps.max_file_bytes:
+            raise ThinkerError(f"{path.name} is {size} bytes, over {caps.provider}'s {caps.max_file_bytes}-byte limit",
+                               where, "set data.max_examples to upload fewer examples", stage="train")
+    return UploadFiles(train_path, val_path, len(train), len(held_out) if val_path else 0)

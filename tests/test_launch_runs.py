@@ -315,4 +315,4 @@ def test_optuna_search_minimises_the_held_out_loss(tmp_path, env):
     records = [json.loads(p.read_text()) for p in tmp_path.glob("multirun/*/*/*/run_record.json")]
     assert len(records) == 2
     assert results.best_value == pytest.approx(min(r["metrics"]["val_loss"] for r in records))
-    assert set(results.best_params) == {"optimizer.lr", "method.rank", "method.dropout"}
+    assert set(results.best_params) == {"optimizer.lr", "method.rank", "method.alpha", "method.dropout", "method"}

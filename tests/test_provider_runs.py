@@ -112,6 +112,13 @@ def test_a_hosted_job_runs_end_to_end_and_a_second_launch_reattaches(provider, m
         assert evaluation["status"] == "skipped" and "evaluation.provider_deploy=true" in evaluation["reason"]
         assert chats == []
 
+    # the key reached no output, record, log or MLflow param
+    key = api_key(provider)
+    written = [first.stdout, first.stderr, (tmp_path / "first" / "run_record.json").read_text(),
+               (tmp_path / "first" / "launch.log").read_text(), json.dumps(runs[0].data.params),
+               (tmp_path / "first" / "provider" / "job.json").read_text()]
+    assert not [text for text in written if key in text]
+
     # registered with its lineage
     registry = json.loads((models_dir / "registry.json").read_text())
     entries = [e for e in registry["models"] if e.get("weights_uri") == train["weights"]]
@@ -178,3 +185,40 @@ def test_provider_deploy_evaluates_a_fine_tune_that_needs_a_deployment_and_remov
     assert record["stages"]["eval"]["status"] == "passed"
     assert len(api.chat_requests) == 2 and all(m.startswith(model_id + "#") for m, _ in api.chat_requests)
     assert api.deployments == {}, "the evaluation's deployment was left running"
+
+
+@pytest.mark.parametrize("provider", sorted(LIVE))
+def test_max_wait_leaves_the_job_running_and_thinker_jobs_sees_and_cancels_it(provider, models_dir, tmp_path):
+    import subprocess
+    import sys
+
+    app = server_module(provider).create_app(steps=10_000)
+    with LoopbackServer(app) as server:
+        env = run_env(provider, server.url, models_dir, tmp_path)
+        out = launch([*provider_args(provider, server.url), "provider.max_wait=1", "hydra.run.dir=run"],
+                     cwd=tmp_path, env=env)
+        assert out.returncode == 4, out.stderr[-2000:]
+        assert "has not finished after provider.max_wait=1 s" in out.stderr and "Traceback" not in out.stderr
+        job_id = json.loads((tmp_path / "run" / "provider" / "job.json").read_text())["job_id"]
+        env[base_url_env(provider)] = base_url(provider, server.url)
+
+        def jobs(*args: str):
+            return subprocess.run([sys.executable, "-m", "thinker.cli", "jobs", *args], cwd=tmp_path, env=env,
+                                  capture_output=True, text=True, timeout=120)
+
+        status = jobs("status", job_id)
+        assert status.returncode == 0, status.stderr
+        assert status.stdout.startswith(f"[provider] {provider} {job_id}: ")
+        cancelled = jobs("cancel", job_id)
+        assert cancelled.returncode == 0 and f"cancelled {provider} job {job_id}" in cancelled.stdout, cancelled.stderr
+        listed = jobs("list")
+    assert job_id in listed.stdout and "cancelled" in listed.stdout
+    assert api_key(provider) not in out.stdout + out.stderr + status.stdout + listed.stdout
+
+
+def api_key(provider: str) -> str:
+    return next(v for k, v in server_module(provider).client_env("http://x").items() if k.endswith("_API_KEY"))
+
+
+def base_url_env(provider: str) -> str:
+    return next(name for name in server_module(provider).client_env("http://x") if name.endswith("_BASE_URL"))

@@ -264,7 +264,7 @@ def test_an_optuna_search_is_one_parent_with_a_child_per_trial(tmp_path, private
     jobs = records(sweep_dir)
     for num, run in children.items():
         parts = run.info.run_name.split()
-        assert [p.split("=")[0] for p in parts] == ["lr", "rank", "dropout"], run.info.run_name
+        assert [p.split("=")[0] for p in parts] == ["lr", "rank", "alpha", "dropout", "method"], run.info.run_name
         assert f"[sweep] job {num + 1}/3 (#{num}) done: {run.info.run_name}" in out.stdout
         assert run.info.run_id == jobs[num]["mlflow_run_id"]
     from omegaconf import OmegaConf

@@ -69,8 +69,8 @@ def test_a_failed_job_does_not_stop_a_basic_sweep(tmp_path, env):
 
 @pytest.mark.slow
 def test_optuna_records_a_failed_trial_and_continues(tmp_path, env):
-    # (optuna 2.10's RDB storage does not work with today's SQLAlchemy, so the study is read from the log
-    # and the sweeper's results file rather than from a storage)
+    # (read from the log and the sweeper's results file; tests/test_optuna_search.py reads the FAIL trial back
+    # from the study's SQLite storage)
     out = launch(["-m", "hparams_search=optuna", "hydra/sweeper/sampler=random", "hydra.sweeper.sampler.seed=0",
                   "hydra.sweeper.params=null", "hydra.sweeper.n_trials=2", "method=lora",
                   "trainer.max_seq_length=choice(32,256)", "logger=none", *TINY], cwd=tmp_path, env=env)

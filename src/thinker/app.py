@@ -50,9 +50,11 @@ def launch(argv: list[str] | None = None) -> None:
     import thinker.config.schema  # noqa: F401  (registers the structured configs with Hydra)
     from thinker.entry import guarded_main
     from thinker.help_text import register_help_resolver
+    from thinker.hparams_search import register_resolvers as register_search_resolvers
     from thinker.models.registry_options import register_registry_options
 
     register_help_resolver()  # ${thinker_groups:} in hydra.help.template: --help lists every group and option
+    register_search_resolvers()  # hydra.sweeper.storage / study_name of hparams_search=optuna (thinker.hparams_search)
 
     register_registry_options()  # model=<registry name> composes (models/registry.json, read without torch)
     main = hydra.main(config_path=config_dir(), config_name="config", version_base="1.3")(task)

@@ -5,7 +5,10 @@ has ended, builds one row per job from the run records (job, overrides, objectiv
 writes it into the sweep folder as `sweep_summary.md`, `.csv` and `.json`, plots the jobs' held-out loss
 curves (each child run's val_loss history) as `val_loss.png`, logs all of them on the parent, tags the best
 job (`best_job`, `best_run_id` on the parent, `best=true` on its child) and closes the parent: FINISHED when
-every job succeeded, KILLED when the sweep was interrupted, FAILED otherwise.
+every job succeeded, KILLED when the sweep was interrupted, FAILED otherwise. The objective is
+hparams_search.objective ranked in hparams_search.direction when the sweep has one (else val_loss, else
+train_loss, minimised); an Optuna sweep's summary also describes its study (study_state), which may hold the
+trials of earlier runs of the same command.
 """
 
 from __future__ import annotations
@@ -58,13 +61,14 @@ def _seconds(record: dict[str, Any]) -> float | None:
 def job_rows(sweep_dir: Path, info: SweepInfo | None) -> list[JobRow]:
     rows = []
     keys = info.swept_keys if info else []
+    objective = info.objective if info else None
     for folder, record in job_records(sweep_dir):
         if record is None:
             rows.append(JobRow(int(folder.name), "", None, None, "unreadable", None, None))
             continue
         status = str(record.get("exit_status"))
         reused = record.get("reused_from")
-        name, value = objective_of(record.get("metrics") or {}) if status == "succeeded" else (None, None)
+        name, value = objective_of(record.get("metrics") or {}, objective) if status == "succeeded" else (None, None)
         rows.append(JobRow(
             job=int(folder.name), overrides=mask_text(job_label(list(record.get("overrides") or []), keys)),
             objective_name=name, objective=value, status="reused" if reused and status == "succeeded" else status,
@@ -86,18 +90,28 @@ def best_row(rows: list[JobRow], direction: str = "minimize") -> JobRow | None:
     return pick(scored, key=lambda r: r.objective)
 
 
-def _objective_header(rows: list[JobRow]) -> str:
+def _objective_header(rows: list[JobRow], info: SweepInfo | None = None) -> str:
+    if info is not None and info.objective:
+        return info.objective
     names = {r.objective_name for r in rows if r.objective_name}
     return names.pop() if len(names) == 1 else "objective"
 
 
-def markdown_table(title: str, rows: list[JobRow], best: JobRow | None) -> str:
-    header = _objective_header(rows)
+def markdown_table(title: str, rows: list[JobRow], best: JobRow | None, info: SweepInfo | None = None,
+                   study: dict[str, Any] | None = None) -> str:
+    header = _objective_header(rows, info)
     done = sum(r.status in ("succeeded", "reused") for r in rows)
     reused = sum(r.status == "reused" for r in rows)
     lines = [f"# {title}", "", f"{done} of {len(rows)} jobs succeeded ({reused} reused)."]
+    if info is not None and info.objective:
+        lines.append(f"Objective: {info.objective} ({info.direction}).")
     if best is not None:
         lines.append(f"Best: #{best.job} {best.overrides} ({best.objective_name} {best.objective:.4f}).")
+    if study:
+        lines.append(f"Optuna study {study['name']} ({study['storage']}): {study['trials']} trials in all, "
+                     f"{study['complete']} complete, {study['failed']} failed"
+                     + (f"; its best value {study['best_value']:.4f}" if study.get("best_value") is not None
+                        else "") + ".")
     lines += ["", f"| job | overrides | {header} | status | time (s) | MLflow run |", "|---|---|---|---|---|---|"]
     for r in rows:
         value = f"{r.objective:.4f}" if r.objective is not None else ""
@@ -108,9 +122,10 @@ def markdown_table(title: str, rows: list[JobRow], best: JobRow | None) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_tables(sweep_dir: Path, info: SweepInfo | None, rows: list[JobRow], best: JobRow | None) -> list[Path]:
+def write_tables(sweep_dir: Path, info: SweepInfo | None, rows: list[JobRow], best: JobRow | None,
+                 study: dict[str, Any] | None = None) -> list[Path]:
     title = info.name if info else Path(sweep_dir).name
-    md = atomic_write_text(Path(sweep_dir) / f"{TABLE_NAME}.md", markdown_table(title, rows, best))
+    md = atomic_write_text(Path(sweep_dir) / f"{TABLE_NAME}.md", markdown_table(title, rows, best, info, study))
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=list(asdict(rows[0]).keys()) if rows else ["job"])
     writer.writeheader()
@@ -121,8 +136,8 @@ def write_tables(sweep_dir: Path, info: SweepInfo | None, rows: list[JobRow], be
         "sweep": title, "sweep_dir": str(Path(sweep_dir).resolve()),
         "parent_run_id": info.parent_run_id if info else None,
         "overrides": info.overrides if info else [], "swept_keys": info.swept_keys if info else [],
-        "direction": info.direction if info else "minimize", "objective": _objective_header(rows),
-        "best": asdict(best) if best else None, "jobs": [asdict(r) for r in rows],
+        "direction": info.direction if info else "minimize", "objective": _objective_header(rows, info),
+        "study": study, "best": asdict(best) if best else None, "jobs": [asdict(r) for r in rows],
     }
     js = atomic_write_json(Path(sweep_dir) / f"{TABLE_NAME}.json", mask(data))
     return [md, table, js]
@@ -151,6 +166,27 @@ def plot_losses(path: Path, title: str, rows: list[JobRow], histories: dict[int,
     return atomic_write(path, lambda fh: fig.savefig(fh, format="png"))
 
 
+def study_state(info: SweepInfo, storage: str | None) -> dict[str, Any] | None:
+    """The Optuna study after this sweep (it may hold trials of earlier runs of the same command): its name,
+    storage (masked), direction, trials in all, complete, failed, best value. None when it cannot be read."""
+    if not storage or not info.study_name:
+        return None
+    try:
+        import optuna
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        study = optuna.load_study(study_name=info.study_name, storage=storage)
+        states = [t.state.name for t in study.trials]
+        complete = states.count("COMPLETE")
+        best_value = float(study.best_value) if complete else None
+        direction = study.direction.name.lower()
+    except Exception as exc:  # noqa: BLE001 - the summary goes on without it
+        log.warning("could not read the Optuna study %s: %s", info.study_name, mask_text(str(exc)))
+        return None
+    return {"name": info.study_name, "storage": info.storage, "direction": direction, "trials": len(states),
+            "complete": complete, "failed": states.count("FAIL"), "best_value": best_value}
+
+
 # ---------------------------------------------------------------- MLflow
 
 
@@ -176,6 +212,8 @@ def open_parent(config: Any, info: SweepInfo) -> str | None:
     tags = {
         "sweep_parent": "true", "sweep_name": info.name, "sweep_dir": info.sweep_dir, "sweep_overrides": " ".join(info.overrides)[:_MAX_TAG],
         "sweep_keys": ",".join(info.swept_keys), "sweeper": info.sweeper, "sweep_jobs": info.total_jobs,
+        "sweep_objective": info.objective, "sweep_direction": info.direction if info.objective else None,
+        "optuna_study": info.study_name, "optuna_storage": info.storage,
         "git_commit": git_commit(project_root() or Path.cwd()),
         "mlflow.note.content": f"Sweep over {keys} ({info.sweeper} sweeper, {jobs}); each job is a child run. "
                                f"Summary: {TABLE_NAME}.md and {PLOT_NAME} (when the sweep ends). "
@@ -199,12 +237,15 @@ def _histories(client: Any, rows: list[JobRow]) -> dict[int, list[tuple[int, flo
     return out
 
 
-def finish_sweep(sweep_dir: Path, info: SweepInfo | None, uri: str | None, outcome: SweepOutcome) -> None:
+def finish_sweep(sweep_dir: Path, info: SweepInfo | None, uri: str | None, outcome: SweepOutcome,
+                 storage: str | None = None) -> None:
+    """`uri`: the parent run's tracking URI; `storage`: an Optuna sweep's study storage (both unmasked)."""
     rows = job_rows(sweep_dir, info)
     best = best_row(rows, info.direction if info else "minimize")
     if best is not None:
         best.best = True
-    files = write_tables(sweep_dir, info, rows, best)
+    study = study_state(info, storage) if info is not None else None
+    files = write_tables(sweep_dir, info, rows, best, study)
     client = None
     if info is not None and info.parent_run_id and uri:
         from thinker.tracking.mlflow_run import get_client

@@ -11,7 +11,10 @@ launcher, which starts the next job. The SweepSummary Hydra callback runs in the
   `sweep: N of M jobs succeeded; failed: #i <error>`, writes the summary table and loss plot into the sweep
   folder and onto the parent run (thinker.sweep_summary), tags the best job and closes the parent.
 
-guarded_main turns a sweep with failures into a non-zero exit code. Imports stay light (no mlflow here).
+Each job returns its objective to the sweeper (sweeper_value: hparams_search.objective, else val_loss, else
+train_loss); the launching process checks the hparams_search settings before the sweeper uses them
+(check_search). guarded_main turns a sweep with failures into a non-zero exit code. Imports stay light (no
+mlflow, no optuna here).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
+from omegaconf import OmegaConf
 
 from thinker.errors import ERROR_PREFIX, ExitCode
 from thinker.tracking.run_record import RECORD_NAME
@@ -61,6 +65,9 @@ class SweepInfo:
     total_jobs: int | None = None  # None when the sweeper does not say
     sweeper: str = "basic"
     direction: str = "minimize"  # how the sweep's objective is ranked
+    objective: str | None = None  # hparams_search.objective; None: val_loss, else train_loss
+    study_name: str | None = None  # an Optuna sweep's study, and its storage URL (masked)
+    storage: str | None = None
     parent_run_id: str | None = None  # None with logger=none, or when the parent could not be created
     experiment_id: str | None = None
     tracking_uri: str | None = None  # masked
@@ -148,12 +155,30 @@ def job_label(overrides: list[str], swept_keys: list[str]) -> str:
                     for short, (key, value) in zip(shorts, chosen, strict=True))
 
 
-def objective_of(metrics: dict[str, Any]) -> tuple[str | None, float | None]:
-    """What a job returns to the sweeper: its held-out loss, else its training loss (thinker.pipeline.run)."""
+def objective_of(metrics: dict[str, Any], objective: str | None = None) -> tuple[str | None, float | None]:
+    """A job's objective: the metric `objective` (hparams_search.objective) when named, else its held-out loss,
+    else its training loss. (name, None) when the named metric is missing."""
+    if objective:
+        value = metrics.get(objective)
+        return objective, float(value) if value is not None else None
     for name in ("val_loss", "train_loss"):
         if metrics.get(name) is not None:
             return name, float(metrics[name])
     return None, None
+
+
+def sweeper_value(cfg: Any, metrics: dict[str, Any]) -> float | None:
+    """What a finished job returns to the sweeper (thinker.pipeline.run): its objective_of, with a warning when
+    the metric hparams_search.objective names is missing (the sweeper then records the trial as failed)."""
+    from thinker.hparams_search import objective_setting
+
+    wanted = objective_setting(cfg)
+    name, value = objective_of(metrics, wanted)
+    if value is None and wanted:
+        log.warning("hparams_search.objective=%s is not among this run's metrics: the sweeper gets no value", wanted)
+    elif name == "train_loss" and not wanted:
+        log.warning("no held-out loss (data.validation_split=0 or trainer.evaluations=0): returning train_loss")
+    return value
 
 
 def job_done(record: Any, exit_status: str, seconds: float) -> None:
@@ -171,8 +196,9 @@ def job_done(record: Any, exit_status: str, seconds: float) -> None:
             outcome = f"reused run {record.reused_from[:12]}"
         else:
             outcome = {"succeeded": "done"}.get(exit_status, exit_status)
-        name, value = objective_of(record.metrics) if exit_status == "succeeded" else (None, None)
-        result = f" {name} {value:.4f}" if name is not None else ""
+        objective = info.objective if info else None
+        name, value = objective_of(record.metrics, objective) if exit_status == "succeeded" else (None, None)
+        result = f" {name} {value:.4f}" if value is not None else ""
         print(f"[sweep] {which} {outcome}: {label or '(no overrides)'}{result} ({seconds:.0f} s)", flush=True)
     except Exception as exc:  # noqa: BLE001 - a progress line never fails a job
         log.warning("no sweep progress line: %s", exc)
@@ -219,6 +245,7 @@ _last: SweepOutcome | None = None
 _sweep_dir: Path | None = None  # set when a multirun starts, in the launching process
 _info: SweepInfo | None = None
 _parent_uri: str | None = None  # the parent's tracking URI, unmasked (this process only)
+_storage: str | None = None  # an Optuna sweep's study storage URL, unmasked (this process only)
 
 
 def last_outcome() -> SweepOutcome | None:
@@ -234,7 +261,7 @@ def report() -> SweepOutcome | None:
         try:
             from thinker.sweep_summary import finish_sweep
 
-            finish_sweep(_sweep_dir, _info, _parent_uri, _last)
+            finish_sweep(_sweep_dir, _info, _parent_uri, _last, _storage)
         except Exception as exc:  # noqa: BLE001 - the summary must not hide the sweep's own outcome
             from thinker.tracking.secrets import mask_text
 
@@ -255,16 +282,22 @@ def sweep_name(sweep_dir: Path) -> str:
 
 def plan(config: Any) -> SweepInfo:
     """The sweep's name, overrides, swept keys and size, from the multirun's config (nothing is launched)."""
-    from omegaconf import OmegaConf
+    from thinker.hparams_search import masked_storage, objective_setting
 
     sweep_dir = Path(str(config.hydra.sweep.dir))
     overrides = [str(o) for o in OmegaConf.select(config, "hydra.overrides.task", default=[]) or []]
     target = str(OmegaConf.select(config, "hydra.sweeper._target_", default="") or "")
-    direction = OmegaConf.select(config, "hydra.sweeper.direction", default="minimize")
+    # hparams_search.direction (the Optuna sweeper's follows it), else the sweeper's own, else minimize
+    direction = (OmegaConf.select(config, "hparams_search.direction", default=None)
+                 or OmegaConf.select(config, "hydra.sweeper.direction", default="minimize"))
+    sweeper = ("optuna" if "optuna" in target.lower() else "basic" if "BasicSweeper" in target
+               else target.rsplit(".", 1)[-1] or "unknown")
     info = SweepInfo(sweep_dir=str(sweep_dir.resolve()), name=sweep_name(sweep_dir), overrides=overrides,
-                     sweeper="optuna" if "optuna" in target.lower() else "basic" if "BasicSweeper" in target
-                     else target.rsplit(".", 1)[-1] or "unknown",
-                     direction=str(direction).lower() if isinstance(direction, str) else "minimize")
+                     sweeper=sweeper, direction=str(direction).lower() if isinstance(direction, str) else "minimize",
+                     objective=objective_setting(config))
+    if sweeper == "optuna":
+        info.study_name = OmegaConf.select(config, "hydra.sweeper.study_name", default=None)
+        info.storage = masked_storage(OmegaConf.select(config, "hydra.sweeper.storage", default=None))
     try:
         from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
         from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -283,17 +316,49 @@ def plan(config: Any) -> SweepInfo:
     return info
 
 
+# hydra-optuna-sweeper 1.3 builds optuna's pre-3.0 distribution classes and TPESampler arguments that optuna 4
+# deprecates (both work until optuna 6): nothing a user of thinker can act on
+OPTUNA_DEPRECATIONS = r"(\w+Distribution|`\w+`) has been deprecated in v\d"
+
+
+def quiet_optuna() -> None:
+    import warnings
+
+    warnings.filterwarnings("ignore", message=OPTUNA_DEPRECATIONS, category=FutureWarning)
+
+
+def check_search(config: Any) -> None:
+    """A multirun's hparams_search settings, checked in the launching process before the sweeper uses them:
+    the first problem is one `[thinker] error:` line and exit code 2 (each job checks them again)."""
+    from thinker.hparams_search import launch_problems
+
+    problems = launch_problems(config)
+    if not problems:
+        return
+    from thinker.entry import release_stderr
+    from thinker.errors import ThinkerError
+    from thinker.tracking.secrets import mask_text
+
+    release_stderr()  # the line goes out as it is, not folded into a launcher failure
+    print(mask_text(ThinkerError(*problems[0]).line()), file=sys.stderr, flush=True)
+    raise SystemExit(int(ExitCode.CONFIG))
+
+
 class SweepSummary(Callback):
     """Opens the sweep's MLflow parent run when a multirun starts; prints `sweep: N of M jobs succeeded;
     failed: #i <error>` and writes the summary when it ends. If the sweeper itself gives up (Optuna raises
     when no trial completed), guarded_main calls report() instead."""
 
     def on_multirun_start(self, config: Any, **kwargs: Any) -> None:
-        global _sweep_dir, _last, _info, _parent_uri
+        global _sweep_dir, _last, _info, _parent_uri, _storage
+        check_search(config)  # before the sweeper creates its study with them
         _sweep_dir, _last, _info, _parent_uri = Path(str(config.hydra.sweep.dir)), None, None, None
+        _storage = OmegaConf.select(config, "hydra.sweeper.storage", default=None)
         from thinker.tracking.secrets import install_log_masking, mask_text
 
         install_log_masking()  # the launcher logs each job's overrides, a tracking URI's password included
+        if not bool(OmegaConf.select(config, "debug", default=False)):
+            quiet_optuna()
         info = plan(config)
         try:
             from thinker.sweep_summary import open_parent

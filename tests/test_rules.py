@@ -6,8 +6,6 @@ import pytest
 from conftest import compose
 
 from thinker.config import rules
-from thinker.config.check import check_config
-from thinker.errors import ThinkerError
 
 KEYS = {"TINKER_API_KEY": "tml-abcdefghijklmnop", "OPENAI_API_KEY": "sk-abcdefghijklmnopqrst",
         "TOGETHER_API_KEY": "together-secret-value", "FIREWORKS_API_KEY": "fw_abcdefghijkl",

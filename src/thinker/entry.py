@@ -77,9 +77,20 @@ def is_composition_error(text: str, code: object) -> bool:
     return code == 1 and bool(text.strip()) and not any(marker in text for marker in _NOT_COMPOSITION)
 
 
+# what Hydra raises when a launcher or sweeper preset names a plugin class that is not installed
+_MISSING_PLUGIN = re.compile(r"Unknown plugin class : '(hydra_plugins\.(\w+)\.[\w.]+)'")
+
+
 def format_job_failure(text: str, code: object) -> str:
     """One `[thinker] error:` line for a sweep that Hydra ended with something other than a composition error:
     the exception's last line when it printed one."""
+    missing = _MISSING_PLUGIN.search(text)
+    if missing:  # e.g. hydra/launcher=ray without hydra-ray-launcher, which the lock cannot install
+        package = missing.group(2).replace("_", "-")
+        return (f"{ERROR_PREFIX}the Hydra plugin {package} is not installed ({missing.group(1)}), "
+                "hydra/launcher or hydra/sweeper, install it (the joblib and submitit launchers come with "
+                "pip install -c requirements/lock.txt -e \".[sweep]\"; hydra-ray-launcher needs an environment of "
+                "its own: README \"Parallel sweeps, SLURM and Ray\")")
     lines = [line.strip() for line in text.splitlines() if line.strip() and "HYDRA_FULL_ERROR" not in line]
     starts = [i for i, line in enumerate(lines) if _EXCEPTION_LINE.match(line)]
     if starts:  # the exception's own message, which may go on over several lines, its class without module
@@ -95,7 +106,17 @@ def format_job_failure(text: str, code: object) -> str:
 
 def guarded_main(hydra_main: Callable[[], object], argv: list[str] | None = None) -> None:
     global _held, _real_stderr
+    from thinker.backends.local.ranks import worker_overrides
+    from thinker.paths import project_root
+
+    root = project_root()
+    if argv is not None and root is not None:
+        # the thinker command: Lightning's DDP starts ranks > 0 by re-running sys.argv[0] with sys.argv[1:], which
+        # is Hydra's command line here, what launch.py takes (the thinker command would read it as a subcommand)
+        sys.argv[0] = str(root / "launch.py")
     argv = sys.argv[1:] if argv is None else argv
+    # a rank > 0 that torchrun / srun started: no .hydra/ or launch.log of its own in rank 0's run folder
+    sys.argv += worker_overrides(sys.argv[1:])
     if _wants_raw_errors(argv):
         hydra_main()
         _exit_if_sweep_failed()

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from thinker.backends.local.ranks import rank_name
 from thinker.config.check import check_config
 from thinker.config.enums import Stage
 from thinker.entry import release_stderr
@@ -151,7 +152,8 @@ def in_multirun() -> bool:
 
 
 def run(cfg: DictConfig) -> float | None:
-    """Run the composed config. Returns the held-out loss for sweepers (Optuna minimises it).
+    """Run the composed config. Returns the sweep objective for sweepers (thinker.sweeps.sweeper_value:
+    hparams_search.objective, else the held-out loss, else the training loss).
 
     A failed job exits with its stage's code; inside a sweep (-m) it returns None instead, so the launcher
     goes on to the next job (Optuna records a failed trial) and thinker.sweeps reports it at the end."""
@@ -164,6 +166,11 @@ def run(cfg: DictConfig) -> float | None:
 
         quiet_third_party()
     run_dir = _run_dir(cfg)
+    rank = rank_name()
+    if rank is not None:  # a data-parallel rank > 0: trains its shard beside rank 0, which records the run
+        from thinker.stages import run_worker_rank
+
+        return run_worker_rank(cfg, run_dir, rank)
     run_dir.mkdir(parents=True, exist_ok=True)
     record = new_record(cfg, run_dir)
     # a config error must not overwrite the record of the run already in this folder
@@ -222,8 +229,6 @@ def run(cfg: DictConfig) -> float | None:
             return None  # the sweep goes on; thinker.sweeps prints the summary and sets the exit code
         raise SystemExit(int(error.exit_code))
     log.info("run record %s", record.path)
-    loss = record.metrics.get("val_loss")
-    if loss is None and "train_loss" in record.metrics:
-        log.warning("no held-out loss (data.validation_split=0 or trainer.evaluations=0): returning train_loss")
-        loss = record.metrics["train_loss"]
-    return float(loss) if loss is not None else None
+    from thinker.sweeps import sweeper_value
+
+    return sweeper_value(cfg, record.metrics)

@@ -91,6 +91,49 @@ def apply_method(model: Any, method: DictConfig, checkpointing: bool) -> Any:
         ) from exc
 
 
+def lightning_devices(cfg: DictConfig) -> Any:
+    """trainer.devices as Lightning takes it (a list stays a plain list)."""
+    from omegaconf import ListConfig
+
+    devices = cfg.trainer.devices
+    return list(devices) if isinstance(devices, ListConfig) else devices
+
+
+def planned_world_size(cfg: DictConfig, device: str) -> int:
+    """Training processes (ranks) the Trainer will have: devices per node x trainer.num_nodes, counted as
+    Lightning counts them. The step count and schedule are planned from it before the Trainer exists."""
+    from lightning.pytorch.accelerators import CPUAccelerator, CUDAAccelerator
+
+    accelerator = CUDAAccelerator if device == "cuda" else CPUAccelerator
+    devices = lightning_devices(cfg)
+    if devices == "auto":
+        count = accelerator.auto_device_count()
+    else:
+        parsed = accelerator.parse_devices(devices)
+        count = parsed if isinstance(parsed, int) else len(parsed or [])
+    return max(1, count) * int(cfg.trainer.num_nodes)
+
+
+def processes_per_run(cfg: DictConfig) -> int | None:
+    """Training processes trainer.devices x trainer.num_nodes asks for, without importing torch; None when only
+    the machine can say (devices auto / -1 on a GPU: every visible GPU)."""
+    devices = cfg.trainer.devices
+    gpu = str(cfg.trainer.accelerator) != "cpu"
+    if isinstance(devices, str) and "," in devices:
+        count: int | None = len([d for d in devices.split(",") if d.strip()])
+    elif isinstance(devices, str) and devices.strip().lstrip("-").isdigit():
+        count = int(devices)
+    elif isinstance(devices, int):
+        count = devices
+    elif isinstance(devices, str):  # auto
+        count = None if gpu else 1
+    else:  # a list of device ids
+        count = len(devices)
+    if count is not None and count < 0:  # -1: every device
+        count = None
+    return None if count is None else count * int(cfg.trainer.num_nodes)
+
+
 def total_optimizer_steps(n_batches: int, cfg: DictConfig) -> int:
     per_epoch = max(1, math.ceil(n_batches / int(cfg.trainer.grad_accum)))
     by_epochs = per_epoch * int(cfg.trainer.epochs)
@@ -103,12 +146,15 @@ def checkpoint_interval(steps: int, cfg: DictConfig) -> int:
     return max(1, steps // max(1, int(cfg.trainer.evaluations)))
 
 
-def save_weights_atomically(model: Any, tokenizer: Any, target: Path, metadata: dict[str, Any]) -> Path:
-    """save_pretrained into a temp folder beside `target`, then rename: never a half-written adapter."""
+def save_weights_atomically(model: Any, tokenizer: Any, target: Path, metadata: dict[str, Any],
+                            state_dict: dict[str, Any] | None = None) -> Path:
+    """save_pretrained into a temp folder beside `target`, then rename: never a half-written adapter.
+    `state_dict`: the weights to write when `model` holds only this rank's shard of them (FSDP)."""
     import json
 
     with atomic_directory(target) as tmp:
-        model.save_pretrained(tmp, safe_serialization=True)
+        model.save_pretrained(tmp, safe_serialization=True,
+                              **({"state_dict": state_dict} if state_dict is not None else {}))
         tokenizer.save_pretrained(tmp)
         (tmp / "metadata.json").write_text(json.dumps(metadata, indent=2, default=str) + "\n")
     return target
@@ -153,6 +199,8 @@ def _quiet_lightning() -> None:
     # manual optimization: a checkpoint holds the weights after the step it is named for, which is what
     # resume needs; Lightning's note about "pre-optimization state" does not apply
     warnings.filterwarnings("ignore", message=".*ModelCheckpoint with manual optimization.*")
+    # data parallel: the module sums the held-out loss over the ranks itself, so every rank logs the global one
+    warnings.filterwarnings("ignore", message=".*sync_dist=True.*")
 
 
 def train(cfg: DictConfig, run_dir: Path, session: Any = None, callbacks: tuple = ()) -> TrainingReport:
@@ -177,6 +225,7 @@ def train(cfg: DictConfig, run_dir: Path, session: Any = None, callbacks: tuple 
                               "use method=full, lora or qlora for now")
     _quiet_lightning()
     device = device_type(cfg)
+    world = planned_world_size(cfg, device)
     precision = str(cfg.trainer.precision)
     optimizations = {str(o) for o in cfg.trainer.optimizations}
     ckpt_path = resume_checkpoint(run_dir) if cfg.resume else None
@@ -206,7 +255,9 @@ def train(cfg: DictConfig, run_dir: Path, session: Any = None, callbacks: tuple 
     data = FineTuneDataModule(train_rows, val_rows, int(cfg.trainer.batch_size), tokenizer.pad_token_id, packed,
                               int(cfg.seed), bool(cfg.data.shuffle), grad_accum=grad_accum)
 
-    n_batches = math.ceil(len(train_rows) / int(cfg.trainer.batch_size))
+    # each rank takes batch_size rows of its shard per micro-batch: a step trains world x grad_accum x batch_size
+    # rows, and an epoch has as many steps as one rank's shard makes (thinker.data.batches)
+    n_batches = math.ceil(math.ceil(len(train_rows) / world) / int(cfg.trainer.batch_size))
     steps = total_optimizer_steps(n_batches, cfg)
     steps_per_epoch = max(1, math.ceil(n_batches / grad_accum))
     # checkpoints (and held-out evaluations, when there are any) every 1/evaluations of the run
@@ -228,7 +279,8 @@ def train(cfg: DictConfig, run_dir: Path, session: Any = None, callbacks: tuple 
                              "train_examples": prepared.read_train_examples, "train_tokens": st.tokens})
     trainer = pl.Trainer(
         accelerator="gpu" if device == "cuda" else "cpu",
-        devices=cfg.trainer.devices,
+        devices=lightning_devices(cfg),
+        num_nodes=int(cfg.trainer.num_nodes),
         strategy=str(cfg.trainer.strategy),
         precision=lightning_precision(precision),
         max_epochs=int(cfg.trainer.epochs),
@@ -245,7 +297,10 @@ def train(cfg: DictConfig, run_dir: Path, session: Any = None, callbacks: tuple 
         enable_model_summary=False,
         default_root_dir=str(run_dir),
     )
-    log.info("training: %d optimizer steps of %d x %d rows, %s every %d", steps, grad_accum,
+    if trainer.world_size != world:  # the steps and schedule above were planned for `world` ranks
+        raise RuntimeError(f"Lightning started {trainer.world_size} ranks where {world} were planned")
+    ranks = f"{world} ranks x " if world > 1 else ""
+    log.info("training: %d optimizer steps of %s%d x %d rows, %s every %d", steps, ranks, grad_accum,
              int(cfg.trainer.batch_size), "held-out eval + checkpoint" if val_rows else "checkpoint", every)
     started = time.perf_counter()
     trainer.fit(module, datamodule=data, ckpt_path=str(ckpt_path) if ckpt_path else None)
@@ -262,6 +317,7 @@ def train(cfg: DictConfig, run_dir: Path, session: Any = None, callbacks: tuple 
     metrics.update(trainable_params=float(trainable), total_params=float(total),
                    trained_tokens=float(module.trained_tokens), optimizer_steps=float(trainer.global_step))
     metrics["train_seconds"] = fit_seconds
+    shards = data_parallel_summary(data, len(train_rows), world, grad_accum * int(cfg.trainer.batch_size))
     if isinstance(logger, BatchedMlflowLogger):
         logger.flush(wait=True)
         metrics["logging_overhead_fraction"] = logger.seconds_in_logging / max(fit_seconds, 1e-9)
@@ -273,16 +329,59 @@ def train(cfg: DictConfig, run_dir: Path, session: Any = None, callbacks: tuple 
             stage="train", code=ExitCode.INTERRUPTED,
         )
 
+    gathered = None
+    if str(cfg.trainer.strategy).startswith("fsdp") and world > 1:
+        # each rank holds a shard of the weights: gathering the full state dict is a collective of every rank
+        prefix = "model."
+        gathered = {k[len(prefix):]: v for k, v in trainer.strategy.lightning_module_state_dict().items()
+                    if k.startswith(prefix)}
+    if not trainer.is_global_zero:  # rank 0 saves the weights every rank holds; the pipeline records them
+        return TrainingReport(backend="local", weights=None, metrics=metrics)
     out = save_weights_atomically(
         module.model, tokenizer, run_dir / WEIGHTS,
         {"base_model": cfg.model.name, "base_path": str(path), "method": method,
          "quantization": quant, "steps": trainer.global_step, "metrics": metrics},
+        state_dict=gathered,
     )
     log.info("saved %s to %s", "adapter" if method != "full" else "model", out)
     return TrainingReport(backend="local", weights=WeightsRef.local(out), metrics=metrics,
-                          extra={"packing": packed, "truncated_examples": st.truncated},
+                          extra={"packing": packed, "truncated_examples": st.truncated,
+                                 **({"data_parallel": shards} if shards else {})},
                           objects={"model": module.model, "tokenizer": tokenizer, "datamodule": data,
                                    "module": module, "base_path": path})
+
+
+def rows_in_several_shards(served_by_rank: list[dict[int, Any]]) -> int:
+    """How many rows more than one rank trained in the same epoch; `served_by_rank`: each rank's loader.served."""
+    from collections import Counter
+
+    shared = 0
+    for epoch in {e for by_epoch in served_by_rank for e in by_epoch}:
+        ranks_per_row = Counter(row for by_epoch in served_by_rank for row in set(by_epoch.get(epoch, ())))
+        shared += sum(1 for n in ranks_per_row.values() if n > 1)
+    return shared
+
+
+def data_parallel_summary(data: Any, rows: int, world: int, rows_per_rank_step: int) -> dict[str, Any] | None:
+    """Which rows each rank trained on, gathered from every rank's loader (a collective: every rank calls it):
+    rows per rank, and how many rows more than one rank trained in the same epoch, which sharding keeps at 0.
+    None on a single process (and on ranks > 0)."""
+    if world == 1:
+        return None
+    import torch.distributed as dist
+
+    served = data.train_loader.served if data.train_loader is not None else {}
+    gathered: list[Any] = [None] * world
+    dist.all_gather_object(gathered, served)  # {epoch: array of rows} per rank
+    if dist.get_rank() != 0:
+        return None
+    summary = {"ranks": world, "rows_per_epoch": rows, "global_batch_rows": world * rows_per_rank_step,
+               "rows_trained_per_rank": [sum(len(a) for a in by_epoch.values()) for by_epoch in gathered],
+               "rows_trained_by_several_ranks": rows_in_several_shards(gathered)}
+    log.info("data parallel: %d ranks trained %s rows (a global step is %d rows); %d trained by more than one "
+             "rank", world, " + ".join(str(n) for n in summary["rows_trained_per_rank"]),
+             summary["global_batch_rows"], summary["rows_trained_by_several_ranks"])
+    return summary
 
 
 def qlora_settings(cfg: DictConfig) -> dict[str, Any]:
@@ -293,8 +392,52 @@ def qlora_settings(cfg: DictConfig) -> dict[str, Any]:
             "compute_dtype": str(compute)}
 
 
+def _hydra_runtime() -> Any:
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        return HydraConfig.get()
+    except ValueError:  # no Hydra run (tools, tests)
+        return None
+
+
+def check_data_parallel(cfg: DictConfig, env: Any) -> None:
+    """What config check can refuse about several training processes (thinker.backends.local.ranks)."""
+    from hydra.types import RunMode
+
+    from thinker.backends.local.ranks import external_launcher
+
+    if str(cfg.stage) not in ("train", "run"):
+        return
+    hydra = _hydra_runtime()
+    processes = processes_per_run(cfg)
+    if hydra is not None and hydra.mode == RunMode.MULTIRUN and processes != 1:
+        asked = f"{processes} training processes" if processes else "a training process per visible GPU"
+        raise ThinkerError(
+            f"trainer.devices={cfg.trainer.devices} trainer.num_nodes={cfg.trainer.num_nodes} start {asked} per "
+            "job, which a sweep (-m) cannot do (Lightning starts the other ranks by re-running the command line: "
+            "the whole sweep)",
+            "trainer.devices, trainer.num_nodes",
+            "run each configuration as its own python launch.py, or sweep with trainer.devices=1",
+        )
+    if str(cfg.trainer.strategy).startswith("fsdp") and str(cfg.trainer.accelerator) == "cpu":
+        raise ThinkerError(f"trainer.strategy={cfg.trainer.strategy} needs CUDA GPUs (Lightning's FSDP)",
+                           "trainer.strategy, trainer.accelerator",
+                           "use trainer.strategy=ddp on the CPU (trainer=ddp_cpu), or trainer=fsdp on GPUs")
+    launcher = external_launcher(env)
+    if launcher and hydra is not None and not any(o.startswith("hydra.run.dir=") for o in hydra.overrides.hydra):
+        raise ThinkerError(
+            f"{launcher} started every rank, and each would pick its own run folder from its own clock",
+            "hydra.run.dir",
+            "add hydra.run.dir=<one folder every rank and node sees> to the command line",
+        )
+
+
 class LocalBackend(Backend):
     """backend=local: Lightning on this machine; weights are a local folder, sampled with transformers."""
+
+    def check(self, cfg: DictConfig, env: Any) -> None:
+        check_data_parallel(cfg, env)
 
     def train(self, cfg: DictConfig, run_dir: Path, tracker: Any) -> TrainingReport:
         return train(cfg, run_dir, tracker)

@@ -48,7 +48,13 @@ class GracefulStop(pl.Callback):
             signal.signal(sig, self._handler)
 
     def on_train_batch_end(self, trainer: pl.Trainer, *args: Any) -> None:
-        if self.requested is not None and not trainer.should_stop:
+        stop = self.requested is not None
+        if trainer.world_size > 1:
+            # every rank must stop at the same step (and save together): one rank's signal stops them all
+            stop = trainer.strategy.reduce_boolean_decision(stop, all=False)
+            if stop and self.requested is None:
+                self.requested = "a stop signal on another rank"
+        if stop and not trainer.should_stop:
             trainer.save_checkpoint(self.checkpoint_dir / LAST)
             trainer.should_stop = True
 

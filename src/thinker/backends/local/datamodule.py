@@ -4,7 +4,8 @@ One train batch is one optimizer step: a list of `grad_accum` collated micro-bat
 epoch may have fewer). The train loader (thinker.data.batches.ResumableLoader) is resumable: Lightning stores
 its state_dict in each checkpoint, so a resumed run sees exactly the steps an uninterrupted run would have seen
 next. The data is tokenised in memory up front (thinker.data.prepare), so loader worker processes would add
-nothing.
+nothing. Lightning injects a DistributedSampler only into torch DataLoaders, so under DDP / FSDP each loader is
+told its rank and serves that rank's shard itself (held-out rows too: the module sums the ranks' losses).
 """
 
 from __future__ import annotations
@@ -26,16 +27,25 @@ class FineTuneDataModule(pl.LightningDataModule):
         self.grad_accum = grad_accum
         self.batch_size, self.pad_id, self.packed = batch_size, pad_id, packed
         self.seed, self.shuffle = seed, shuffle
+        self.train_loader: ResumableLoader | None = None  # the last one served: its `served` rows are this rank's
 
     def _processed_in_epoch(self) -> int:
         return int(self.trainer.fit_loop.epoch_loop.batch_progress.current.processed)
 
+    def _ranks(self) -> dict[str, int]:
+        if self.trainer is None:  # outside a fit (tools): one process
+            return {"num_replicas": 1, "rank": 0}
+        return {"num_replicas": int(self.trainer.world_size), "rank": int(self.trainer.global_rank)}
+
     def train_dataloader(self) -> ResumableLoader:
-        return ResumableLoader(self.train_rows, self.batch_size, self.pad_id, self.packed, self.seed,
-                               self.shuffle, self._processed_in_epoch, lambda: self.trainer.current_epoch,
-                               micro_batches_per_step=self.grad_accum)
+        self.train_loader = ResumableLoader(
+            self.train_rows, self.batch_size, self.pad_id, self.packed, self.seed, self.shuffle,
+            self._processed_in_epoch, lambda: self.trainer.current_epoch, micro_batches_per_step=self.grad_accum,
+            **self._ranks())
+        return self.train_loader
 
     def val_dataloader(self) -> ResumableLoader | list:
         if not self.val_rows:
             return []
-        return ResumableLoader(self.val_rows, self.batch_size, self.pad_id, self.packed, self.seed, shuffle=False)
+        return ResumableLoader(self.val_rows, self.batch_size, self.pad_id, self.packed, self.seed, shuffle=False,
+                               **self._ranks())

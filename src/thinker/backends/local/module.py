@@ -7,6 +7,11 @@ Lightning's automatic accumulation divides each micro-batch loss by the number o
 exactly that bias, so this module steps the optimizer itself (Lightning's manual optimization); a stop
 signal can then only land between optimizer steps.
 
+Data parallel (DDP / FSDP): the step's weighted target tokens are summed over every rank before any loss is
+scaled, and each rank's loss is multiplied by the number of ranks, which the gradient all-reduce's average
+cancels: the gradients are those of one process training every rank's rows at once (batch_size x ranks).
+Train and held-out losses are summed over the ranks too, so every rank logs and stores the global numbers.
+
 `val_loss` is the plain mean token cross-entropy on held-out completions, comparable across runs whatever
 the weights. Metrics reach the logger at the optimizer step they describe (1 for the first step), the same
 number the console prints. Checkpoints carry only trainable tensors (LoRA adapters stay small; a 4-bit base
@@ -111,23 +116,36 @@ class FineTuneModule(pl.LightningModule):
         block = getattr(self.trainer.strategy, "block_backward_sync", None)
         return block() if (block is not None and not last) else contextlib.nullcontext()
 
+    def _sum_over_ranks(self, *values: float) -> list[float]:
+        """Each value summed over every data-parallel rank (a collective: every rank calls it); as is alone."""
+        trainer = self._trainer  # None outside a fit (tests that drive the module by hand)
+        if trainer is None or trainer.world_size == 1:
+            return list(values)
+        summed = trainer.strategy.reduce(torch.tensor(values, dtype=torch.float64, device=self.device),
+                                         reduce_op="sum")
+        return [float(v) for v in summed.tolist()]
+
     def training_step(self, micro_batches: list[dict[str, torch.Tensor]], batch_idx: int) -> torch.Tensor:
         if self._t0 is None:
             self._t0, self._tokens_at_start = time.perf_counter(), self.trained_tokens
         optimizer = self.optimizers()
         scheduler = self.lr_schedulers()
-        step_weight = sum(float(target_weights(mb).sum()) for mb in micro_batches)
+        (step_weight,) = self._sum_over_ranks(sum(float(target_weights(mb).sum()) for mb in micro_batches))
         denominator = max(step_weight, 1e-8)
+        # the gradient all-reduce averages over the ranks; scaling each rank's loss by the rank count makes it a sum
+        scale = denominator / self._world_size()
         loss_sum, weighted_sum, n = 0.0, 0.0, 0
         for i, batch in enumerate(micro_batches):
             with self._no_grad_sync(last=i == len(micro_batches) - 1):
                 losses = token_losses(self(batch), batch["labels"])
                 weighted = (losses * target_weights(batch)).sum()
-                self.manual_backward(weighted / denominator)
+                self.manual_backward(weighted / scale)
             mask = target_mask(batch)
             loss_sum += float((losses.detach() * mask).sum())
             weighted_sum += float(weighted.detach())
             n += int(mask.sum().item())
+        loss_sum, weighted_sum, tokens = self._sum_over_ranks(loss_sum, weighted_sum, float(n))
+        n = int(round(tokens))
         if self.max_grad_norm > 0:
             self.clip_gradients(optimizer, gradient_clip_val=self.max_grad_norm, gradient_clip_algorithm="norm")
         lr = optimizer.param_groups[0]["lr"]  # the rate this step used
@@ -153,6 +171,9 @@ class FineTuneModule(pl.LightningModule):
             }, step)
         return torch.tensor(step_loss)
 
+    def _world_size(self) -> int:
+        return 1 if self._trainer is None else int(self._trainer.world_size)
+
     def log_to_tracker(self, metrics: dict[str, float], step: int) -> None:
         if self.logger is not None and self.trainer.is_global_zero:
             self.logger.log_metrics(metrics, step=step)
@@ -173,8 +194,10 @@ class FineTuneModule(pl.LightningModule):
         self._val_count += int(mask.sum().item())
 
     def on_validation_epoch_end(self) -> None:
-        if self._val_count:
-            val_loss = self._val_sum / self._val_count
+        # each rank scored its shard of the held-out rows: the loss is the global one
+        val_sum, val_count = self._sum_over_ranks(self._val_sum, float(self._val_count))
+        if val_count:
+            val_loss = val_sum / val_count
             step = int(self.global_step)
             self.log("val_loss", val_loss, prog_bar=True, logger=False, on_epoch=True)
             self.val_history.append((step, val_loss))

@@ -249,6 +249,10 @@ def test_a_killed_sweep_relaunched_reruns_only_the_job_that_did_not_finish(tmp_p
     assert parent.info.status == "FINISHED" and parent.data.tags["jobs_reused"] == "1"
     summary = json.loads((second_dir / "sweep_summary.json").read_text())
     assert [row["status"] for row in summary["jobs"]] == ["reused", "succeeded"]
+    # the killed sweep's parent no longer shows as in progress: its process is gone
+    first_parent = json.loads((first_dir / "sweep_run.json").read_text())["parent_run_id"]
+    assert client.get_run(first_parent).info.status == "KILLED"
+    assert f"parent run {first_parent}" in out.stdout and "marked KILLED" in out.stdout
 
 
 @pytest.mark.slow

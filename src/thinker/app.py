@@ -52,9 +52,11 @@ def launch(argv: list[str] | None = None) -> None:
     from thinker.help_text import register_help_resolver
     from thinker.hparams_search import register_resolvers as register_search_resolvers
     from thinker.models.registry_options import register_registry_options
+    from thinker.run_dirs import register_resolver as register_run_dir_resolver
 
     register_help_resolver()  # ${thinker_groups:} in hydra.help.template: --help lists every group and option
     register_search_resolvers()  # hydra.sweeper.storage / study_name of hparams_search=optuna (thinker.hparams_search)
+    register_run_dir_resolver()  # hydra.run.dir: two launches in the same second get two folders
 
     register_registry_options()  # model=<registry name> composes (models/registry.json, read without torch)
     main = hydra.main(config_path=config_dir(), config_name="config", version_base="1.3")(task)

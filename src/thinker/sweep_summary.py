@@ -17,6 +17,8 @@ import csv
 import datetime as dt
 import io
 import logging
+import os
+import socket
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -190,6 +192,33 @@ def study_state(info: SweepInfo, storage: str | None) -> dict[str, Any] | None:
 # ---------------------------------------------------------------- MLflow
 
 
+def process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, someone else's
+        return True
+    return True
+
+
+def close_orphaned_parents(client: Any, experiment_id: str) -> list[str]:
+    """Mark KILLED the parent runs still RUNNING whose launching process on this machine is gone (a sweep
+    killed with SIGKILL, or a machine that rebooted mid-sweep): the UI must not show them as in progress.
+    Parents launched on other machines are left alone: whether their process lives cannot be told here."""
+    host = socket.gethostname()
+    query = "tags.sweep_parent = 'true' and attributes.status = 'RUNNING' and tags.sweep_host = '" + host + "'"
+    closed = []
+    for run in client.search_runs([experiment_id], filter_string=query, max_results=200):
+        pid = run.data.tags.get("sweep_pid", "")
+        if pid.isdigit() and not process_alive(int(pid)):
+            client.set_terminated(run.info.run_id, status="KILLED")
+            closed.append(run.info.run_id)
+            print(f"[sweep] parent run {run.info.run_id} ({run.info.run_name}) was left RUNNING by a sweep whose "
+                  f"process {pid} is gone; marked KILLED", flush=True)
+    return closed
+
+
 def open_parent(config: Any, info: SweepInfo) -> str | None:
     """Create the sweep's parent run (logger=mlflow) and note it in `info`; returns the tracking URI used."""
     from omegaconf import OmegaConf
@@ -219,6 +248,8 @@ def open_parent(config: Any, info: SweepInfo) -> str | None:
                                f"Summary: {TABLE_NAME}.md and {PLOT_NAME} (when the sweep ends). "
                                f"Folder: {info.sweep_dir}",
     }
+    close_orphaned_parents(client, experiment_id)
+    tags.update(sweep_host=socket.gethostname(), sweep_pid=os.getpid())
     run = client.create_run(experiment_id, run_name=info.name,
                             tags={k: str(v) for k, v in mask(tags).items() if v is not None})
     info.parent_run_id, info.experiment_id, info.tracking_uri = run.info.run_id, experiment_id, mask_text(uri)

@@ -148,7 +148,7 @@ def test_builtin_rejects_a_family_it_cannot_build(models_home, corpus):
     from thinker.models.builtin import ensure_builtin
 
     with pytest.raises(ThinkerError, match="cannot be built") as caught:
-        ensure_builtin(tiny_model_cfg(family="cognate"), SEED, [corpus])
+        ensure_builtin(tiny_model_cfg(family="llama"), SEED, [corpus])
     assert caught.value.stage == "train"
 
 

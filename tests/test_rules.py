@@ -29,6 +29,7 @@ def names(cfg, env=KEYS):
          ["backend=provider", "provider=together", "method=lora"]),
         (rules.provider_matches_backend, ["provider=openai"], []),
         (rules.max_steps_valid, ["trainer.max_steps=0"], ["trainer.max_steps=5"]),
+        (rules.model_spec_fixed, ["model=cognate-25m", "model.arch.n_layers=6"], ["model=cognate-25m"]),
         (rules.validation_split_valid, ["data.validation_split=1.0"], ["data.validation_split=0.0"]),
         (rules.validation_split_valid, ["data.max_examples=0"], ["data.max_examples=10"]),
         (rules.precision_can_train, ["trainer.precision=int4"], ["trainer.precision=bf16"]),

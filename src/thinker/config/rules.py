@@ -48,6 +48,16 @@ def pretrain_needs_buildable_model(cfg: DictConfig, env: Mapping[str, str]) -> I
         )
 
 
+def model_spec_fixed(cfg: DictConfig, env: Mapping[str, str]) -> Iterator[Violation]:
+    # ADR-004: cognate-25m's architecture is one fixed specification (its 25M parameters are checked when built)
+    if _s(cfg.model.family) == "cognate":
+        from thinker.models.adapters.cognate import spec_violation
+
+        problem = spec_violation(cfg.model)
+        if problem:
+            yield Violation(problem, "model.arch", f"drop the override: the {cfg.model.name} specification is fixed")
+
+
 def qlora_needs_4bit(cfg: DictConfig, env: Mapping[str, str]) -> Iterator[Violation]:
     if _s(cfg.method.name) != TrainingMethod.qlora:
         return
@@ -253,6 +263,7 @@ RULES: list[Rule] = [
     validation_split_valid,
     grokfast_only_for_pretraining,
     pretrain_needs_buildable_model,
+    model_spec_fixed,
     qlora_needs_4bit,
     provider_matches_backend,
     method_supported_by_backend,

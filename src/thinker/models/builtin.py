@@ -1,4 +1,5 @@
-"""The builtin model: a tiny Qwen-architecture causal LM built from `model.arch`, with a locally trained tokenizer.
+"""Builtin models: a causal LM built from `model.arch` (a tiny Qwen, or the Cognate model of seed 003), with a
+locally trained tokenizer.
 
 It needs no download. The first run builds it under `models_dir()/builtin/<name>-<hash>` and later runs reuse
 that folder. The hash covers everything the weights depend on (arch, seed, tokenizer corpus, FORMAT_VERSION),
@@ -32,6 +33,7 @@ COMPLETE_MARKER = "COMPLETE"
 METADATA_FILE = "metadata.json"
 DEFAULT_VOCAB_SIZE = 4096
 FAMILY_CONFIGS = {"qwen2": "Qwen2Config", "qwen3": "Qwen3Config"}
+BUILDABLE = (*FAMILY_CONFIGS, "cognate")  # cognate: thinker.models.adapters.cognate_model.CognateConfig
 
 
 def builtin_dir(model_cfg: Any, seed: int, corpus_files: list[Path]) -> Path:
@@ -43,6 +45,10 @@ def builtin_dir(model_cfg: Any, seed: int, corpus_files: list[Path]) -> Path:
         "corpus": corpus_identity(corpus_files),
         "format": FORMAT_VERSION,
     }
+    if str(model_cfg.family) == "cognate":  # its own code version: a change to the architecture rebuilds
+        from thinker.models.adapters.cognate import FORMAT_VERSION as COGNATE_FORMAT
+
+        key["cognate_format"] = COGNATE_FORMAT
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
     return models_dir() / "builtin" / f"{model_cfg.name}-{digest}"
 
@@ -107,10 +113,12 @@ def _build_into(folder: Path, model_cfg: Any, seed: int, corpus_files: list[Path
     import torch
     from transformers import AutoModelForCausalLM
 
+    from thinker.models.adapters import get_adapter
     from thinker.models.tokenizer import train_tokenizer
 
     arch = _plain_arch(model_cfg)
     tokenizer = train_tokenizer(_corpus_texts(corpus_files), int(arch.get("vocab_size", DEFAULT_VOCAB_SIZE)))
+    get_adapter(str(model_cfg.family)).register()  # from_config must know the family's config class
     config = _model_config(model_cfg, arch, tokenizer)
 
     torch.manual_seed(seed)  # the only randomness: the weight initialisation
@@ -138,6 +146,12 @@ def _build_into(folder: Path, model_cfg: Any, seed: int, corpus_files: list[Path
 def _model_config(model_cfg: Any, arch: dict[str, Any], tokenizer: Any) -> Any:
     import transformers
 
+    if str(model_cfg.family) == "cognate":
+        from thinker.models.adapters.cognate import config_settings
+        from thinker.models.adapters.cognate_model import CognateConfig
+
+        # a fixed vocab_size (the spec's parameter count must not depend on the corpus); the tokenizer fits in it
+        return CognateConfig(**config_settings(model_cfg, tokenizer))
     config_class = getattr(transformers, FAMILY_CONFIGS[str(model_cfg.family)])
     settings = {
         **arch,
@@ -154,13 +168,29 @@ def _model_config(model_cfg: Any, arch: dict[str, Any], tokenizer: Any) -> Any:
 
 
 def _corpus_texts(corpus_files: list[Path]) -> Iterator[str]:
-    """The text of each JSONL record: prompt and completion, the way the model will see them."""
+    """The text of each JSONL record: prompt and completion, the way the model will see them; a record with
+    other fields (GSM8K's question/answer, HotpotQA's question, answer and context) gives all its strings."""
     for path in corpus_files:
         with open(path, encoding="utf-8") as lines:
             for line in lines:
                 if line.strip():
                     record = json.loads(line)
-                    yield f"{record.get('prompt', '')}\n{record.get('completion', '')}"
+                    if "prompt" in record or "completion" in record:
+                        yield f"{record.get('prompt', '')}\n{record.get('completion', '')}"
+                    else:
+                        yield "\n".join(_strings(record))
+
+
+def _strings(value: Any) -> Iterator[str]:
+    """Every string inside a JSON value, in document order."""
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from _strings(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _strings(item)
 
 
 def _plain_arch(model_cfg: Any) -> dict[str, Any]:
@@ -175,13 +205,17 @@ def _plain_arch(model_cfg: Any) -> dict[str, Any]:
 
 def _check_builtin_config(model_cfg: Any, corpus_files: list[Path]) -> None:
     family = str(model_cfg.family)
-    if family not in FAMILY_CONFIGS:
+    if family not in BUILDABLE:
         raise ThinkerError(
-            f"model family {family!r} cannot be built from its config (builtin supports {sorted(FAMILY_CONFIGS)})",
+            f"model family {family!r} cannot be built from its config (builtin supports {sorted(BUILDABLE)})",
             f"model={model_cfg.name} (model.family)",
             "pick model=tiny-qwen or set model.source to a hub id or a local folder",
             stage="train",
         )
+    if family == "cognate":
+        from thinker.models.adapters.cognate import config_settings
+
+        config_settings(model_cfg)  # a changed fixed specification stops here, before the tokenizer is trained
     if not corpus_files:
         raise ThinkerError(
             "no corpus to train the builtin model's tokenizer on",

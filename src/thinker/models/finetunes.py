@@ -24,12 +24,12 @@ REGISTER_MIN_STEPS = 20
 KEPT_METRICS = ("val_loss", "train_loss", "optimizer_steps")
 
 
-def default_finetune_name(base: str, taken: set[str], now: datetime | None = None) -> str:
+def default_finetune_name(base: str, taken: set[str], now: datetime | None = None, verb: str = "finetuned") -> str:
     stamp = (now or datetime.now(UTC)).strftime("%Y%m%d-%H%M%S")
-    name = f"{base}-finetuned-{stamp}"
+    name = f"{base}-{verb}-{stamp}"
     counter = 2
     while name in taken:
-        name = f"{base}-finetuned-{stamp}-{counter}"
+        name = f"{base}-{verb}-{stamp}-{counter}"
         counter += 1
     return name
 
@@ -99,24 +99,27 @@ def register_run_output(cfg: Any, weights: Any, mlflow_run_id: str | None,
     folder = run_dir if run_dir is not None else (local.resolve().parent if local else None)
     base = str(cfg.model.name)  # the registry name for a registry model, the option name for a shipped one
     wanted = cfg.output.name
+    pretrained = str(cfg.method.name) == "pretrain"
     kept = {k: int(metrics[k]) if k == "optimizer_steps" else float(metrics[k])
             for k in KEPT_METRICS if metrics and metrics.get(k) is not None}
 
     def make(entries: list[RegistryEntry]) -> RegistryEntry:
         taken = {e.model_name for e in entries}
-        name = str(wanted) if wanted is not None else default_finetune_name(base, taken)
+        name = str(wanted) if wanted is not None else default_finetune_name(
+            base, taken, verb="pretrained" if pretrained else "finetuned")
         if name in taken:  # registered by another job since the config check
             raise name_taken_error(name, registry.path)
         parent = next((e for e in entries if e.model_name == base), None)
         return RegistryEntry(
             model_name=name,
             model_id=parent.model_id if parent else str(cfg.model.source),
-            source="finetune",
+            # a from-scratch model descends from no weights: its config option is recorded instead
+            source="pretrain" if pretrained else "finetune",
             architecture=str(cfg.model.family),
             local_path=str(local.resolve()) if local else None,
             weights_uri=None if local else uri,
             license=parent.license if parent else None,
-            fine_tuned_from=base,
+            fine_tuned_from=None if pretrained else base,
             version=1,
             mlflow_run_id=mlflow_run_id,
             params=cfg.model.params,
@@ -124,7 +127,8 @@ def register_run_output(cfg: Any, weights: Any, mlflow_run_id: str | None,
             supports_4bit=bool(cfg.model.supports_4bit),
             extra={"method": str(cfg.method.name), "backend": str(cfg.backend.name),
                    "base_model": str(cfg.model.name), **({"run_dir": str(Path(folder).resolve())} if folder else {}),
-                   "named": wanted is not None, **hosted_lineage(cfg), **kept},
+                   "named": wanted is not None, **hosted_lineage(cfg), **kept,
+                   **({"pretrained_from": base} if pretrained else {})},
         )
 
     try:

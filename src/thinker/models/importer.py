@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from thinker.errors import ThinkerError
+from thinker.models.adapters import get_adapter
 from thinker.models.registry import (
     Registry,
     RegistryEntry,
@@ -308,7 +309,7 @@ def import_model(text: str, *, name: str | None = None, revision: str | None = N
             return RegistryEntry(
                 model_name=chosen, model_id=source.model_id, source=source.kind, architecture=family,
                 local_path=str(target.resolve()), license=source.license, version=version,
-                revision=source.revision, params=params, supports_4bit=family != "cognate",
+                revision=source.revision, params=params, supports_4bit=get_adapter(family).supports_4bit,
             )
 
         entry = registry.add(make)

@@ -1,6 +1,8 @@
 """Resolve `model.source` to a path or hub id, and load tokenizers and causal LMs from it.
 
-Weights load from safetensors only: pickle checkpoints (pytorch_model.bin) can run code when unpickled.
+Every causal LM loads through the adapter of its architecture (thinker.models.adapters): training,
+evaluation, merging, tinker-serve and registry models alike, so a Cognate model and a Qwen model take the
+same path. Weights load from safetensors only: pickle checkpoints (pytorch_model.bin) can run code when unpickled.
 Hub and loader failures become one-line ThinkerErrors that say what to do; the HF_TOKEN value never appears
 in them.
 """
@@ -67,6 +69,9 @@ def load_tokenizer(path_or_id: str, revision: str | None = None) -> Any:
     """The model's tokenizer, with a pad token (its EOS token when it has none, as for Llama)."""
     from transformers import AutoTokenizer
 
+    from thinker.models.adapters import adapter_for
+
+    adapter_for(path_or_id).register()  # AutoTokenizer may read config.json, whose model_type must be known
     with hub_errors(path_or_id, revision):
         tokenizer = AutoTokenizer.from_pretrained(path_or_id, revision=revision, token=hub_token())
     if tokenizer.pad_token is None:
@@ -85,43 +90,50 @@ def load_causal_lm(
     path_or_id: str,
     *,
     method: str,
-    quant: Mapping[str, Any] | None,
+    quant: Mapping[str, Any] | None = None,
     dtype: str = "fp32",
     revision: str | None = None,
     device_map: Any = None,
     attn_implementation: str = "sdpa",
+    family: str | None = None,
 ) -> Any:
-    """Load a causal LM from safetensors, in 4 bit (bitsandbytes NF4/FP4) when `method` is qlora.
+    """Load a causal LM through the adapter of its architecture (seed 002, decision 2): the one config.json
+    names, else `family` (ModelConfig.family; what a hub id cannot say before its download).
 
-    `dtype` is the dtype of the unquantised weights; `quant` holds the qlora settings (quant_type,
-    double_quant, compute_dtype). bitsandbytes >= 0.48 quantises on the CPU too, so qlora works without a GPU.
+    `method` qlora loads it in 4 bit (bitsandbytes NF4/FP4) where the family supports that; `dtype` is the
+    dtype of the unquantised weights; `quant` holds the qlora settings (quant_type, double_quant,
+    compute_dtype). Safetensors only. Returns the model itself (a transformers PreTrainedModel).
     """
-    from transformers import AutoModelForCausalLM
+    return load_model_adapter(path_or_id, method=method, quant=quant, dtype=dtype, revision=revision,
+                              device_map=device_map, attn_implementation=attn_implementation, family=family).model
 
-    require_safetensors(path_or_id)
-    kwargs: dict[str, Any] = {
-        "dtype": torch_dtype(dtype, "trainer.precision"),
-        "attn_implementation": attn_implementation,
-        "use_safetensors": True,
-        "revision": revision,
-        "token": hub_token(),
-    }
-    if str(method) == "qlora":
-        if quant is None:
-            raise ValueError(
-                "method qlora needs its quantisation settings (quant_type, double_quant, compute_dtype)"
-            )
-        kwargs["quantization_config"] = bnb_4bit_config(quant)
-        # 4-bit weights cannot be moved after loading, so they are placed on their final device now
-        device_map = device_map if device_map is not None else default_device_map()
-    if device_map is not None:
-        kwargs["device_map"] = device_map
-    with hub_errors(path_or_id, revision):
-        try:
-            return AutoModelForCausalLM.from_pretrained(path_or_id, **kwargs)
-        except ImportError as error:  # e.g. flash_attention_2 without the flash-attn package
-            raise ThinkerError(f"{path_or_id} could not be loaded: {_first_line(error)}", "trainer.optimizations",
-                               "install the missing package or remove the optimization", stage="train") from error
+
+def load_model_adapter(path_or_id: str, *, family: str | None = None, method: str = "full",
+                       quant: Mapping[str, Any] | None = None, **kwargs: Any) -> Any:
+    """The architecture adapter (thinker.models.adapters.ModelAdapter, not a LoRA adapter) wrapping the model
+    loaded from `path_or_id`."""
+    from thinker.models.adapters import adapter_for
+
+    return adapter_for(path_or_id, family).load(str(path_or_id), method=method, quant=quant, **kwargs)
+
+
+def load_registered(name: str, *, method: str = "full", quant: Mapping[str, Any] | None = None,
+                    dtype: str = "fp32", registry: Any = None) -> Any:
+    """A registry model through the adapter of its `architecture`: a Cognate entry and a Qwen entry take the
+    same path. A LoRA fine-tune's folder holds an adapter, so its merged weights (cached) are loaded."""
+    from thinker.models.adapter_weights import training_start_point
+    from thinker.models.registry import Registry
+
+    entry = (registry or Registry()).get(name)
+    if not entry.local_path:
+        raise ThinkerError(
+            f"registry model {name} has remote weights ({entry.weights_uri})",
+            f"model={name}",
+            "use it through the backend that made it (e.g. backend=tinker)",
+            stage="train",
+        )
+    path = training_start_point(entry.local_path)
+    return load_model_adapter(path, family=entry.architecture, method=method, quant=quant, dtype=dtype)
 
 
 def bnb_4bit_config(quant: Mapping[str, Any]) -> Any:
@@ -236,7 +248,7 @@ def _as_thinker_error(error: BaseException, path_or_id: str, revision: str | Non
             "check the network and HF_TOKEN, or import the model first and give its local folder",
             stage="train",
         )
-    message = _first_line(error)
+    message = first_line(error)
     if "safetensors" in message:
         return ThinkerError(
             f"{path_or_id} has no safetensors weights; thinker loads safetensors only",
@@ -263,7 +275,7 @@ def _exception_chain(error: BaseException) -> list[BaseException]:
     return chain
 
 
-def _first_line(error: BaseException) -> str:
+def first_line(error: BaseException) -> str:
     """The error's first line, with the token value scrubbed in case a library echoed it."""
     line = (str(error).strip().splitlines() or [type(error).__name__])[0]
     token = hub_token()

@@ -36,7 +36,7 @@ AUTO_NAME = re.compile(r"-finetuned-\d{8}-\d{6}(-\d+)?$")  # finetunes.default_f
 class RegistryEntry:
     model_name: str  # unique; what `model=<name>` selects
     model_id: str  # the hub id, the imported folder, or the base's name for a fine-tune
-    source: str  # huggingface | local | finetune | custom
+    source: str  # huggingface | local | finetune | pretrain (from scratch, method=pretrain) | custom
     architecture: str  # adapter family: qwen2, qwen3, llama, cognate
     local_path: str | None = None  # the weights folder; None for weights that live on a remote service
     license: str | None = None

@@ -1,12 +1,15 @@
 """Architecture adapters: one small interface (forward / config / save / load) per model family (seed 002, decision 2).
 
-The table maps a family name (ModelConfig.family, a registry entry's architecture) to its adapter class.
-Adapters import torch and transformers inside their methods, so importing this package stays light.
+The table maps a family name (ModelConfig.family, a registry entry's architecture, a config.json model_type)
+to its adapter class. Every model load goes through one (thinker.models.loading.load_causal_lm). Adapters
+import torch and transformers inside their methods, so importing this package stays light.
 """
 
 from __future__ import annotations
 
 import importlib
+import json
+from pathlib import Path
 
 from thinker.errors import ThinkerError
 from thinker.models.adapters.base import ModelAdapter
@@ -18,6 +21,13 @@ ADAPTERS: dict[str, str] = {
     "llama": "thinker.models.adapters.hf_causal:HFCausalLMAdapter",
     "cognate": "thinker.models.adapters.cognate:CognateAdapter",
 }
+# any other causal LM transformers itself knows (a hub id, a folder of another model_type) loads the HF way
+GENERIC = "thinker.models.adapters.hf_causal:HFCausalLMAdapter"
+
+
+def _import(target: str) -> type[ModelAdapter]:
+    module_name, _, attr = target.partition(":")
+    return getattr(importlib.import_module(module_name), attr)
 
 
 def get_adapter(family: str) -> type[ModelAdapter]:
@@ -28,8 +38,38 @@ def get_adapter(family: str) -> type[ModelAdapter]:
             "model.family",
             "pick a supported model, or add an adapter in thinker.models.adapters",
         )
-    module_name, _, attr = target.partition(":")
-    return getattr(importlib.import_module(module_name), attr)
+    return _import(target)
 
 
-__all__ = ["ADAPTERS", "ModelAdapter", "get_adapter"]
+def model_type_of(path_or_id: str | Path) -> str | None:
+    """config.json's model_type for a local model folder; None for a hub id or a folder without one."""
+    config = Path(path_or_id) / "config.json"
+    if not config.is_file():
+        return None
+    try:
+        return json.loads(config.read_text()).get("model_type")
+    except (OSError, ValueError):
+        return None  # the loader reports an unreadable config with the model's path
+
+
+def adapter_for(path_or_id: str | Path, family: str | None = None) -> type[ModelAdapter]:
+    """The adapter that loads `path_or_id`: the family its config.json names (the weights say what they are,
+    seed 002 resolved question 3), else `family` (a hub id: the model option's family), else the generic one.
+    A folder whose weights belong to another adapter than `family` names is refused."""
+    model_type = model_type_of(path_or_id)
+    if model_type is not None:
+        found = _import(ADAPTERS.get(model_type, GENERIC))
+        if family is not None and str(family) in ADAPTERS and get_adapter(str(family)) is not found:
+            raise ThinkerError(
+                f"{path_or_id} holds a {model_type} model, not the {family} architecture the config names",
+                f"model.family={family}",
+                "fix the model option's family (or the registry entry's architecture) or point it at other weights",
+                stage="train",
+            )
+        return found
+    if family is not None and str(family) in ADAPTERS:
+        return get_adapter(str(family))
+    return _import(GENERIC)
+
+
+__all__ = ["ADAPTERS", "ModelAdapter", "adapter_for", "get_adapter", "model_type_of"]

@@ -1,78 +1,523 @@
-"""The cognate transformer itself: pre-norm GPT blocks with causal self-attention (torch's SDPA)."""
+"""The Cognate model (seed 003) as a transformers model: CognateConfig and CognateForCausalLM.
+
+    tokens -> embedding -> n_layers decoder blocks -> long-term memory (read) -> ACT loop over the shared
+    transition (act_layers blocks, up to max_ponder_steps times per token) -> LayerNorm -> tied LM head
+
+Decoder blocks are pre-norm GPT blocks: causal multi-head self-attention (torch SDPA) with rotary positions,
+and a GELU MLP. Attention never crosses examples: a position id of 0 starts a new example, as in the
+packed rows of thinker.data.packing, and padding (attention_mask 0) is never attended to.
+
+Adaptive computation time (Graves 2016, as the Universal Transformer applies it per token): each step runs
+the transition on every token, then a halting unit gives each token a probability p. A token halts at the
+first step N where its cumulative p reaches act_threshold (1 - epsilon), or at max_ponder_steps; its output
+is the mix of its states with weights p_1..p_{N-1} and the remainder R = 1 - (p_1 + ... + p_{N-1}), which
+sum to 1. The ponder cost N + R, averaged over real tokens, is added to the loss with weight ponder_weight:
+its gradient raises the early halting probabilities, so it pushes towards fewer steps.
+
+Long-term memory: `memory_slots` learned vectors, the state every example starts from. Each example is cut
+into chunks of `memory_chunk` tokens. A token reads the memory by attention (queries from the token, keys and
+values from the slots) as it stands after the writes of its example's earlier chunks; after each chunk, the
+chunk's mean state writes into the slots under a learned gate g = sigmoid(w . x + b), spread over slots by
+content addressing a: M <- (1 - g a) * M + g a * content(x). So nothing a token reads comes from its own
+chunk or later (no future leakage), and g = 0 leaves the memory as it was.
+"""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.nn.functional as F
+import torch.nn.functional as F  # noqa: N812
 from torch import nn
+from transformers import AutoConfig, AutoModelForCausalLM, GenerationMixin, PreTrainedConfig, PreTrainedModel
+from transformers import initialization as init
+from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.utils import ModelOutput
 
-from thinker.models.adapters.cognate import CognateConfig
+from thinker.models.adapters.cognate import (
+    FORMAT_VERSION,
+    PARAM_TOLERANCE,
+    SPEC_25M,
+    check_budget,
+    parameter_count,
+)
+
+IGNORE_INDEX = -100
+
+
+class CognateConfig(PreTrainedConfig):
+    """The architecture (config.json, model_type "cognate"). The defaults are the 25M specification, whose
+    parameter count is checked against `param_budget` here, at construction; `param_budget=None` skips the
+    check (small test models)."""
+
+    model_type = "cognate"
+    attribute_map = {"hidden_size": "d_model", "num_attention_heads": "n_heads", "intermediate_size": "d_ff",
+                     "max_position_embeddings": "max_seq_len"}
+
+    vocab_size: int = SPEC_25M["vocab_size"]
+    d_model: int = SPEC_25M["d_model"]
+    n_heads: int = SPEC_25M["n_heads"]
+    d_ff: int = SPEC_25M["d_ff"]
+    n_layers: int = SPEC_25M["n_layers"]
+    act_layers: int = SPEC_25M["act_layers"]
+    max_ponder_steps: int = SPEC_25M["max_ponder_steps"]
+    act_threshold: float = SPEC_25M["act_threshold"]
+    ponder_weight: float = SPEC_25M["ponder_weight"]
+    memory_slots: int = SPEC_25M["memory_slots"]
+    memory_chunk: int = SPEC_25M["memory_chunk"]
+    max_seq_len: int = SPEC_25M["max_seq_len"]
+    rope_theta: float = SPEC_25M["rope_theta"]
+    tie_word_embeddings: bool = SPEC_25M["tie_word_embeddings"]
+    dropout: float = 0.0
+    norm_eps: float = 1e-5
+    initializer_range: float = 0.02
+    halt_bias_init: float = 1.0  # p = sigmoid(1) = 0.73 at the start: most tokens take two steps
+    param_budget: int | None = 25_000_000
+    param_tolerance: float = PARAM_TOLERANCE
+    cognate_format: int = FORMAT_VERSION
+    use_cache: bool = False  # no KV cache: every step of generate() runs the whole sequence
+    pad_token_id: int | None = None
+    bos_token_id: int | None = None
+    eos_token_id: int | list[int] | None = None
+
+    def __post_init__(self, **kwargs: Any) -> None:
+        super().__post_init__(**kwargs)
+        if self.d_model % self.n_heads or (self.d_model // self.n_heads) % 2:
+            raise ValueError(f"d_model ({self.d_model}) must split into n_heads ({self.n_heads}) heads of even "
+                             "width (rotary positions rotate pairs)")
+        for key in ("vocab_size", "d_ff", "act_layers", "max_ponder_steps", "memory_slots", "memory_chunk",
+                    "max_seq_len"):
+            if int(getattr(self, key)) < 1:
+                raise ValueError(f"{key} must be at least 1 (got {getattr(self, key)})")
+        if self.n_layers < 0:
+            raise ValueError(f"n_layers must not be negative (got {self.n_layers})")
+        if not 0.0 < self.act_threshold < 1.0:
+            raise ValueError(f"act_threshold is 1 - epsilon, in (0, 1) (got {self.act_threshold})")
+        if self.ponder_weight < 0:
+            raise ValueError(f"ponder_weight must not be negative (got {self.ponder_weight})")
+        check_budget(self.parameter_count(), self.param_budget, self.param_tolerance)
+
+    def arch(self) -> dict[str, Any]:
+        return {key: getattr(self, key) for key in SPEC_25M}
+
+    def parameter_count(self) -> int:
+        return parameter_count(self.arch())
 
 
 @dataclass
-class CognateOutput:
-    logits: torch.Tensor
+class CognateCausalLMOutput(ModelOutput):
+    """loss: lm_loss + ponder_weight * ponder_cost (with labels). The rest, for logging and tests:
+    lm_loss: the next-token cross-entropy; ponder_cost: mean N + R over real tokens (differentiable);
+    ponder_steps: mean N over real tokens; token_ponder_steps: N per token (batch, length);
+    halting_weights: each token's weight per step (batch, length, max_ponder_steps), summing to 1;
+    memory_write_gate: mean write gate over the chunks that wrote; memory_read_entropy: the entropy of the
+    read attention over slots, divided by log(memory_slots) (1: reads every slot alike), mean over real tokens;
+    memory_read_norm: the mean L2 norm of what the memory read adds to a real token's state."""
+
     loss: torch.Tensor | None = None
+    logits: torch.Tensor | None = None
+    lm_loss: torch.Tensor | None = None
+    ponder_cost: torch.Tensor | None = None
+    ponder_steps: torch.Tensor | None = None
+    token_ponder_steps: torch.Tensor | None = None
+    halting_weights: torch.Tensor | None = None
+    memory_write_gate: torch.Tensor | None = None
+    memory_read_entropy: torch.Tensor | None = None
+    memory_read_norm: torch.Tensor | None = None
+    hidden_states: tuple[torch.Tensor, ...] | None = None
 
 
-class CausalSelfAttention(nn.Module):
+# ---------------------------------------------------------------- token layout (examples, padding, chunks)
+
+
+@dataclass
+class Layout:
+    """Where each token stands: real or padding, its position, its example (segment) and its memory chunk."""
+
+    valid: torch.Tensor  # (B, L) bool: not padding
+    positions: torch.Tensor  # (B, L) rotary positions
+    segment: torch.Tensor  # (B, L) example index within the row
+    chunk: torch.Tensor  # (B, L) memory chunk within the example (meaningful for real tokens)
+    offset: torch.Tensor  # (B, L) place within the chunk
+    # (B, 1, L, L) bool, True where a query may attend to a key; None: plain causal attention (one example per
+    # row, no left padding, as in pretraining), which lets SDPA pick its fastest kernels
+    attention_mask: torch.Tensor | None
+
+
+def token_layout(input_shape: torch.Size, device: torch.device, chunk_size: int,
+                 attention_mask: torch.Tensor | None, position_ids: torch.Tensor | None) -> Layout:
+    batch, length = input_shape
+    valid = attention_mask.bool() if attention_mask is not None else torch.ones(batch, length, dtype=torch.bool,
+                                                                                  device=device)
+    counted = valid.long().cumsum(-1)
+    if position_ids is None:
+        # left padding (generate) shifts every row's positions so its first real token is at 0
+        positions = (counted - 1).clamp(min=0)
+        starts = torch.zeros(batch, length, dtype=torch.bool, device=device)
+    else:
+        positions = position_ids.to(device).long()
+        starts = positions == 0  # packed rows: each example's positions restart at 0
+    starts[:, 0] = True
+    segment = starts.long().cumsum(-1) - 1
+    # a real token's index among its example's real tokens: real tokens before it, minus those before the example
+    before = counted - valid.long()
+    base = torch.cummax(torch.where(starts, before, torch.zeros_like(before)), dim=-1).values
+    index = before - base
+    # padding after a row's tokens needs no mask: causal attention never looks ahead (pad queries are ignored)
+    left_padded = attention_mask is not None and bool((~valid[:, :-1] & valid[:, 1:]).any())
+    if position_ids is None and not left_padded:
+        return Layout(valid=valid, positions=positions, segment=segment, chunk=index // chunk_size,
+                      offset=index % chunk_size, attention_mask=None)
+    idx = torch.arange(length, device=device)
+    causal = idx[None, :, None] >= idx[None, None, :]
+    same_example = segment[:, :, None] == segment[:, None, :]
+    mask = causal & same_example & valid[:, None, :]
+    mask = mask | torch.eye(length, dtype=torch.bool, device=device)[None]  # a padding query attends to itself
+    return Layout(valid=valid, positions=positions, segment=segment, chunk=index // chunk_size,
+                  offset=index % chunk_size, attention_mask=mask[:, None])
+
+
+# ---------------------------------------------------------------- blocks
+
+
+class RotaryEmbedding(nn.Module):
+    """cos/sin of the rotary angles. The frequencies are computed per call, not kept in a buffer: a buffer
+    outside the checkpoint is created on the meta device by from_pretrained and would come back wrong."""
+
+    def __init__(self, head_dim: int, theta: float):
+        super().__init__()
+        self.head_dim = head_dim
+        self.theta = theta
+
+    def forward(self, positions: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        exponents = torch.arange(0, self.head_dim, 2, device=positions.device, dtype=torch.float32) / self.head_dim
+        freqs = positions[..., None].float() / self.theta ** exponents
+        angles = torch.cat((freqs, freqs), dim=-1)[:, None]  # (B, 1, L, head_dim): broadcast over heads
+        return angles.cos().to(dtype), angles.sin().to(dtype)
+
+
+def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    first, second = x.chunk(2, dim=-1)
+    return x * cos + torch.cat((-second, first), dim=-1) * sin
+
+
+class CognateAttention(nn.Module):
     def __init__(self, config: CognateConfig):
         super().__init__()
         self.n_heads = config.n_heads
-        self.qkv = nn.Linear(config.d_model, 3 * config.d_model)
-        self.proj = nn.Linear(config.d_model, config.d_model)
         self.dropout = config.dropout
+        # q_proj/v_proj: the names method.target_modules=q_proj,v_proj picks, as on Qwen and Llama
+        self.q_proj = nn.Linear(config.d_model, config.d_model)
+        self.k_proj = nn.Linear(config.d_model, config.d_model)
+        self.v_proj = nn.Linear(config.d_model, config.d_model)
+        self.o_proj = nn.Linear(config.d_model, config.d_model)
 
-    def forward(self, x: torch.Tensor, padding_mask: torch.Tensor | None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor],
+                mask: torch.Tensor | None) -> torch.Tensor:
         batch, length, width = x.shape
-        q, k, v = self.qkv(x).split(width, dim=2)
-        q, k, v = (t.view(batch, length, self.n_heads, -1).transpose(1, 2) for t in (q, k, v))
-        mask = torch.ones(length, length, dtype=torch.bool, device=x.device).tril()
-        if padding_mask is not None:  # keys that are padding are never attended to
-            mask = mask & padding_mask[:, None, None, :].bool()
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask,
+
+        def heads(t: torch.Tensor) -> torch.Tensor:
+            return t.view(batch, length, self.n_heads, -1).transpose(1, 2)
+
+        q, k, v = heads(self.q_proj(x)), heads(self.k_proj(x)), heads(self.v_proj(x))
+        q, k = rotate(q, *rope), rotate(k, *rope)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None,
                                              dropout_p=self.dropout if self.training else 0.0)
-        return self.proj(out.transpose(1, 2).reshape(batch, length, width))
+        return self.o_proj(out.transpose(1, 2).reshape(batch, length, width))
 
 
-class Block(nn.Module):
+class CognateMLP(nn.Module):
     def __init__(self, config: CognateConfig):
         super().__init__()
-        self.norm1 = nn.LayerNorm(config.d_model)
-        self.attn = CausalSelfAttention(config)
-        self.norm2 = nn.LayerNorm(config.d_model)
-        self.mlp = nn.Sequential(nn.Linear(config.d_model, config.ff_size), nn.GELU(),
-                                 nn.Linear(config.ff_size, config.d_model), nn.Dropout(config.dropout))
+        self.up_proj = nn.Linear(config.d_model, config.d_ff)
+        self.down_proj = nn.Linear(config.d_ff, config.d_model)
 
-    def forward(self, x: torch.Tensor, padding_mask: torch.Tensor | None) -> torch.Tensor:
-        x = x + self.attn(self.norm1(x), padding_mask)
-        return x + self.mlp(self.norm2(x))
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down_proj(F.gelu(self.up_proj(x), approximate="tanh"))
 
 
-class CognateModel(nn.Module):
+class CognateBlock(GradientCheckpointingLayer):
     def __init__(self, config: CognateConfig):
         super().__init__()
-        self.config = config
-        self.embed = nn.Embedding(config.vocab_size, config.d_model)
-        self.positions = nn.Embedding(config.max_seq_len, config.d_model)
-        self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layers))
-        self.norm = nn.LayerNorm(config.d_model)
-        self.head = nn.Linear(config.d_model, config.vocab_size, bias=False)
+        self.input_norm = nn.LayerNorm(config.d_model, eps=config.norm_eps)
+        self.attn = CognateAttention(config)
+        self.mlp_norm = nn.LayerNorm(config.d_model, eps=config.norm_eps)
+        self.mlp = CognateMLP(config)
+        self.dropout = nn.Dropout(config.dropout)
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: Any = None, labels: Any = None) -> CognateOutput:
-        length = input_ids.shape[1]
-        if length > self.config.max_seq_len:
-            raise ValueError(f"sequence of {length} tokens is longer than max_seq_len={self.config.max_seq_len}")
-        positions = torch.arange(length, device=input_ids.device)
-        x = self.embed(input_ids) + self.positions(positions)
-        for block in self.blocks:
-            x = block(x, attention_mask)
-        logits = self.head(self.norm(x))
-        loss = None
+    def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor],
+                mask: torch.Tensor | None) -> torch.Tensor:
+        x = x + self.dropout(self.attn(self.input_norm(x), rope, mask))
+        return x + self.dropout(self.mlp(self.mlp_norm(x)))
+
+
+# ---------------------------------------------------------------- long-term memory
+
+
+@dataclass
+class MemoryStats:
+    write_gate: torch.Tensor  # (groups,) the gate of every chunk's write
+    read_entropy: torch.Tensor  # scalar: mean normalised entropy of the read attention over real tokens
+    read_norm: torch.Tensor  # scalar: mean L2 norm of what a real token adds from the memory
+    versions: torch.Tensor  # (groups, slots, d): the memory each chunk's tokens read
+
+
+class LongTermMemory(nn.Module):
+    def __init__(self, config: CognateConfig):
+        super().__init__()
+        d = config.d_model
+        self.n_heads = config.n_heads
+        self.slots = config.memory_slots
+        self.chunk = config.memory_chunk
+        self.memory = nn.Parameter(torch.empty(config.memory_slots, d))  # the state every example starts from
+        self.read_norm = nn.LayerNorm(d, eps=config.norm_eps)
+        self.read_query = nn.Linear(d, d)
+        self.read_key = nn.Linear(d, d)
+        self.read_value = nn.Linear(d, d)
+        self.read_out = nn.Linear(d, d)
+        self.write_norm = nn.LayerNorm(d, eps=config.norm_eps)
+        self.write_content = nn.Linear(d, d)
+        self.write_address = nn.Linear(d, d)
+        self.write_gate = nn.Linear(d, 1)
+
+    def write(self, memory: torch.Tensor, summary: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """memory (n, slots, d) after a chunk whose mean state is `summary` (n, d): (new memory, gate (n,))."""
+        summary = self.write_norm(summary)
+        scores = torch.einsum("nsd,nd->ns", memory, self.write_address(summary)) / math.sqrt(memory.shape[-1])
+        gate = torch.sigmoid(self.write_gate(summary)).squeeze(-1)
+        strength = (gate[:, None] * scores.softmax(dim=-1))[..., None]  # in (0, 1): how much each slot is replaced
+        return (1 - strength) * memory + strength * self.write_content(summary)[:, None, :], gate
+
+    def read(self, x: torch.Tensor, memory: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Tokens x (n, c, d) attend over memory (n, slots, d): (read (n, c, d), attention (n, heads, c, slots))."""
+        n, c, d = x.shape
+
+        def heads(t: torch.Tensor) -> torch.Tensor:
+            return t.view(n, t.shape[1], self.n_heads, -1).transpose(1, 2)
+
+        q = heads(self.read_query(self.read_norm(x)))
+        k, v = heads(self.read_key(memory)), heads(self.read_value(memory))
+        attention = (q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])).softmax(dim=-1)
+        out = (attention @ v).transpose(1, 2).reshape(n, c, d)
+        return self.read_out(out), attention
+
+    def forward(self, x: torch.Tensor, layout: Layout) -> tuple[torch.Tensor, MemoryStats]:
+        batch, length, d = x.shape
+        valid = layout.valid.reshape(-1)
+        # one group per (row, example, chunk) that has real tokens; sorted, so an example's chunks are in order
+        n_chunks = int(layout.chunk.max()) + 1
+        n_examples = int(layout.segment.max()) + 1
+        rows = torch.arange(batch, device=x.device)[:, None].expand(batch, length)
+        lane_key = (rows * n_examples + layout.segment).reshape(-1)[valid]
+        group_key = lane_key * n_chunks + layout.chunk.reshape(-1)[valid]
+        groups, group_of = torch.unique(group_key, return_inverse=True)
+        lanes, lane_of_group = torch.unique(groups // n_chunks, return_inverse=True)
+        chunk_of_group = groups % n_chunks
+        n_groups = groups.shape[0]
+        if n_groups == 0:  # nothing but padding: nothing to write or read
+            empty = x.new_zeros(0)
+            return x, MemoryStats(empty, x.new_zeros(()), x.new_zeros(()), x.new_zeros(0, self.slots, d))
+
+        tokens = x.reshape(-1, d)[valid]
+        sums = torch.zeros(n_groups, d, dtype=x.dtype, device=x.device).index_add(0, group_of, tokens)
+        counts = torch.zeros(n_groups, dtype=x.dtype, device=x.device).index_add(
+            0, group_of, torch.ones_like(group_of, dtype=x.dtype))
+        summaries = sums / counts[:, None]
+
+        # the memory each group reads: its example's memory after the writes of the example's earlier chunks
+        state = self.memory.to(x.dtype)[None].expand(lanes.shape[0], -1, -1)
+        parts, order, gates = [], [], []
+        for k in range(n_chunks):
+            members = (chunk_of_group == k).nonzero().squeeze(-1)
+            if members.numel() == 0:
+                continue
+            lane = lane_of_group[members]
+            current = state[lane]
+            parts.append(current)
+            order.append(members)
+            written, gate = self.write(current, summaries[members])
+            gates.append(gate)
+            state = state.index_copy(0, lane, written)
+        order_all = torch.cat(order)
+        versions = torch.cat(parts)[torch.argsort(order_all)]
+        write_gate = torch.cat(gates)[torch.argsort(order_all)]
+
+        # tokens laid out per group (group, chunk offset), read, and put back in place; padding reads nothing
+        slot = group_of * self.chunk + layout.offset.reshape(-1)[valid]
+        grouped = torch.zeros(n_groups * self.chunk, d, dtype=x.dtype, device=x.device).index_copy(0, slot, tokens)
+        read, attention = self.read(grouped.view(n_groups, self.chunk, d), versions)
+        per_token = read.reshape(-1, d)[slot]
+        out = torch.zeros(batch * length, d, dtype=x.dtype, device=x.device)
+        out = out.index_copy(0, valid.nonzero().squeeze(-1), per_token)
+        entropy = -(attention * attention.clamp_min(1e-12).log()).sum(-1).mean(1)  # (groups, chunk): over heads
+        read_entropy = entropy.reshape(-1)[slot].mean() / math.log(self.slots) if self.slots > 1 else x.new_zeros(())
+        read_norm = per_token.detach().float().norm(dim=-1).mean()
+        return x + out.view(batch, length, d), MemoryStats(write_gate, read_entropy.detach(), read_norm, versions)
+
+
+# ---------------------------------------------------------------- adaptive computation time
+
+
+@dataclass
+class PonderResult:
+    output: torch.Tensor  # (B, L, d): each token's states mixed by its halting weights
+    cost: torch.Tensor  # (B, L): N + R
+    steps: torch.Tensor  # (B, L): N
+    weights: torch.Tensor  # (B, L, max_ponder_steps)
+
+
+class AdaptiveComputation(nn.Module):
+    def __init__(self, config: CognateConfig):
+        super().__init__()
+        self.max_steps = config.max_ponder_steps
+        self.threshold = config.act_threshold
+        self.blocks = nn.ModuleList(CognateBlock(config) for _ in range(config.act_layers))
+        self.step_embed = nn.Parameter(torch.empty(config.max_ponder_steps, config.d_model))  # "which step"
+        self.halt_norm = nn.LayerNorm(config.d_model, eps=config.norm_eps)
+        self.halt = nn.Linear(config.d_model, 1)
+
+    def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor], layout: Layout) -> PonderResult:
+        batch, length, _ = x.shape
+        # the bookkeeping stays in fp32 whatever the weights: a threshold of 0.99 is below bf16's resolution
+        zeros = torch.zeros(batch, length, dtype=torch.float32, device=x.device)
+        cumulative, remainder, steps, output = zeros, zeros, zeros, torch.zeros_like(x)
+        running = layout.valid.clone()  # padding halts at once: it costs nothing and weighs nothing
+        weights = []
+        for step in range(self.max_steps):
+            x = x + self.step_embed[step].to(x.dtype)
+            for block in self.blocks:
+                x = block(x, rope, layout.attention_mask)
+            p = torch.sigmoid(self.halt(self.halt_norm(x)).float()).squeeze(-1)
+            last = step == self.max_steps - 1
+            halting = running if last else running & (cumulative + p >= self.threshold)
+            continuing = running & ~halting
+            left = 1 - cumulative  # R: what the earlier steps did not claim
+            weight = torch.where(continuing, p, torch.where(halting, left, zeros))
+            if step == 0:  # padding: weight 1 on the first state, so its output stays finite
+                weight = torch.where(layout.valid, weight, torch.ones_like(weight))
+            output = output + weight.to(x.dtype)[..., None] * x
+            remainder = remainder + torch.where(halting, left, zeros)
+            cumulative = cumulative + torch.where(continuing, p, zeros)
+            steps = steps + running.float()
+            weights.append(weight)
+            running = continuing
+            if not bool(running.any()):  # every token halted: the remaining steps would weigh nothing
+                break
+        stacked = torch.stack(weights, dim=-1)
+        stacked = F.pad(stacked, (0, self.max_steps - stacked.shape[-1]))
+        return PonderResult(output=output, cost=steps + remainder, steps=steps, weights=stacked)
+
+
+# ---------------------------------------------------------------- the model
+
+
+class CognatePreTrainedModel(PreTrainedModel):
+    config: CognateConfig
+    config_class = CognateConfig
+    base_model_prefix = "model"
+    supports_gradient_checkpointing = True
+    _no_split_modules = ["CognateBlock"]
+    _supports_sdpa = True
+
+    def _init_weights(self, module: nn.Module) -> None:
+        super()._init_weights(module)
+        std = self.config.initializer_range
+        if isinstance(module, LongTermMemory):
+            init.normal_(module.memory, mean=0.0, std=std)
+        elif isinstance(module, AdaptiveComputation):
+            init.normal_(module.step_embed, mean=0.0, std=std)
+            init.constant_(module.halt.bias, self.config.halt_bias_init)
+
+
+class CognateModel(CognatePreTrainedModel):
+    def __init__(self, config: CognateConfig):
+        super().__init__(config)
+        self.embed_tokens = nn.Embedding(config.vocab_size, config.d_model)
+        self.rotary = RotaryEmbedding(config.d_model // config.n_heads, config.rope_theta)
+        self.layers = nn.ModuleList(CognateBlock(config) for _ in range(config.n_layers))
+        self.memory = LongTermMemory(config)
+        self.act = AdaptiveComputation(config)
+        self.norm = nn.LayerNorm(config.d_model, eps=config.norm_eps)
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Module:
+        return self.embed_tokens
+
+    def set_input_embeddings(self, value: nn.Module) -> None:
+        self.embed_tokens = value
+
+    def forward(self, input_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
+                position_ids: torch.Tensor | None = None, inputs_embeds: torch.Tensor | None = None,
+                **kwargs: Any) -> tuple[torch.Tensor, PonderResult, MemoryStats, Layout]:
+        x = self.embed_tokens(input_ids) if inputs_embeds is None else inputs_embeds
+        layout = token_layout(x.shape[:2], x.device, self.config.memory_chunk, attention_mask, position_ids)
+        rope = self.rotary(layout.positions, x.dtype)
+        for layer in self.layers:
+            x = layer(x, rope, layout.attention_mask)
+        x, memory = self.memory(x, layout)
+        ponder = self.act(x, rope, layout)
+        return self.norm(ponder.output), ponder, memory, layout
+
+
+class CognateForCausalLM(CognatePreTrainedModel, GenerationMixin):
+    _tied_weights_keys = {"lm_head.weight": "model.embed_tokens.weight"}
+
+    def __init__(self, config: CognateConfig):
+        super().__init__(config)
+        self.model = CognateModel(config)
+        self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)
+        self.post_init()
+        self.generation_config.use_cache = False  # no KV cache: generate() passes the whole sequence each step
+        built = sum(p.numel() for name, p in self.named_parameters() if name != "lm_head.weight")
+        built += 0 if config.tie_word_embeddings else self.lm_head.weight.numel()
+        if built != config.parameter_count():  # the formula the budget check relies on must describe this code
+            raise RuntimeError(f"cognate built {built:,} parameters where its config counts "
+                               f"{config.parameter_count():,}")
+
+    def get_input_embeddings(self) -> nn.Module:
+        return self.model.embed_tokens
+
+    def set_input_embeddings(self, value: nn.Module) -> None:
+        self.model.embed_tokens = value
+
+    def get_output_embeddings(self) -> nn.Module:
+        return self.lm_head
+
+    def set_output_embeddings(self, value: nn.Module) -> None:
+        self.lm_head = value
+
+    def forward(self, input_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
+                position_ids: torch.Tensor | None = None, labels: torch.Tensor | None = None,
+                inputs_embeds: torch.Tensor | None = None, use_cache: bool | None = None,
+                num_items_in_batch: Any = None, **kwargs: Any) -> CognateCausalLMOutput:
+        hidden, ponder, memory, layout = self.model(input_ids=input_ids, attention_mask=attention_mask,
+                                                    position_ids=position_ids, inputs_embeds=inputs_embeds)
+        logits = self.lm_head(hidden)
+        real = layout.valid.to(ponder.cost.dtype)
+        n_real = real.sum().clamp_min(1)
+        ponder_cost = (ponder.cost * real).sum() / n_real
+        lm_loss = loss = None
         if labels is not None:  # next-token loss, Hugging Face style: labels are the inputs, -100 ignored
-            loss = F.cross_entropy(logits[:, :-1].reshape(-1, logits.size(-1)), labels[:, 1:].reshape(-1),
-                                   ignore_index=-100)
-        return CognateOutput(logits=logits, loss=loss)
+            targets = F.pad(labels[:, 1:], (0, 1), value=IGNORE_INDEX).to(logits.device)
+            losses = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1),
+                                     ignore_index=IGNORE_INDEX, reduction="sum")
+            count = num_items_in_batch if num_items_in_batch is not None else (targets != IGNORE_INDEX).sum()
+            lm_loss = losses / torch.as_tensor(count, device=losses.device).clamp_min(1)
+            loss = lm_loss + self.config.ponder_weight * ponder_cost
+        return CognateCausalLMOutput(
+            loss=loss, logits=logits, lm_loss=lm_loss, ponder_cost=ponder_cost,
+            ponder_steps=((ponder.steps * real).sum() / n_real).detach(), token_ponder_steps=ponder.steps.detach(),
+            halting_weights=ponder.weights, memory_write_gate=memory.write_gate.mean().detach(),
+            memory_read_entropy=memory.read_entropy, memory_read_norm=memory.read_norm,
+        )
+
+
+def register() -> None:
+    """Make model_type "cognate" known to AutoConfig and AutoModelForCausalLM (idempotent)."""
+    AutoConfig.register("cognate", CognateConfig, exist_ok=True)
+    AutoModelForCausalLM.register(CognateConfig, CognateForCausalLM, exist_ok=True)
+
+
+register()

@@ -30,6 +30,8 @@ def names(cfg, env=KEYS):
         (rules.provider_matches_backend, ["provider=openai"], []),
         (rules.max_steps_valid, ["trainer.max_steps=0"], ["trainer.max_steps=5"]),
         (rules.model_spec_fixed, ["model=cognate-25m", "model.arch.n_layers=6"], ["model=cognate-25m"]),
+        (rules.pretrain_needs_reasoning_data, ["experiment=cognate_pretrain", "data=sample"],
+         ["experiment=cognate_pretrain", "data=hotpotqa"]),
         (rules.validation_split_valid, ["data.validation_split=1.0"], ["data.validation_split=0.0"]),
         (rules.validation_split_valid, ["data.max_examples=0"], ["data.max_examples=10"]),
         (rules.precision_can_train, ["trainer.precision=int4"], ["trainer.precision=bf16"]),

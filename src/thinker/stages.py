@@ -279,7 +279,7 @@ def stage_train(ctx: StageContext) -> None:
 
 
 # logged by the backend at every step (or evaluation) while training, never again afterwards
-STEP_METRICS = ("train_loss", "val_loss")
+STEP_METRICS = ("train_loss", "val_loss", "reasoning_accuracy")
 
 
 def last_step(record: RunRecord) -> int:

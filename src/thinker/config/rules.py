@@ -48,6 +48,20 @@ def pretrain_needs_buildable_model(cfg: DictConfig, env: Mapping[str, str]) -> I
         )
 
 
+def pretrain_needs_reasoning_data(cfg: DictConfig, env: Mapping[str, str]) -> Iterator[Violation]:
+    # seed 003: pretraining has its own data processors (GSM8K, HotpotQA), not fine-tuning's formats
+    if _s(cfg.method.name) != TrainingMethod.pretrain:
+        return
+    from thinker.pretraining.reasoning_data import FORMATS
+
+    if _s(cfg.data.format) not in FORMATS:
+        yield Violation(
+            f"method=pretrain trains on reasoning data, not data.format={_s(cfg.data.format)} (data={cfg.data.name})",
+            "method, data",
+            "use data=gsm8k or data=hotpotqa (or a file in one of those formats), or a fine-tuning method",
+        )
+
+
 def model_spec_fixed(cfg: DictConfig, env: Mapping[str, str]) -> Iterator[Violation]:
     # ADR-004: cognate-25m's architecture is one fixed specification (its 25M parameters are checked when built)
     if _s(cfg.model.family) == "cognate":
@@ -263,6 +277,7 @@ RULES: list[Rule] = [
     validation_split_valid,
     grokfast_only_for_pretraining,
     pretrain_needs_buildable_model,
+    pretrain_needs_reasoning_data,
     model_spec_fixed,
     qlora_needs_4bit,
     provider_matches_backend,

@@ -16,7 +16,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from thinker.backends import Backend, Generate, TrainingReport, WeightsRef
-from thinker.errors import ExitCode, NotAvailableYet, ThinkerError
+from thinker.errors import ExitCode, ThinkerError
 from thinker.paths import resolve_input
 from thinker.tracking.atomic import atomic_directory
 from thinker.tracking.run_record import RECORD_NAME
@@ -220,9 +220,10 @@ def train(cfg: DictConfig, run_dir: Path, session: Any = None, callbacks: tuple 
 
     method = str(cfg.method.name)
     if method == "pretrain":
-        # ADR-001: pretraining gets its own loop (Cognate + GrokFast), never this fine-tuning one
-        raise NotAvailableYet("method=pretrain", "from-scratch pretraining (Cognate with GrokFast)",
-                              "use method=full, lora or qlora for now")
+        # ADR-001: pretraining has its own loop (Cognate + GrokFast), never this fine-tuning one
+        from thinker.pretraining.run import pretrain
+
+        return pretrain(cfg, run_dir, session)
     _quiet_lightning()
     device = device_type(cfg)
     world = planned_world_size(cfg, device)

@@ -1,0 +1,172 @@
+"""method=pretrain: a model built from its config alone (Cognate), trained from scratch on reasoning data.
+
+    build the model and its tokenizer (thinker.models.builtin, seeded) -> the data's own processor (GSM8K or
+    HotpotQA, thinker.pretraining.reasoning_data) -> token blocks -> PretrainModule (GrokFast or AdamW) ->
+    weights/ (save_pretrained: the registry and a later `model=<name> method=lora` load it like any model)
+
+Exact total and trainable parameter counts go into the MLflow params and the run record. The local backend
+sends method=pretrain here; nothing of fine-tuning's loop runs.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig
+
+from thinker.backends import TrainingReport, WeightsRef
+from thinker.errors import ExitCode, ThinkerError
+from thinker.paths import resolve_input
+
+log = logging.getLogger("thinker")
+
+WEIGHTS = "weights"
+CHECKPOINTS = "checkpoints"
+
+
+def reasoning_examples(cfg: DictConfig, run_dir: Path) -> tuple[Any, list[Any], list[Any]]:
+    """(format, train examples, held-out examples): the data's own processor, the seeded split of every backend."""
+    from thinker.data.examples import split_examples
+    from thinker.data.source import effective_data_path
+    from thinker.pretraining.reasoning_data import read_examples, reasoning_format
+
+    fmt = reasoning_format(str(cfg.data.format))
+    limit = int(cfg.data.max_examples) if cfg.data.max_examples else None
+    examples = read_examples(effective_data_path(cfg, run_dir), fmt.name, limit)
+    train, held_out = split_examples(examples, float(cfg.data.validation_split), int(cfg.seed))
+    return fmt, train, held_out
+
+
+def answer_accuracy_fn(fmt: Any, held_out: list[Any], tokenizer: Any, cfg: DictConfig) -> Any:
+    """Greedy generation on the held-out prompts, scored by the format's own answer check."""
+    import torch
+
+    limit = cfg.evaluation.max_samples
+    samples = held_out[: int(limit)] if limit else held_out
+    max_new = int(cfg.evaluation.decoding.max_new_tokens)
+    if not samples:
+        return None
+
+    def accuracy(model: Any) -> dict[str, float]:
+        was_training = model.training
+        model.eval()
+        correct = 0
+        with torch.no_grad():
+            for sample in samples:
+                ids = tokenizer(sample.prompt, return_tensors="pt", add_special_tokens=False).to(model.device)
+                room = model.config.max_position_embeddings - ids["input_ids"].shape[1]
+                out = model.generate(**ids, max_new_tokens=max(1, min(max_new, room)), do_sample=False,
+                                     pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id)
+                text = tokenizer.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True)
+                correct += bool(fmt.answer_correct(text, sample.answer))
+        model.train(was_training)
+        return {"reasoning_accuracy": correct / len(samples)}
+
+    return accuracy
+
+
+def pretrain(cfg: DictConfig, run_dir: Path, session: Any = None) -> TrainingReport:
+    import lightning.pytorch as pl
+    import torch
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    from thinker.backends.local.backend import (
+        _quiet_lightning,
+        checkpoint_interval,
+        resume_checkpoint,
+        save_weights_atomically,
+    )
+    from thinker.backends.local.checkpointing import AtomicCheckpointIO, GracefulStop
+    from thinker.backends.local.progress import StepProgressBar
+    from thinker.models.loading import count_parameters, load_causal_lm, load_tokenizer, resolve_model_path
+    from thinker.pretraining.blocks import collate, to_blocks
+    from thinker.pretraining.module import PretrainModule
+    from thinker.tracking.mlflow_logger import BatchedMlflowLogger
+    from thinker.tracking.mlflow_run import log_params
+
+    _quiet_lightning()
+    seed = int(cfg.seed)
+    path = resolve_model_path(cfg.model, seed, [resolve_input(p) for p in cfg.model.tokenizer_corpus])
+    pl.seed_everything(seed, workers=True, verbose=False)
+    tokenizer = load_tokenizer(path)
+    model = load_causal_lm(path, method="full", dtype="fp32")
+    trainable, total = count_parameters(model)
+    log.info("pretraining %s from scratch: %s parameters (%s trainable)", cfg.model.name, f"{total:,}",
+             f"{trainable:,}")
+    if session is not None:
+        log_params(session.client, session.run_id, {"total_params": str(total), "trainable_params": str(trainable)})
+
+    fmt, train_ex, held_out = reasoning_examples(cfg, run_dir)
+    length = min(int(cfg.trainer.max_seq_length), int(model.config.max_position_embeddings))
+    train_blocks = to_blocks(tokenizer, [e.text for e in train_ex], length)
+    val_blocks = to_blocks(tokenizer, [e.text for e in held_out], length) if int(cfg.trainer.evaluations) else None
+    if not train_blocks.blocks:
+        raise ThinkerError(f"data={cfg.data.name} gives no training text", "data.path",
+                           "point data.path at a non-empty file of the data's format", stage="train")
+    batch = int(cfg.trainer.batch_size)
+    generator = torch.Generator().manual_seed(seed)
+    loader = torch.utils.data.DataLoader(train_blocks.blocks, batch_size=batch, shuffle=bool(cfg.data.shuffle),
+                                         generator=generator, collate_fn=lambda b: collate(b, tokenizer.pad_token_id))
+    val_loader = (torch.utils.data.DataLoader(val_blocks.blocks, batch_size=batch,
+                                              collate_fn=lambda b: collate(b, tokenizer.pad_token_id))
+                  if val_blocks and val_blocks.blocks else None)
+    per_epoch = math.ceil(len(train_blocks.blocks) / batch)
+    max_steps = int(cfg.trainer.max_steps)
+    steps = max_steps if max_steps > 0 else per_epoch * int(cfg.trainer.epochs)
+    every = checkpoint_interval(steps, cfg)
+    accuracy = answer_accuracy_fn(fmt, held_out, tokenizer, cfg) if cfg.evaluation.enabled else None
+    module = PretrainModule(model, cfg.optimizer, steps, accuracy)
+
+    ckpt_dir = run_dir / CHECKPOINTS
+    stopper = GracefulStop(ckpt_dir)
+    checkpoints = ModelCheckpoint(dirpath=ckpt_dir, filename="step{step:06d}", auto_insert_metric_name=False,
+                                  every_n_train_steps=every, save_top_k=int(cfg.trainer.save_total_limit),
+                                  monitor="step", mode="max", save_last=True)
+    logger = BatchedMlflowLogger(session.client, session.run_id) if session is not None else False
+    trainer = pl.Trainer(
+        accelerator="gpu" if str(cfg.trainer.accelerator) == "gpu" else "cpu", devices=1,
+        max_steps=steps, max_epochs=-1 if max_steps > 0 else int(cfg.trainer.epochs),
+        gradient_clip_val=float(cfg.optimizer.max_grad_norm) or None,
+        val_check_interval=min(every, per_epoch) if val_loader else None,
+        check_val_every_n_epoch=None if val_loader else 1, limit_val_batches=1.0 if val_loader else 0,
+        num_sanity_val_steps=0, logger=logger, callbacks=[stopper, checkpoints, StepProgressBar()],
+        plugins=[AtomicCheckpointIO()], enable_model_summary=False, default_root_dir=str(run_dir),
+        log_every_n_steps=int(cfg.trainer.log_every_n_steps))
+    log.info("pretraining: %d steps of %d blocks x %d tokens (%d train / %d held-out examples), evaluation "
+             "every %d", steps, batch, length, len(train_ex), len(held_out), every)
+    ckpt = resume_checkpoint(run_dir) if cfg.resume else None
+    started = time.perf_counter()
+    trainer.fit(module, train_dataloaders=loader, val_dataloaders=val_loader, ckpt_path=str(ckpt) if ckpt else None)
+    seconds = time.perf_counter() - started
+    if val_loader is not None and not stopper.requested and (not module.val_history
+                                                              or module.val_history[-1][0] != trainer.global_step):
+        trainer.validate(module, dataloaders=val_loader, verbose=False)  # the reported numbers: final weights
+    if isinstance(logger, BatchedMlflowLogger):
+        logger.flush(wait=True)
+    if stopper.requested:
+        raise ThinkerError(f"pretraining stopped by {stopper.requested} at step {trainer.global_step}; "
+                           "checkpoint saved", f"{ckpt_dir / 'last.ckpt'}",
+                           f"continue with: python launch.py <same overrides> hydra.run.dir={run_dir} resume=true",
+                           stage="train", code=ExitCode.INTERRUPTED)
+
+    metrics: dict[str, float] = {"total_params": float(total), "trainable_params": float(trainable),
+                                 "optimizer_steps": float(trainer.global_step),
+                                 "trained_tokens": float(module.trained_tokens), "train_seconds": seconds}
+    if module.last_train_loss is not None:
+        metrics["train_loss"] = module.last_train_loss
+    if module.val_history:
+        metrics["val_loss"] = module.val_history[-1][1]
+    if module.accuracy_history:
+        metrics.update(module.accuracy_history[-1][1])
+    out = save_weights_atomically(module.model, tokenizer, run_dir / WEIGHTS,
+                                  {"base_model": cfg.model.name, "method": "pretrain", "from_scratch": True,
+                                   "steps": trainer.global_step, "metrics": metrics})
+    log.info("saved the pretrained %s model to %s", cfg.model.family, out)
+    return TrainingReport(backend="local", weights=WeightsRef.local(out), metrics=metrics,
+                          extra={"total_params": total, "trainable_params": trainable, "block_length": length,
+                                 "train_blocks": len(train_blocks.blocks)},
+                          objects={"model": module.model, "tokenizer": tokenizer})

@@ -93,3 +93,8 @@ def test_pretrain_register_then_fine_tune_the_pretrained_model(tmp_path, private
     child = next(e for e in registry["models"] if e["model_name"] == "cognate-smoke-lora")
     assert (child["fine_tuned_from"], child["architecture"], child["extra"]["method"]) == (
         "cognate-smoke", "cognate", "lora")
+
+
+@pytest.mark.parametrize("data", ["gsm8k", "hotpotqa"])
+def test_both_reasoning_formats_pass_the_config_check_for_pretraining(data):
+    check_config(compose(["experiment=cognate_pretrain", f"data={data}"]), env={})

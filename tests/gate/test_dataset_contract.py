@@ -3,7 +3,7 @@
 `python launch.py` runs this folder in-process before training, with the dataset in environment variables:
 
     THINKER_DATA_PATH         the JSONL file (unset: every test here skips, so a plain `pytest` passes)
-    THINKER_DATA_FORMAT       claim_extraction | prompt_completion | reasoning | chat
+    THINKER_DATA_FORMAT       claim_extraction | prompt_completion | reasoning | multihop_qa | chat
     THINKER_PROMPT_FIELD      default "prompt" (not read for chat)
     THINKER_COMPLETION_FIELD  default "completion" (not read for chat)
 
@@ -25,7 +25,7 @@ import pytest
 
 MAX_RECORDS = 2000
 MAX_LINES_SHOWN = 10
-KNOWN_FORMATS = ("claim_extraction", "prompt_completion", "reasoning", "chat")
+KNOWN_FORMATS = ("claim_extraction", "prompt_completion", "reasoning", "multihop_qa", "chat")
 MESSAGES_FIELD = "messages"  # the conversation of a chat record, as OpenAI's and Tinker's chat files name it
 
 

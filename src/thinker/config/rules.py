@@ -252,6 +252,8 @@ def data_schema_valid(cfg: DictConfig, env: Mapping[str, str]) -> Iterator[Viola
 
 
 def data_format_trainable_by_backend(cfg: DictConfig, env: Mapping[str, str]) -> Iterator[Violation]:
+    if _s(cfg.method.name) == TrainingMethod.pretrain:  # its own processors decide (pretrain_needs_reasoning_data)
+        return
     formats = cfg.backend.get("data_formats")
     stage, backend, fmt = _s(cfg.stage), _s(cfg.backend.name), str(cfg.data.format)
     if formats is None or stage not in ("train", "run") or fmt in [str(f) for f in formats]:

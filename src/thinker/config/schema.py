@@ -142,7 +142,7 @@ class SchemaField:
 class DataConfig:
     name: str = MISSING
     path: str = MISSING  # JSONL file, one record per line
-    format: str = "prompt_completion"  # prompt_completion | claim_extraction | reasoning | chat
+    format: str = "prompt_completion"  # prompt_completion | claim_extraction | reasoning | multihop_qa | chat
     schema: list[SchemaField] = field(default_factory=list)
     max_examples: int | None = None  # validate (and train on) at most this many records
     prompt_field: str = "prompt"

@@ -31,10 +31,11 @@ the distractors before it answers:
     [Arin Tesk, 1] Arin Tesk was born in Dunmere.
     Answer: Dunmere
 
-Scoring a generation (answer_correct): GSM8K compares numbers (the one after "####", else after the last
-"Answer:", else the last number in the text); HotpotQA compares what follows the last "Answer:" with the gold
-answer after HotpotQA's own normalisation (lower case, no punctuation, no articles, single spaces), its
-exact-match metric.
+Scoring a generation (answer_correct) reads it up to a line starting "Question:" (a model pretrained on
+concatenated examples may run on into a new one). GSM8K compares numbers: the one after the last "####", else
+after the last "Answer:", else the last number. HotpotQA compares what follows the last "Answer:" (to the end of
+its line) with the gold answer, both normalised as HotpotQA's exact match does (lower case, no punctuation, no
+articles, single spaces).
 
 check_hotpotqa_context / check_hotpotqa_supporting_facts are dataset-schema validators (conf/data/hotpotqa.yaml)
 and check_gsm8k_answer one for conf/data/gsm8k.yaml: the validate stage calls them as fn(value, record).
@@ -59,6 +60,7 @@ HOTPOTQA_FORMAT = "multihop_qa"  # data.format of HotpotQA-style data
 
 PROMPT_END = "Reasoning:"
 ANSWER_PREFIX = "Answer:"
+_NEXT_EXAMPLE = re.compile(r"(?m)^Question:")
 
 
 @dataclass(frozen=True)
@@ -118,7 +120,8 @@ def gsm8k_example(record: Mapping[str, Any]) -> ReasoningExample:
 
 def gsm8k_generated_answer(generated: str) -> str | None:
     """The final answer a generation gives: the number after its last "####", else after its last "Answer:",
-    else its last number; normalised. None when it holds no number."""
+    else its last number, before any new "Question:" line; normalised. None when it holds no number."""
+    generated = own_answer_part(generated)
     for pattern in (_GENERATED_FINAL, _GENERATED_ANSWER, _NUMBER):
         found = pattern.findall(generated)
         if found:
@@ -162,7 +165,9 @@ def hotpotqa_example(record: Mapping[str, Any]) -> ReasoningExample:
 
 
 def hotpotqa_generated_answer(generated: str) -> str | None:
-    """What follows the last "Answer:" of a generation, to the end of its line, normalised; None without one."""
+    """What follows the last "Answer:" of a generation (before any new "Question:" line), to the end of its
+    line, normalised; None without one."""
+    generated = own_answer_part(generated)
     at = generated.rfind(ANSWER_PREFIX)
     if at < 0:
         return None
@@ -172,6 +177,12 @@ def hotpotqa_generated_answer(generated: str) -> str | None:
 def hotpotqa_answer_correct(generated: str, gold: str) -> bool:
     predicted = hotpotqa_generated_answer(generated)
     return predicted is not None and predicted == normalize_answer(gold)
+
+
+def own_answer_part(generated: str) -> str:
+    """A generation up to a line that starts a new example ("Question: ..."), where its own answer ends."""
+    found = _NEXT_EXAMPLE.search(generated)
+    return generated if found is None else generated[: found.start()]
 
 
 def _join_sentences(sentences: list[str]) -> str:

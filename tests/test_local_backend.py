@@ -270,12 +270,6 @@ def test_sequence_length_that_cuts_every_completion_is_a_clear_error(tmp_path):
     assert "trainer.max_seq_length=32" in str(info.value)
 
 
-def test_pretraining_says_it_is_not_available_yet(tmp_path):
-    with pytest.raises(ThinkerError) as info:
-        run_train(tmp_path, ["method=pretrain", "model=cognate-25m", "optimizer=grokfast"])
-    assert info.value.exit_code == ExitCode.NOT_AVAILABLE and "not available yet" in str(info.value)
-
-
 def test_paged_optimizer_on_cpu_is_a_clear_error(tmp_path):
     with pytest.raises(ThinkerError) as info:
         run_train(tmp_path, ["method=lora", "optimizer=paged_adamw", "trainer.max_steps=1"])

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from dataclasses import replace
 
 from thinker.errors import ThinkerError
 
@@ -20,16 +21,17 @@ def _entry(job_id: str):  # noqa: ANN202
 
 
 def _list(args: argparse.Namespace) -> int:
-    from thinker.commands.providers import table
+    from thinker.commands.model_registry import table
     from thinker.providers import jobs_ledger
 
     entries = jobs_ledger.jobs()
     if not entries:
         print(f"no hosted jobs started from this project yet ({jobs_ledger.ledger_path()})")
         return 0
-    rows = [[e.provider, e.job_id, e.state, e.base_model or "", e.model_id or "",
-             time.strftime("%Y-%m-%d %H:%M", time.localtime(e.updated_at)), e.run_dir] for e in entries]
-    print(table(rows, ["provider", "job", "state (last seen)", "base model", "model", "updated", "run folder"]))
+    rows = [(e.provider, e.job_id, e.state, e.base_model or "", e.model_id or "",
+             time.strftime("%Y-%m-%d %H:%M", time.localtime(e.updated_at)), e.run_dir) for e in entries]
+    header = ("provider", "job", "state (last seen)", "base model", "model", "updated", "run folder")
+    print(table([header, *rows], rule=True))
     return 0
 
 
@@ -52,8 +54,7 @@ def _status(args: argparse.Namespace) -> int:
         print(f"error: {status.error}")
     for event in status.events[-args.events:]:
         print(f"  {time.strftime('%H:%M:%S', time.localtime(event.created_at))} {event.message}")
-    jobs_ledger.append(jobs_ledger.JobEntry(entry.provider, entry.job_id, entry.fingerprint, entry.run_dir,
-                                            entry.base_model, str(status.state), status.model_id))
+    jobs_ledger.append(replace(entry, state=str(status.state), model_id=status.model_id, updated_at=0.0))
     return 0
 
 
@@ -68,8 +69,7 @@ def _cancel(args: argparse.Namespace) -> int:
     except ProviderUnreachable as error:
         raise ThinkerError(f"provider={entry.provider} did not answer ({error})", f"job {entry.job_id}",
                            "try again later; the job was not cancelled") from error
-    jobs_ledger.append(jobs_ledger.JobEntry(entry.provider, entry.job_id, entry.fingerprint, entry.run_dir,
-                                            entry.base_model, "cancelled", entry.model_id))
+    jobs_ledger.append(replace(entry, state="cancelled", updated_at=0.0))
     print(f"cancelled {entry.provider} job {entry.job_id}")
     return 0
 

@@ -16,11 +16,13 @@ def _import(args: argparse.Namespace) -> int:
     return 0
 
 
-def table(rows: list[tuple[str, ...]]) -> str:
-    """Rows as aligned columns (two spaces apart), the first row the header."""
+def table(rows: list[tuple[str, ...]], rule: bool = False) -> str:
+    """Rows as aligned columns (two spaces apart), the first row the header; `rule`: dashes under it."""
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
-                     for row in rows)
+    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in rows]
+    if rule:
+        lines.insert(1, "  ".join("-" * width for width in widths))
+    return "\n".join(lines)
 
 
 def _list(args: argparse.Namespace) -> int:

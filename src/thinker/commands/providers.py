@@ -43,17 +43,11 @@ def shorten(text: str, width: int = NOTE_WIDTH) -> str:
     return text if len(text) <= width else text[: width - 1].rstrip() + "…"
 
 
-def summary_row(caps: Any) -> list[str]:
+def summary_row(caps: Any) -> tuple[str, ...]:
     if not caps.available:
-        return [caps.provider, "no", "-", "-", shorten(caps.unavailable_reason or "")]
-    return [caps.provider, "yes", ",".join(caps.supported_methods), ",".join(caps.serverless_inference) or "-",
-            shorten(caps.notes[0]) if caps.notes else ""]
-
-
-def table(rows: list[list[str]], header: list[str]) -> str:
-    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    lines = ["  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in [header, *rows]]
-    return "\n".join([lines[0], "  ".join("-" * w for w in widths), *lines[1:]])
+        return (caps.provider, "no", "-", "-", shorten(caps.unavailable_reason or ""))
+    return (caps.provider, "yes", ",".join(caps.supported_methods), ",".join(caps.serverless_inference) or "-",
+            shorten(caps.notes[0]) if caps.notes else "")
 
 
 def markdown_table(caps: list[Any]) -> str:
@@ -81,7 +75,10 @@ def _list(args: argparse.Namespace) -> int:
     if args.markdown:
         print(markdown_table(caps))
         return 0
-    print(table([summary_row(c) for c in caps], ["provider", "fine-tunes", "methods", "serverless eval", "note"]))
+    from thinker.commands.model_registry import table
+
+    print(table([("provider", "fine-tunes", "methods", "serverless eval", "note"), *map(summary_row, caps)],
+                rule=True))
     return 0
 
 

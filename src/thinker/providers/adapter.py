@@ -249,6 +249,11 @@ class ProviderAdapter:
 
     # ------------------------------------------------------------------ helpers
 
+    def scrub(self, text: str) -> str:
+        """`text` with the API key replaced, for anything that quotes a provider's answer."""
+        key = self.api_key()
+        return text.replace(key, "***") if key else text
+
     def refuse_if_unavailable(self) -> None:
         caps = self.capabilities()
         if not caps.available:
@@ -259,3 +264,13 @@ class ProviderAdapter:
 
 def universal_range(key: str, caps: Capabilities) -> Range:
     return caps.parameter_ranges.get(key, PARAMETER_RANGES[key])
+
+
+def retry_delay(error: Any, attempt: int, first: float = 1.0, cap: float = 30.0) -> float:
+    """Seconds before retrying a rate-limited request: the answer's Retry-After (capped at a minute), else an
+    exponential backoff from `first` seconds, capped at `cap`."""
+    headers = getattr(getattr(error, "response", None), "headers", None) or {}
+    try:
+        return min(max(float(headers.get("retry-after", "")), 0.0), 60.0)
+    except (TypeError, ValueError):
+        return min(first * 2.0 ** attempt, cap)

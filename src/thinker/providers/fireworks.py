@@ -44,6 +44,7 @@ from thinker.providers.adapter import (
     ProviderAdapter,
     ProviderUnreachable,
     UploadedFiles,
+    retry_delay,
 )
 
 ACCOUNT_ENV = "FIREWORKS_ACCOUNT_ID"
@@ -266,7 +267,7 @@ class FireworksAdapter(ProviderAdapter):
                 except RateLimitError as error:  # nothing was created: wait as asked, then send it again
                     if attempt == self.create_rate_limit_retries:
                         raise self._api_error(error, f"create of {job_id}") from None
-                    time.sleep(retry_after(error, attempt))
+                    time.sleep(retry_delay(error, attempt, first=0.5, cap=8.0))
                 except Exception as error:  # noqa: BLE001 - mapped to a one-line ThinkerError
                     raise self._api_error(error, f"create of {job_id}") from None
         raise AssertionError("unreachable")  # pragma: no cover
@@ -504,16 +505,9 @@ class FireworksAdapter(ProviderAdapter):
                                 f"{self.account_id()}", f"{self._where()}, {ACCOUNT_ENV}",
                                 f"set {ACCOUNT_ENV} to the account the key belongs to", stage=stage)
         status = f"{error.status_code}: " if isinstance(error, APIStatusError) else ""
-        detail = self._scrub(provider_message(error))
+        detail = self.scrub(provider_message(error))
         return ThinkerError(f"Fireworks refused the {what} ({status}{detail})", self._where(),
                             "fix what the message names and re-launch (it reattaches to any job it made)", stage=stage)
-
-    def _scrub(self, text: str) -> str:
-        key = self.api_key()
-        return text.replace(key, "***") if key else text
-
-
-# ---------------------------------------------------------------------- pure helpers (no SDK)
 
 
 def job_ids(fingerprint: str, attempts: int = 20):
@@ -604,14 +598,6 @@ def parse_metrics(text: str) -> dict[int, dict[str, float]]:
 
 def timestamp(value: Any) -> float | None:
     return value.timestamp() if hasattr(value, "timestamp") else None
-
-
-def retry_after(error: Any, attempt: int) -> float:
-    headers = getattr(getattr(error, "response", None), "headers", {}) or {}
-    try:
-        return min(max(float(headers.get("retry-after", "")), 0.0), 60.0)
-    except ValueError:
-        return min(0.5 * 2 ** attempt, 8.0)
 
 
 def provider_message(error: BaseException) -> str:

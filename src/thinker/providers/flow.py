@@ -11,7 +11,6 @@ the same command reattaches to it. `<run>/provider/job.json` always says where t
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import asdict
@@ -33,6 +32,7 @@ from thinker.providers.adapter import (
     UploadedFiles,
 )
 from thinker.providers.upload_format import prepare_upload
+from thinker.tracking.atomic import append_json_line, atomic_write_json
 
 log = logging.getLogger("thinker")
 
@@ -61,11 +61,11 @@ class JobFile:
         self.content = content
 
     def update(self, **fields: Any) -> None:
+        """Write the file when a field changed (polling repeats the same state for hours)."""
+        if self.path.is_file() and all(self.content.get(k) == v for k, v in fields.items()):
+            return
         self.content.update(fields)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.content, indent=2, sort_keys=True, default=str))
-        tmp.replace(self.path)
+        atomic_write_json(self.path, self.content)
 
 
 class ProviderJobRun:
@@ -139,13 +139,10 @@ class ProviderJobRun:
     def mirror(self, status: JobStatus) -> None:
         """New events to the log and events.jsonl, new step metrics to MLflow, one progress line on change."""
         new_events = [e for e in status.events if e.event_id not in self.seen_events]
-        if new_events:
-            self.events_path.parent.mkdir(parents=True, exist_ok=True)
-            with open(self.events_path, "a", encoding="utf-8") as fh:
-                for event in new_events:
-                    self.seen_events.add(event.event_id)
-                    fh.write(json.dumps(asdict(event)) + "\n")
-                    log.info("[%s] %s", self.name, event.message)
+        for event in new_events:
+            self.seen_events.add(event.event_id)
+            append_json_line(self.events_path, asdict(event))
+            log.info("[%s] %s", self.name, event.message)
         for step in sorted(s for s in status.metrics if s not in self.logged_steps):
             self.logged_steps.add(step)
             if self.tracker is not None and status.metrics[step]:

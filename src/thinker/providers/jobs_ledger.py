@@ -9,12 +9,10 @@ base model, state.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
 ENV = "THINKER_JOBS_FILE"
 DEFAULT = Path("outputs") / "provider_jobs.jsonl"
@@ -37,34 +35,21 @@ class JobEntry:
 
 
 def append(entry: JobEntry, path: Path | None = None) -> None:
-    from thinker.tracking.atomic import exclusive_lock
+    from thinker.tracking.atomic import append_json_line, exclusive_lock
 
     path = path or ledger_path()
     path.parent.mkdir(parents=True, exist_ok=True)
     entry.updated_at = entry.updated_at or time.time()
-    line = json.dumps(asdict(entry), sort_keys=True) + "\n"
-    with exclusive_lock(path.with_name(path.name + ".lock")), open(path, "a", encoding="utf-8") as fh:
-        fh.write(line)
-        fh.flush()
-        os.fsync(fh.fileno())
-
-
-def _lines(path: Path) -> list[dict[str, Any]]:
-    if not path.is_file():
-        return []
-    out = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError:  # a torn last line from a killed launcher
-            continue
-    return out
+    with exclusive_lock(path.with_name(path.name + ".lock")):
+        append_json_line(path, asdict(entry))
 
 
 def jobs(path: Path | None = None) -> list[JobEntry]:
-    """Every job, its latest line winning, oldest first."""
+    """Every job, its latest line winning, oldest first (a torn last line from a killed launcher is skipped)."""
+    from thinker.tracking.atomic import read_json_lines
+
     latest: dict[tuple[str, str], JobEntry] = {}
-    for data in _lines(path or ledger_path()):
+    for data in read_json_lines(path or ledger_path()):
         try:
             entry = JobEntry(**{k: data[k] for k in JobEntry.__dataclass_fields__ if k in data})
         except TypeError:

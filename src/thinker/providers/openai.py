@@ -50,6 +50,7 @@ from thinker.providers.adapter import (
     ProviderAdapter,
     ProviderUnreachable,
     UploadedFiles,
+    retry_delay,
 )
 
 T = TypeVar("T")
@@ -502,10 +503,3 @@ def transient(error: Any) -> bool:
     return outcome_unknown(error.status_code) or (error.status_code == 429 and error.code != "insufficient_quota")
 
 
-def retry_delay(error: Any, attempt: int) -> float:
-    """Seconds before retrying a rate-limited create: OpenAI's Retry-After when given (capped), else backoff."""
-    header = error.response.headers.get("retry-after") if getattr(error, "response", None) is not None else None
-    try:
-        return min(max(float(header), 0.0), 60.0) if header is not None else min(2.0 ** attempt, 30.0)
-    except ValueError:
-        return min(2.0 ** attempt, 30.0)

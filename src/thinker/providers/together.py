@@ -36,6 +36,7 @@ from thinker.providers.adapter import (
     ProviderAdapter,
     ProviderUnreachable,
     UploadedFiles,
+    retry_delay,
 )
 
 T = TypeVar("T")
@@ -234,7 +235,7 @@ class TogetherAdapter(ProviderAdapter):
                 last = error  # 429: nothing was created
             except together.APIStatusError as error:
                 raise self._refusal("create the fine-tuning job", error, "train") from None
-            time.sleep(_retry_after(last, attempt))
+            time.sleep(retry_delay(last, attempt))
         raise ThinkerError(f"Together kept refusing to create the job ({_describe(last)})",
                            "provider=together",
                            "wait a minute and launch again (it reattaches if a job was made)", stage="train")
@@ -312,7 +313,7 @@ class TogetherAdapter(ProviderAdapter):
     def _refusal(self, what: str, error: Any, stage: str, model: str | None = None,
                  fix: str | None = None) -> ThinkerError:
         status = getattr(error, "status_code", None)
-        message = self._scrub(_provider_message(error))
+        message = self.scrub(_provider_message(error))
         if status in (401, 403):
             return ThinkerError(f"Together refused the API key ({status}: {message}) while trying to {what}",
                                 f"provider=together, {self.api_key_env}",
@@ -324,10 +325,6 @@ class TogetherAdapter(ProviderAdapter):
                                 "train method=lora on a base model with serverless LoRA", stage=stage)
         return ThinkerError(f"Together refused to {what} ({status}: {message})", "provider=together",
                             fix or "fix what Together names, then launch again", stage=stage)
-
-    def _scrub(self, text: str) -> str:
-        key = self.api_key()
-        return text.replace(key, "***") if key else text
 
     def _metrics(self, client: Any, job_id: str) -> dict[int, dict[str, float]]:
         try:
@@ -540,15 +537,6 @@ def _is_create_post(error: Any) -> bool:
     except Exception:  # noqa: BLE001 - an error without its request: assume the worst
         return True
     return request.method == "POST" and request.url.path.rstrip("/").endswith("/fine-tunes")
-
-
-def _retry_after(error: Exception, attempt: int) -> float:
-    response = getattr(error, "response", None)
-    header = response.headers.get("retry-after") if response is not None else None
-    try:
-        return min(60.0, max(0.0, float(header)))
-    except (TypeError, ValueError):
-        return float(2**attempt)
 
 
 def _provider_message(error: Any) -> str:

@@ -17,6 +17,7 @@ from omegaconf import DictConfig
 from thinker.data.tokenize import render_prompt
 from thinker.errors import ThinkerError
 from thinker.providers.adapter import Capabilities
+from thinker.tracking.atomic import atomic_write_text
 
 
 @dataclass(frozen=True)
@@ -33,12 +34,8 @@ def conversation(prompt: str, completion: str) -> dict:
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        for row in rows:
-            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
-    tmp.replace(path)  # never a half-written upload file
+    # written beside and renamed into place: never a half-written upload file
+    atomic_write_text(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
 
 
 def prepare_upload(cfg: DictConfig, run_dir: Path, caps: Capabilities) -> UploadFiles:

@@ -76,3 +76,27 @@ def atomic_directory(target: str | Path, replace_existing: bool = True) -> Itera
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def append_json_line(path: str | Path, data: Any) -> None:
+    """Append one JSON line, flushed and fsynced: a crash leaves whole lines, or a torn last one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a", encoding="utf-8") as fh:
+        fh.write(json.dumps(data) + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def read_json_lines(path: str | Path) -> list[Any]:
+    """The JSON lines of `path` ([] when it does not exist); a line torn by a crash mid-write is skipped."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    out = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            out.append(json.loads(line))
+        except ValueError:
+            continue
+    return out

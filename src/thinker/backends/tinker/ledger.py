@@ -7,12 +7,11 @@ Lines are appended with a flush and fsync, so a crash leaves whole lines only; a
 
 from __future__ import annotations
 
-import json
-import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+
+from thinker.tracking.atomic import append_json_line, read_json_lines
 
 LEDGER = "checkpoints.jsonl"
 
@@ -31,15 +30,12 @@ class CheckpointLedger:
         self.file = run_dir / LEDGER
 
     def entries(self) -> list[SavedState]:
-        if not self.file.is_file():
-            return []
         out = []
-        for line in self.file.read_text().splitlines():
+        for data in read_json_lines(self.file):
             try:
-                data: dict[str, Any] = json.loads(line)
                 out.append(SavedState(**data))
-            except (ValueError, TypeError):
-                continue  # a line torn by a crash mid-write
+            except TypeError:
+                continue  # not a state line
         return out
 
     def last_state(self) -> SavedState | None:
@@ -48,11 +44,7 @@ class CheckpointLedger:
 
     def append(self, entry: SavedState) -> None:
         entry = SavedState(**{**asdict(entry), "time": entry.time or round(time.time(), 3)})
-        self.file.parent.mkdir(parents=True, exist_ok=True)
-        with self.file.open("a") as f:
-            f.write(json.dumps(asdict(entry)) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+        append_json_line(self.file, asdict(entry))
 
     def reset(self) -> None:
         """A fresh (not resumed) run in this folder: earlier states belong to an earlier run."""

@@ -48,9 +48,15 @@ def _max_prompt_tokens(model: Any, max_new_tokens: int) -> int | None:
 def local_generator(weights_dir: str | Path, decoding: Decoding = Decoding(), device: str = "cpu"
                     ) -> Callable[[list[str]], list[str]]:
     """Load once, then generate completions for batches of already-rendered prompts."""
+    model, tokenizer = load_model(Path(weights_dir), device)
+    return model_generator(model, tokenizer, decoding, device)
+
+
+def model_generator(model: Any, tokenizer: Any, decoding: Decoding, device: Any) -> Callable[[list[str]], list[str]]:
+    """Completions from a model in memory (its mode is the caller's): what the local generator and the
+    pretraining loop's held-out accuracy both call. Sets the tokenizer's padding to the left."""
     import torch
 
-    model, tokenizer = load_model(Path(weights_dir), device)
     tokenizer.padding_side = "left"  # decoder-only: pad on the left so every row continues its own prompt
     # keep the end of a long prompt (the part right before the completion) when it exceeds the context
     tokenizer.truncation_side = "left"

@@ -42,28 +42,29 @@ def reasoning_examples(cfg: DictConfig, run_dir: Path) -> tuple[Any, list[Any], 
 
 
 def answer_accuracy_fn(fmt: Any, held_out: list[Any], tokenizer: Any, cfg: DictConfig) -> Any:
-    """Greedy generation on the held-out prompts, scored by the format's own answer check."""
-    import torch
+    """Greedy generation on the held-out prompts (evaluation.max_samples of them), scored by the format's own
+    answer check."""
+    import copy
+
+    from thinker.evaluation.generate import Decoding, model_generator
 
     limit = cfg.evaluation.max_samples
     samples = held_out[: int(limit)] if limit else held_out
-    max_new = int(cfg.evaluation.decoding.max_new_tokens)
     if not samples:
         return None
+    decoding = Decoding(max_new_tokens=int(cfg.evaluation.decoding.max_new_tokens))
+    batch = max(1, int(cfg.evaluation.batch_size))
+    # a copy: generation pads on the left, and the tokenizer saved with the weights stays as training made it
+    tokenizer = copy.copy(tokenizer)
 
     def accuracy(model: Any) -> dict[str, float]:
         was_training = model.training
         model.eval()
-        correct = 0
-        with torch.no_grad():
-            for sample in samples:
-                ids = tokenizer(sample.prompt, return_tensors="pt", add_special_tokens=False).to(model.device)
-                room = model.config.max_position_embeddings - ids["input_ids"].shape[1]
-                out = model.generate(**ids, max_new_tokens=max(1, min(max_new, room)), do_sample=False,
-                                     pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id)
-                text = tokenizer.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True)
-                correct += bool(fmt.answer_correct(text, sample.answer))
+        generate = model_generator(model, tokenizer, decoding, model.device)
+        answers = [text for start in range(0, len(samples), batch)
+                   for text in generate([s.prompt for s in samples[start:start + batch]])]
         model.train(was_training)
+        correct = sum(bool(fmt.answer_correct(text, s.answer)) for text, s in zip(answers, samples, strict=True))
         return {"reasoning_accuracy": correct / len(samples)}
 
     return accuracy

@@ -169,5 +169,5 @@ def pretrain(cfg: DictConfig, run_dir: Path, session: Any = None) -> TrainingRep
     log.info("saved the pretrained %s model to %s", cfg.model.family, out)
     return TrainingReport(backend="local", weights=WeightsRef.local(out), metrics=metrics,
                           extra={"total_params": total, "trainable_params": trainable, "block_length": length,
-                                 "train_blocks": len(train_blocks.blocks)},
+                                 "train_blocks": len(train_blocks.blocks), "train_tokens": train_blocks.tokens},
                           objects={"model": module.model, "tokenizer": tokenizer})

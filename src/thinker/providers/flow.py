@@ -40,16 +40,16 @@ SCHEME = "provider://"  # weights: provider://<provider>/<model id>
 JOB_FILE = Path("provider") / "job.json"
 
 
-def weights_uri(provider: str, model_id: str) -> str:
-    return f"{SCHEME}{provider}/{model_id}"
+def weights_uri(provider: str, model_id: str, scheme: str = SCHEME) -> str:
+    return f"{scheme}{provider}/{model_id}"
 
 
-def parse_weights(uri: str) -> tuple[str, str]:
-    """(provider, model id) of a provider:// URI."""
-    if not uri.startswith(SCHEME) or "/" not in uri[len(SCHEME):]:
+def parse_weights(uri: str, scheme: str = SCHEME) -> tuple[str, str]:
+    """(provider, model id) of a weights_uri (provider://, or another scheme such as the base model's)."""
+    if not uri.startswith(scheme) or "/" not in uri[len(scheme):]:
         raise ThinkerError(f"{uri} is not a hosted provider's model", "backend=provider",
                            "evaluate it with the backend that trained it", stage="eval")
-    provider, model_id = uri[len(SCHEME):].split("/", 1)
+    provider, model_id = uri[len(scheme):].split("/", 1)
     return provider, model_id
 
 

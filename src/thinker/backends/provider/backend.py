@@ -27,6 +27,11 @@ log = logging.getLogger("thinker")
 BASE_SCHEME = "provider-base://"
 
 
+def needs_deployment(adapter: Any, cfg: DictConfig) -> bool:
+    """Whether the run's fine-tune can be sampled only from a paid deployment at this provider."""
+    return str(cfg.method.name) not in adapter.capabilities().serverless_inference
+
+
 def adapter_of(cfg: DictConfig) -> Any:
     from thinker.providers import adapter_for
 
@@ -72,30 +77,26 @@ class ProviderBackend(Backend):
     def eval_skip_reason(self, report: TrainingReport, cfg: DictConfig) -> str | None:
         """Why the trained model cannot be sampled without paying for a deployment (None: it can)."""
         adapter = adapter_of(cfg)
-        method = str(cfg.method.name)
-        if method in adapter.capabilities().serverless_inference or cfg.evaluation.provider_deploy:
+        if not needs_deployment(adapter, cfg) or cfg.evaluation.provider_deploy:
             return None
-        return (f"provider={adapter.name} serves method={method} fine-tunes only from a paid deployment; set "
-                "evaluation.provider_deploy=true to deploy it for the evaluation (and remove it afterwards)")
+        return (f"provider={adapter.name} serves method={cfg.method.name} fine-tunes only from a paid deployment; "
+                "set evaluation.provider_deploy=true to deploy it for the evaluation (and remove it afterwards)")
 
     def sampler(self, report: TrainingReport, cfg: DictConfig) -> Generate:
         from thinker.providers.flow import parse_weights
 
         adapter = adapter_of(cfg)
         uri = self.weights_of(report).uri
-        if uri.startswith(BASE_SCHEME):
-            model = uri[len(BASE_SCHEME):].split("/", 1)[1]
-        else:
-            provider, model = parse_weights(uri)
-            if provider != adapter.name:
-                raise ThinkerError(f"{uri} was trained at provider={provider}", f"provider={adapter.name}",
-                                   f"evaluate it with provider={provider}", stage="eval")
-            if cfg.evaluation.provider_deploy and str(cfg.method.name) not in adapter.capabilities(
-                    ).serverless_inference:
-                deployed = adapter.deploy(model)
-                self._deployments.append((adapter, deployed))
-                log.info("provider=%s: deployed %s as %s for the evaluation", adapter.name, model, deployed)
-                model = deployed
+        base = uri.startswith(BASE_SCHEME)  # the provider's own model: served as it is
+        provider, model = parse_weights(uri, BASE_SCHEME) if base else parse_weights(uri)
+        if provider != adapter.name:
+            raise ThinkerError(f"{uri} was trained at provider={provider}", f"provider={adapter.name}",
+                               f"evaluate it with provider={provider}", stage="eval")
+        if not base and cfg.evaluation.provider_deploy and needs_deployment(adapter, cfg):
+            deployed = adapter.deploy(model)
+            self._deployments.append((adapter, deployed))
+            log.info("provider=%s: deployed %s as %s for the evaluation", adapter.name, model, deployed)
+            model = deployed
         decoding = OmegaConf.to_container(cfg.evaluation.decoding, resolve=True)
         seed = int(cfg.seed)
 
@@ -112,6 +113,8 @@ class ProviderBackend(Backend):
             log.info("provider=%s: removed the deployment %s", adapter.name, deployed)
 
     def base_weights(self, cfg: DictConfig) -> WeightsRef | None:
+        from thinker.providers.flow import weights_uri
+
         if not cfg.provider.base_model:
             return None
-        return WeightsRef(f"{BASE_SCHEME}{cfg.provider.name}/{cfg.provider.base_model}")
+        return WeightsRef(weights_uri(str(cfg.provider.name), str(cfg.provider.base_model), BASE_SCHEME))

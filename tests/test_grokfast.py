@@ -129,6 +129,14 @@ def loss_of(model, batch):
 
 
 ADAMW = {"lr": 1e-2, "betas": (0.9, 0.98), "eps": 1e-8, "weight_decay": 0.1}
+# Two models trained side by side agree only within fp32 rounding: torch does not promise bitwise equal matmuls
+# for different tensors (MKL's path depends on memory alignment). A changed update moves these parameters by
+# about 5e-2 in 6 steps, four orders above this tolerance.
+CLOSE = {"rtol": 1e-5, "atol": 1e-6}
+
+
+def same_parameters(xs, ys) -> bool:
+    return all(torch.allclose(x, y, **CLOSE) for x, y in zip(xs, ys, strict=True))
 
 
 def test_wrapper_step_equals_filter_then_adamw():
@@ -147,14 +155,14 @@ def test_wrapper_step_equals_filter_then_adamw():
         loss_of(manual, batch).backward()
         norm = gf.apply()
         adamw.step()
-        assert float(opt.filter_norm) == norm
+        assert float(opt.filter_norm) == pytest.approx(norm, rel=CLOSE["rtol"])
         for a, b in zip(wrapped.parameters(), manual.parameters(), strict=True):
-            assert torch.equal(a, b)
+            torch.testing.assert_close(a, b, **CLOSE)
     assert opt.grokfast.steps == 6
 
 
 def test_wrapper_filter_changes_the_update():
-    """lamb 0 is plain AdamW exactly; the default lamb is not (so the equality above is not vacuous)."""
+    """lamb 0 is plain AdamW; the default lamb is not (so the equality above is not vacuous)."""
     def train(make):
         model = tiny_model()
         opt = make(model.parameters())
@@ -165,8 +173,8 @@ def test_wrapper_filter_changes_the_update():
         return [p.detach().clone() for p in model.parameters()]
 
     plain = train(lambda ps: torch.optim.AdamW(ps, **ADAMW))
-    assert all(map(torch.equal, plain, train(lambda ps: GrokFastAdamW(ps, lamb=0.0, **ADAMW))))
-    assert not all(map(torch.equal, plain, train(lambda ps: GrokFastAdamW(ps, **ADAMW))))
+    assert same_parameters(plain, train(lambda ps: GrokFastAdamW(ps, lamb=0.0, **ADAMW)))
+    assert not same_parameters(plain, train(lambda ps: GrokFastAdamW(ps, **ADAMW)))
 
 
 def test_wrapper_state_dict_carries_the_ema_and_resumes_identically():
@@ -201,8 +209,8 @@ def test_wrapper_state_dict_carries_the_ema_and_resumes_identically():
             o.zero_grad()
             loss_of(m, batch).backward()
             o.step()
-    assert all(map(torch.equal, model.parameters(), again.parameters()))
-    assert not all(map(torch.equal, model.parameters(), without_ema.parameters()))
+    assert same_parameters(model.parameters(), again.parameters())
+    assert not same_parameters(model.parameters(), without_ema.parameters())
 
 
 def test_wrapper_with_lr_scheduler_and_step_hooks():

@@ -163,7 +163,12 @@ def test_cognate_adapter_round_trips(tmp_path):
     assert json.loads((folder / "config.json").read_text())["model_type"] == "cognate"
     loaded = cognate.load(folder)
     after = loaded.forward(ids, labels=ids)
-    assert torch.equal(before.logits, after.logits) and before.loss is not None
+    # the weights come back bit for bit; the logits only within fp32 rounding: safetensors loads tensors at
+    # unaligned addresses, and MKL's matmul takes another path for those (5.96e-8 apart on an AMD EPYC)
+    saved, reloaded = adapter.model.state_dict(), loaded.model.state_dict()
+    assert saved.keys() == reloaded.keys() and all(torch.equal(saved[k], reloaded[k]) for k in saved)
+    torch.testing.assert_close(after.logits, before.logits, rtol=1e-5, atol=1e-6)
+    assert before.loss is not None and float(after.loss) == pytest.approx(float(before.loss), rel=1e-6)
     assert loaded.config()["n_layers"] == 2 and not cognate.supports_4bit
 
 

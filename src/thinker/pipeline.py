@@ -88,9 +88,14 @@ def continue_record(cfg: DictConfig, fresh: RunRecord) -> RunRecord:
         return fresh  # a new run in a reused folder starts a new record
     try:
         previous = RunRecord.load(path)
-    except (OSError, ValueError, TypeError) as exc:
-        raise ThinkerError(f"the run record {path} cannot be read ({type(exc).__name__})", "resume, hydra.run.dir",
-                           "point hydra.run.dir at a folder written by thinker, or drop resume") from exc
+    except (OSError, ValueError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) else str(exc)
+        if resuming:
+            raise ThinkerError(f"the run record {path} cannot be read: {why}", "resume, hydra.run.dir",
+                               "point hydra.run.dir at a folder written by thinker, or drop resume") from exc
+        raise ThinkerError(f"the run record {path} cannot be read: {why}", "stage=eval, hydra.run.dir",
+                           f"run stage=train or the full run in {path.parent} to write a new one, or point "
+                           "hydra.run.dir at a trained run's folder") from exc
     if resuming:
         if previous.exit_status == "succeeded":
             raise ThinkerError(f"the run in {path.parent} already finished; there is nothing to resume", "resume",

@@ -13,7 +13,6 @@ never reuse.
 
 from __future__ import annotations
 
-import json
 import logging
 import tempfile
 from dataclasses import dataclass, field
@@ -23,7 +22,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from thinker.config.enums import Stage
-from thinker.tracking.run_record import RECORD_NAME, RunRecord
+from thinker.tracking.run_record import RECORD_NAME, RunRecord, read_record
 from thinker.tracking.secrets import mask_text
 
 log = logging.getLogger("thinker")
@@ -74,15 +73,15 @@ def _record_of(client: Any, run: Any) -> dict[str, Any] | None:
     run_id = run.info.run_id
     with tempfile.TemporaryDirectory() as tmp:
         try:
-            return json.loads(Path(client.download_artifacts(run_id, RECORD_NAME, tmp)).read_text())
+            return read_record(client.download_artifacts(run_id, RECORD_NAME, tmp))
         except Exception:  # noqa: BLE001 - no artifact (an old run, another artifact store): try the folder
             pass
     folder = run.data.tags.get("run_dir")
     try:
-        data = json.loads((Path(folder) / RECORD_NAME).read_text()) if folder else None
+        data = read_record(Path(folder) / RECORD_NAME) if folder else None
     except (OSError, ValueError):
         return None
-    return data if isinstance(data, dict) and data.get("mlflow_run_id") == run_id else None
+    return data if data is not None and data.get("mlflow_run_id") == run_id else None
 
 
 def _unusable(record: dict[str, Any], fingerprint: str) -> str | None:

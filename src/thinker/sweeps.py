@@ -30,7 +30,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import OmegaConf
 
 from thinker.errors import ERROR_PREFIX, ExitCode
-from thinker.tracking.run_record import RECORD_NAME
+from thinker.tracking.run_record import RECORD_NAME, read_record
 
 log = logging.getLogger("thinker")
 
@@ -234,10 +234,10 @@ def job_records(sweep_dir: Path) -> list[tuple[Path, dict[str, Any] | None]]:
         if not path.is_file():
             continue
         try:
-            record = json.loads(path.read_text())
+            record = read_record(path)
         except (OSError, ValueError):
             record = None
-        out.append((job, record if isinstance(record, dict) else None))
+        out.append((job, record))
     return out
 
 

@@ -79,9 +79,11 @@ def _run_weights(run_dir: Path) -> WeightsRef:
     recorded = None
     record = run_dir / RUN_RECORD
     if record.is_file():
+        from thinker.tracking.run_record import read_record
+
         try:
-            recorded = json.loads(record.read_text()).get("stages", {}).get("train", {}).get("weights")
-        except (ValueError, AttributeError):
+            recorded = read_record(record).get("stages", {}).get("train", {}).get("weights")
+        except (OSError, ValueError):
             recorded = None  # an unreadable record: fall back to the folder's weights/
     if recorded and not WeightsRef(str(recorded)).is_local:
         return WeightsRef(str(recorded))

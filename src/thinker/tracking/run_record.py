@@ -19,6 +19,59 @@ from thinker.tracking.secrets import mask
 RECORD_NAME = "run_record.json"
 
 
+class UnreadableRecord(ValueError):
+    """A run record that is not JSON, or JSON of another shape than RunRecord writes."""
+
+
+# the JSON shape of each field RunRecord writes (any other field: a string or null), and of the items of its list
+# or object fields: a record of another shape would fail later, far from the file, as an AttributeError
+_TEXT = ((str, type(None)), "a string or null")
+_FIELD_SHAPES: dict[str, tuple[tuple[type, ...], str]] = {
+    "overrides": ((list,), "an array"), "stages": ((dict,), "an object"), "metrics": ((dict,), "an object"),
+    "history": ((list,), "an array"), "git_dirty": ((bool, type(None)), "a boolean or null"),
+    "exit_code": ((int, type(None)), "an integer or null"),
+}
+_ITEM_SHAPES: dict[str, tuple[tuple[type, ...], str]] = {
+    "overrides": ((str,), "strings"), "stages": ((dict,), "objects"), "history": ((dict,), "objects"),
+    "metrics": ((int, float, type(None)), "numbers"),
+}
+
+
+def _shape_problem(data: Any) -> str | None:
+    """What makes `data` something other than a run record's fields; None when it has their shape."""
+    from thinker.validation.schema_language import _json_type
+
+    if not isinstance(data, dict):
+        return f"it holds a JSON {_json_type(data)}, not an object"
+    for name in (f.name for f in fields(RunRecord) if f.name != "path" and f.name in data):
+        value = data[name]
+        types, wanted = _FIELD_SHAPES.get(name, _TEXT)
+        if not isinstance(value, types):
+            return f"its {name!r} is a JSON {_json_type(value)}, not {wanted}"
+        if name in _ITEM_SHAPES:
+            item_types, items_wanted = _ITEM_SHAPES[name]
+            items = value.values() if isinstance(value, dict) else value
+            bad = [item for item in items if not isinstance(item, item_types)]
+            if bad:
+                return f"its {name!r} holds a JSON {_json_type(bad[0])}, where it holds {items_wanted}"
+    return None
+
+
+def read_record(path: str | Path) -> dict[str, Any]:
+    """The fields of the run record at `path`: the one reader of run_record.json files (a run folder's, a
+    sweep job's, an MLflow artifact's). OSError when it cannot be read; UnreadableRecord when it is not JSON
+    or not of the shape RunRecord writes, so no reader meets a list where it expects an object."""
+    text = Path(path).read_text(encoding="utf-8", errors="replace")
+    try:
+        data = json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        raise UnreadableRecord(f"it is not valid JSON ({type(exc).__name__}: {str(exc)[:120]})") from None
+    problem = _shape_problem(data)
+    if problem is not None:
+        raise UnreadableRecord(problem)
+    return data
+
+
 def utc_now() -> str:
     return _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -50,7 +103,7 @@ class RunRecord:
 
     @classmethod
     def load(cls, path: Path) -> RunRecord:
-        data = json.loads(Path(path).read_text())
+        data = read_record(path)
         known = {f.name for f in fields(cls)} - {"path"}
         return cls(path=Path(path), **{k: v for k, v in data.items() if k in known})
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 import os
 import re
 import socket
@@ -365,8 +366,8 @@ def test_the_wire_protocol_by_hand(private_models_dir, tmp_path):
         assert result["metrics"]["loss:sum"] == pytest.approx(-sum(result["loss_fn_outputs"][0]["logprobs"]["data"]), rel=1e-5)
 
         bad = http.post("/optim_step", json={"model_id": model_id, "seq_id": 2, "adam_params": {"learning_rate": -1}})
-        failed = retrieve(bad)
-        assert failed["category"] == "user" and "AdamParams out of range" in failed["error"]
+        assert bad.status_code == 400 and bad.json()["category"] == "user"  # refused at once, its seq id used up
+        assert "adam_params.learning_rate must be in [0, 10], got -1" in bad.json()["error"]
 
         waiting = http.post("/optim_step", json={"model_id": model_id, "seq_id": 4, "adam_params": {}})  # 3 is missing
         assert poll(waiting) == {"type": "try_again", "request_id": waiting.json()["request_id"], "queue_state": "active"}
@@ -374,7 +375,8 @@ def test_the_wire_protocol_by_hand(private_models_dir, tmp_path):
         assert retrieve(waiting) == {"metrics": {"grad_norm:mean": 0.0, "learning_rate:mean": 0.0001}}
         duplicate = http.post("/optim_step", json={"model_id": model_id, "seq_id": 3, "adam_params": {}})
         assert duplicate.json()["request_id"] != waiting.json()["request_id"]
-        assert http.post("/optim_step", json={"model_id": model_id, "seq_id": 4}).json()["request_id"] == waiting.json()["request_id"]
+        resent = http.post("/optim_step", json={"model_id": model_id, "seq_id": 4, "adam_params": {}})
+        assert resent.json()["request_id"] == waiting.json()["request_id"]
 
         assert http.post("/retrieve_future", json={"request_id": "nope"}).status_code == 404
         missing = http.post("/get_info", json={"model_id": "someone:train:9"})
@@ -549,6 +551,166 @@ def test_trained_weights_are_what_their_samplers_sample_from(service, batch, tok
     client.optim_step(adam(learning_rate=0.05)).result(timeout=60)
     later = snapshot.compute_logprobs(types.ModelInput.from_ints(prompt)).result(timeout=120)
     np.testing.assert_allclose(later[1:], trained, atol=1e-4)
+
+
+# ---------------------------------------------------------------- hostile requests: 4xx at once, the server serves on
+
+NAN, INF = float("nan"), float("inf")
+
+
+@pytest.fixture(scope="module")
+def raw(server):
+    with httpx.Client(base_url=f"{server.base_url}/api/v1", headers={"X-API-Key": KEY}, timeout=60) as http:
+        yield http
+
+
+def post(http, route: str, body, **headers) -> httpx.Response:
+    """JSON as Python writes it: NaN and Infinity included, as a hostile client could send them."""
+    return http.post(route, content=json.dumps(body).encode(), headers={"Content-Type": "application/json", **headers})
+
+
+def retrieve(http, answer: httpx.Response) -> dict:
+    assert answer.status_code == 200, answer.text
+    deadline = time.monotonic() + 60
+    while (result := http.post("/retrieve_future", json={"request_id": answer.json()["request_id"]}).json()).get(
+            "type") == "try_again":
+        assert time.monotonic() < deadline
+    return result
+
+
+def refused(answer: httpx.Response, status: int, fragment: str) -> None:
+    assert answer.status_code == status, answer.text
+    assert answer.json()["category"] == "user" and fragment in answer.json()["error"], answer.json()
+
+
+def raw_datum(**inputs) -> dict:
+    tensors = {"target_tokens": {"data": [6, 7, 8], "dtype": "int64"},
+               "weights": {"data": [1.0, 1.0, 1.0], "dtype": "float32"}}
+    return {"model_input": {"chunks": [{"type": "encoded_text", "tokens": [5, 6, 7]}]},
+            "loss_fn_inputs": tensors | inputs}
+
+
+class RawModel:
+    """A training model driven over plain HTTP, its requests numbered as the SDK numbers them."""
+
+    def __init__(self, http):
+        session = http.post("/create_session", json={"tags": [], "user_metadata": None, "sdk_version": "x"})
+        created = http.post("/create_model", json={"session_id": session.json()["session_id"], "model_seq_id": 0,
+                                                   "base_model": "tiny-qwen", "lora_config": {"rank": 4}})
+        assert retrieve(http, created)["type"] == "create_model"
+        self.http, self.model_id, self.seq = http, created.json()["model_id"], itertools.count(1)
+
+    def send(self, route: str, **body) -> httpx.Response:
+        return post(self.http, route, {"model_id": self.model_id, "seq_id": next(self.seq), **body})
+
+    def fwd(self, route: str = "/forward_backward", **extra) -> httpx.Response:
+        key = "forward_backward_input" if route == "/forward_backward" else "forward_input"
+        return self.send(route, **{key: {"loss_fn": "cross_entropy", "data": [raw_datum()]} | extra})
+
+    def serves_on(self) -> None:
+        """The server answers, and this model still trains to finite numbers: the refused requests used up
+        their seq ids (nothing waits for them) and changed nothing."""
+        assert self.http.get("/healthz").status_code == 200
+        trained, step = self.fwd(), self.send("/optim_step", adam_params={"learning_rate": 0.01})
+        assert math.isfinite(retrieve(self.http, trained)["metrics"]["loss:sum"])
+        assert retrieve(self.http, step)["metrics"]["learning_rate:mean"] == 0.01
+        after = retrieve(self.http, self.fwd("/forward"))
+        assert np.isfinite(after["loss_fn_outputs"][0]["logprobs"]["data"]).all()
+
+
+def test_non_finite_or_wrongly_typed_adam_params_are_refused_and_the_model_trains_on(raw):
+    model = RawModel(raw)
+    hostile = [({"learning_rate": NAN}, "learning_rate must be a finite number, got nan"),
+               ({"learning_rate": INF}, "learning_rate must be a finite number, got inf"),
+               ({"learning_rate": "nan"}, "learning_rate must be a number, got 'nan'"),
+               ({"learning_rate": True}, "learning_rate must be a number, got True"),
+               ({"learning_rate": 1e30}, "learning_rate must be in [0, 10]"),
+               ({"beta1": NAN}, "beta1 must be a finite number"),
+               ({"beta2": 1.0}, "beta2 must be in [0, 1)"),
+               ({"eps": -INF}, "eps must be a finite number"),
+               ({"eps": 0}, "eps must be in (0, 1]"),
+               ({"weight_decay": "0.1"}, "weight_decay must be a number"),
+               ({"grad_clip_norm": NAN}, "grad_clip_norm must be a finite number")]
+    for params, fragment in hostile:
+        refused(model.send("/optim_step", adam_params={"learning_rate": 1e-3} | params), 400, f"adam_params.{fragment}")
+    model.serves_on()
+
+
+def test_model_shapes_and_ids_are_bounded_and_typed(raw, server):
+    session = raw.post("/create_session", json={"tags": [], "user_metadata": None, "sdk_version": "x"}).json()
+
+    def create(**fields) -> httpx.Response:
+        return post(raw, "/create_model", {"session_id": session["session_id"], "model_seq_id": 0,
+                                           "base_model": "tiny-qwen", "lora_config": {"rank": 4}} | fields)
+
+    refused(create(model_seq_id="abc"), 400, "model_seq_id must be an integer, got 'abc'")
+    refused(create(model_seq_id=-1), 400, "model_seq_id must be >= 0, got -1")
+    refused(create(lora_config={"rank": 20_000_000}), 400, "lora_config.rank must be in [1, 256], got 20000000")
+    hidden = server.service.bases["tiny-qwen"].hidden_size
+    refused(create(lora_config={"rank": hidden + 1}), 400, f"more than tiny-qwen's hidden size {hidden}")
+    refused(create(lora_config={"rank": "8"}), 400, "lora_config.rank must be an integer")
+    refused(create(lora_config={"rank": 4, "seed": NAN}), 400, "lora_config.seed must be an integer")
+    refused(create(lora_config={"rank": 4, "train_mlp": "false"}), 400, "lora_config.train_mlp must be true or false")
+    refused(create(session_id=7), 400, "session_id must be a string")
+    model = RawModel(raw)
+    refused(post(raw, "/optim_step", {"model_id": model.model_id, "seq_id": "x", "adam_params": {}}), 400,
+            "seq_id must be an integer, got 'x'")
+    refused(post(raw, "/save_weights", {"model_id": model.model_id, "seq_id": next(model.seq), "ttl_seconds": "1"}),
+            400, "ttl_seconds must be an integer")
+    model.serves_on()
+
+
+def test_datums_with_non_finite_or_malformed_tensors_are_refused(raw):
+    model = RawModel(raw)
+    hostile = [(raw_datum(weights={"data": [1.0, NAN, 1.0], "dtype": "float32"}), "has NaN or infinite values"),
+               (raw_datum(weights=[1.0, INF, 1.0]), "has NaN or infinite values"),
+               (raw_datum(weights={"data": ["a", "b", "c"], "dtype": "float32"}), "must be a list of numbers"),
+               (raw_datum(weights={"data": [1.0], "dtype": "float32", "shape": [10**9, 10**9],
+                                   "sparse_crow_indices": [0, 1], "sparse_col_indices": [0]}), "values per tensor"),
+               (raw_datum(weights={"data": [1.0], "dtype": "float32", "shape": [1, 3],
+                                   "sparse_crow_indices": [0, 1], "sparse_col_indices": [7]}), "not a valid sparse CSR"),
+               (raw_datum(weights={"data": [1.0, 1.0, 1.0], "dtype": "float32", "shape": [-3]}), "non-negative"),
+               (raw_datum() | {"model_input": {"chunks": [{"type": "encoded_text", "tokens": ["5"]}]}},
+                "tokens must be a list of integers")]
+    for datum, fragment in hostile:
+        refused(model.send("/forward_backward", forward_backward_input={"loss_fn": "cross_entropy", "data": [datum]}),
+                400, fragment)
+    refused(model.fwd(loss_fn_config={"clip_low_threshold": NAN}), 400, "loss_fn_config.clip_low_threshold must be a finite")
+    model.serves_on()
+
+
+def test_bodies_that_expand_past_the_bound_or_do_not_parse_are_refused(raw):
+    import zstandard
+
+    from thinker.tinker_serve.wire import MAX_BODY_BYTES, PROTOBUF
+
+    model = RawModel(raw)
+    compressor = zstandard.ZstdCompressor(level=1).compressobj()
+    zeros = bytes(2**20)
+    bomb = b"".join([compressor.compress(zeros) for _ in range(MAX_BODY_BYTES // len(zeros) + 1)] + [compressor.flush()])
+    assert len(bomb) < 10_000  # a few kilobytes that expand past the bound
+    headers = {"Content-Type": PROTOBUF, "Content-Encoding": "zstd"}
+    refused(raw.post("/forward_backward", content=bomb, headers=headers), 413, f"more than {MAX_BODY_BYTES} bytes")
+    refused(raw.post("/forward_backward", content=b"not zstd", headers=headers), 400, "not valid zstd")
+    refused(raw.post("/create_session", content=b"[" * 100_000 + b"]" * 100_000), 400, "not JSON")
+    model.serves_on()
+
+
+def test_sampling_requests_are_typed_and_bounded(raw):
+    def sample(**fields) -> httpx.Response:
+        return post(raw, "/asample", {"base_model": "tiny-qwen", "num_samples": 1,
+                                      "prompt": {"chunks": [{"type": "encoded_text", "tokens": [5, 6, 7]}]},
+                                      "sampling_params": {"max_tokens": 3, "temperature": 0.0}} | fields)
+
+    refused(sample(num_samples="2"), 400, "num_samples must be an integer")
+    refused(sample(num_samples=100_000), 400, "num_samples must be in [1, 256]")
+    refused(sample(topk_prompt_logprobs=10**6), 400, "topk_prompt_logprobs must be in [0, 100]")
+    refused(sample(sampling_params={"temperature": NAN}), 400, "sampling_params.temperature must be a finite number")
+    refused(sample(sampling_params={"max_tokens": "3"}), 400, "sampling_params.max_tokens must be an integer")
+    refused(sample(sampling_params={"seed": 2**80}), 400, "sampling_params.seed must be in")
+    refused(sample(sampling_params={"stop": 5}), 400, "stop must be None, a string")
+    result = retrieve(raw, sample())
+    assert result["type"] == "sample" and 1 <= len(result["sequences"][0]["tokens"]) <= 3
 
 
 # ---------------------------------------------------------------- fault injection

@@ -19,7 +19,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
 from thinker.tinker_serve import wire
-from thinker.tinker_serve.errors import ServeError, UserError
+from thinker.tinker_serve.errors import PayloadTooLarge, ServeError, UserError
 from thinker.tinker_serve.faults import ENV as FAULTS_ENV
 from thinker.tinker_serve.faults import FaultInjector
 from thinker.tinker_serve.futures import FutureEntry
@@ -87,11 +87,11 @@ def create_app(service: TinkerService, *, faults: FaultInjector, api_keys: set[s
         return _error(exc.status, str(exc), exc.category)
 
     async def body_json(request: Request) -> dict[str, Any]:
-        raw = await request.body()
+        raw = await read_body(request)
         try:
             body = json.loads(raw or b"{}")
-        except ValueError as exc:
-            raise UserError(f"the request body is not JSON: {exc}") from exc
+        except (ValueError, RecursionError) as exc:
+            raise UserError(f"the request body is not JSON: {str(exc)[:200]}") from exc
         if not isinstance(body, dict):
             raise UserError("the request body must be a JSON object")
         return body
@@ -132,7 +132,7 @@ def create_app(service: TinkerService, *, faults: FaultInjector, api_keys: set[s
 
     @app.post("/api/v1/telemetry")
     async def telemetry(request: Request) -> dict[str, Any]:
-        await request.body()  # accepted and dropped: nothing leaves this machine
+        await read_body(request)  # accepted and dropped: nothing leaves this machine
         return {"status": "accepted"}
 
     # ---------------------------------------------------------- training
@@ -147,7 +147,7 @@ def create_app(service: TinkerService, *, faults: FaultInjector, api_keys: set[s
 
     @app.post("/api/v1/forward_backward")
     async def forward_backward(request: Request) -> dict[str, Any]:
-        raw = wire.decompress(await request.body(), request.headers.get("content-encoding"))
+        raw = wire.decompress(await read_body(request), request.headers.get("content-encoding"))
         if wire.PROTOBUF in request.headers.get("content-type", ""):
             req = wire.fwdbwd_request_from_proto(raw)
         else:
@@ -262,10 +262,26 @@ def create_app(service: TinkerService, *, faults: FaultInjector, api_keys: set[s
     return app
 
 
+async def read_body(request: Request) -> bytes:
+    """The raw body, read no further than wire.MAX_BODY_BYTES (413 past it, declared or sent)."""
+    limit = wire.MAX_BODY_BYTES
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"the request body has {declared} bytes; this server takes at most {limit}")
+    parts: list[bytes] = []
+    size = 0
+    async for part in request.stream():
+        size += len(part)
+        if size > limit:
+            raise PayloadTooLarge(f"the request body has more than {limit} bytes, this server's bound")
+        parts.append(part)
+    return b"".join(parts)
+
+
 def _json_object(raw: bytes) -> dict[str, Any]:
     try:
         body = json.loads(raw or b"{}")
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         raise UserError(f"the request body is neither a ForwardBackwardRequest protobuf nor JSON: {exc}") from exc
     if not isinstance(body, dict):
         raise UserError("the request body must be a JSON object")

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from thinker.tinker_serve import fields
 from thinker.tinker_serve.errors import UserError
 from thinker.tinker_serve.wire import Datum, FwdBwdOutput
 
@@ -40,6 +41,7 @@ MODULE_GROUPS = {
 SUPPORTED_LOSSES = ("cross_entropy", "importance_sampling", "ppo")
 PPO_CLIP = (0.8, 1.2)  # Tinker's default clip_low_threshold / clip_high_threshold (epsilon 0.2)
 TOKENS_PER_MICROBATCH = 8192  # padded tokens per forward pass: bounds the logits' memory
+MAX_LORA_RANK = 256  # and at most the base model's hidden size (LoraSpec.check_fits)
 
 # torch.manual_seed + get_peft_model must not interleave between threads (training and sampling both build)
 _INIT_LOCK = threading.Lock()
@@ -55,18 +57,22 @@ class LoraSpec:
 
     @classmethod
     def from_request(cls, cfg: dict[str, Any] | None) -> LoraSpec:
-        cfg = dict(cfg or {})
-        try:
-            spec = cls(rank=int(cfg.get("rank", 32)), seed=None if cfg.get("seed") is None else int(cfg["seed"]),
-                       train_unembed=bool(cfg.get("train_unembed", True)), train_mlp=bool(cfg.get("train_mlp", True)),
-                       train_attn=bool(cfg.get("train_attn", True)))
-        except (TypeError, ValueError) as exc:
-            raise UserError(f"lora_config is not valid: {exc}") from exc
-        if spec.rank < 1:
-            raise UserError(f"LoRA rank must be 1 or more, got {spec.rank}")
+        cfg = cfg or {}
+        if not isinstance(cfg, dict):
+            raise UserError("lora_config must be an object (LoraConfig)")
+        where = "lora_config."
+        spec = cls(rank=fields.integer(cfg, "rank", 32, low=1, high=MAX_LORA_RANK, where=where),
+                   seed=fields.seed(cfg, where=where),
+                   **{flag: fields.boolean(cfg, flag, True, where=where) for flag in MODULE_GROUPS})
         if not (spec.train_attn or spec.train_mlp or spec.train_unembed):
             raise UserError("at least one of train_attn, train_mlp and train_unembed must be true")
         return spec
+
+    def check_fits(self, base: BaseModel) -> None:
+        """A rank above the model's width adds parameters and no capacity (and a huge one fills the memory)."""
+        if self.rank > base.hidden_size:
+            raise UserError(f"lora_config.rank {self.rank} is more than {base.name}'s hidden size "
+                            f"{base.hidden_size}: use a rank from 1 to {base.hidden_size}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -86,6 +92,7 @@ class BaseModel:
     arch: str
     eos_ids: tuple[int, ...]
     vocab_size: int
+    hidden_size: int
 
 
 def resolve_device(device: str) -> torch.device:
@@ -126,6 +133,7 @@ def load_base_model(name: str, model_cfg: Any, device: torch.device, dtype: str)
         max_context_length=int(getattr(config, "max_position_embeddings", 0) or 2048),
         arch=(config.architectures or [type(model).__name__])[0], eos_ids=tuple(sorted(eos)),
         vocab_size=int(model.get_output_embeddings().weight.shape[0]),
+        hidden_size=int(model.get_input_embeddings().weight.shape[1]),
     )
 
 
@@ -299,17 +307,20 @@ class AdamParams:
 
     @classmethod
     def from_request(cls, body: dict[str, Any]) -> AdamParams:
+        """Finite numbers in sane ranges only: a NaN or infinite learning rate, beta or eps poisons the weights."""
         raw = next((body[k] for k in ("adam_params", "optim_params", "optimizer_params") if body.get(k) is not None), None)
         if not isinstance(raw, dict):
             raise UserError("optim_step needs adam_params (AdamParams)")
         kind = raw.get("type", "adamw")
         if kind not in ("adamw", "adam"):
             raise UserError(f"optimizer {kind!r} is not supported by thinker tinker-serve: use AdamParams")
-        known = {k: float(v) for k, v in raw.items() if k in cls.__dataclass_fields__ and v is not None}
-        params = cls(**known)
-        if params.learning_rate < 0 or not 0 <= params.beta1 < 1 or not 0 <= params.beta2 < 1 or params.eps <= 0:
-            raise UserError(f"AdamParams out of range: {params} (learning_rate >= 0, 0 <= beta < 1, eps > 0)")
-        return params
+        where = "adam_params."
+        return cls(learning_rate=fields.number(raw, "learning_rate", cls.learning_rate, low=0, high=10, where=where),
+                   beta1=fields.number(raw, "beta1", cls.beta1, low=0, high=1, high_open=True, where=where),
+                   beta2=fields.number(raw, "beta2", cls.beta2, low=0, high=1, high_open=True, where=where),
+                   eps=fields.number(raw, "eps", cls.eps, low=0, high=1, low_open=True, where=where),
+                   weight_decay=fields.number(raw, "weight_decay", cls.weight_decay, low=0, high=10, where=where),
+                   grad_clip_norm=fields.number(raw, "grad_clip_norm", cls.grad_clip_norm, low=0, where=where))
 
 
 class TrainingModel:

@@ -25,3 +25,9 @@ class NotFound(UserError):
     """The request names something this server does not have (model, checkpoint, session, future)."""
 
     status = 404
+
+
+class PayloadTooLarge(UserError):
+    """A request body (after decompression) over the server's bound."""
+
+    status = 413

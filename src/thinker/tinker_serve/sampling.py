@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from thinker.tinker_serve import fields
 from thinker.tinker_serve.engine import BaseModel, LoraSpec, adapter_model, load_adapter_state
 from thinker.tinker_serve.errors import UserError
 from thinker.tinker_serve.futures import FutureEntry, FutureStore
@@ -64,18 +65,16 @@ class SamplingParams:
 
     @classmethod
     def from_request(cls, raw: dict[str, Any] | None) -> SamplingParams:
-        raw = dict(raw or {})
-        try:
-            params = cls(max_tokens=None if raw.get("max_tokens") is None else int(raw["max_tokens"]),
-                         seed=None if raw.get("seed") is None else int(raw["seed"]), stop=raw.get("stop"),
-                         temperature=float(raw.get("temperature", 1.0)), top_k=int(raw.get("top_k", -1)),
-                         top_p=float(raw.get("top_p", 1.0)))
-        except (TypeError, ValueError) as exc:
-            raise UserError(f"sampling_params are not valid: {exc}") from exc
-        if params.max_tokens is not None and params.max_tokens < 0:
-            raise UserError(f"max_tokens must be 0 or more, got {params.max_tokens}")
-        if params.temperature < 0 or not 0 < params.top_p <= 1:
-            raise UserError(f"temperature must be >= 0 and top_p in (0, 1], got {params.temperature}, {params.top_p}")
+        raw = raw or {}
+        if not isinstance(raw, dict):
+            raise UserError("sampling_params must be an object (SamplingParams)")
+        where = "sampling_params."
+        params = cls(max_tokens=fields.integer(raw, "max_tokens", None, low=0, where=where),
+                     seed=fields.seed(raw, where=where), stop=raw.get("stop"),
+                     temperature=fields.number(raw, "temperature", 1.0, low=0, where=where),
+                     top_k=fields.integer(raw, "top_k", -1, low=-1, where=where),
+                     top_p=fields.number(raw, "top_p", 1.0, low=0, high=1, low_open=True, where=where))
+        params.stops(())  # a stop of the wrong shape is refused here, not when sampling
         return params
 
     def stops(self, eos_ids: tuple[int, ...]) -> tuple[set[int], list[str]]:
@@ -84,11 +83,10 @@ class SamplingParams:
             return set(eos_ids), []
         if isinstance(stop, str):
             return set(), [stop]
-        items = list(stop)
-        if all(isinstance(s, str) for s in items):
-            return set(), [s for s in items if s]
-        if all(isinstance(s, int) and not isinstance(s, bool) for s in items):
-            return set(items), []
+        if isinstance(stop, list) and all(isinstance(s, str) for s in stop):
+            return set(), [s for s in stop if s]
+        if isinstance(stop, list) and all(isinstance(s, int) and not isinstance(s, bool) for s in stop):
+            return set(stop), []
         raise UserError("stop must be None, a string, a list of strings or a list of token ids")
 
 

@@ -2,9 +2,13 @@
 
 Operations on a training model become jobs on the model's SequencedWorker, run in the SDK's seq-id order;
 each answers a FutureEntry the SDK retrieves later. A request whose seq id was seen before (a retried send
-whose first answer was lost) gets the first request's future instead of running twice. Request errors go
-into the future (the SDK raises them as RequestFailedError), except where no seq id can be left unfilled:
-an unknown model or session answers 404 at once.
+whose first answer was lost) gets the first request's future instead of running twice.
+
+A request's fields are read strictly at the edge (thinker.tinker_serve.fields): a wrong type, a non-finite
+number, a value out of bounds or a datum that cannot be decoded answers 400 at once, and nothing of it runs;
+on a training model its seq id is used up all the same (as a failed future), or every later request of the
+model would wait for it. Errors found while a request runs go into its future (the SDK raises them as
+RequestFailedError); an unknown model or session answers 404 at once.
 """
 
 from __future__ import annotations
@@ -18,8 +22,9 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
+from thinker.tinker_serve import fields
 from thinker.tinker_serve.checkpoints import (
     CheckpointRef,
     CheckpointStore,
@@ -38,6 +43,9 @@ from thinker.tinker_serve.wire import FwdBwdRequest, tokens_from_json
 log = logging.getLogger("thinker")
 
 MAX_SEEN = 2 * MAX_FINISHED  # (model id, seq id) -> request id, for requests sent twice
+MAX_NUM_SAMPLES = 256  # samples of one prompt: they decode as one batch
+MAX_TOPK = 100  # top-k logprobs per position
+MAX_TTL_S = 10 * 365 * 86400  # a checkpoint's time to live: datetime arithmetic overflows far past this
 
 
 @dataclass
@@ -171,16 +179,16 @@ class TinkerService:
         return entry
 
     def create_model(self, body: dict[str, Any]) -> dict[str, Any]:
-        session_id, seq = str(body.get("session_id", "")), int(body.get("model_seq_id", 0))
-        model_id = f"{session_id}:train:{seq}"
+        model_id = _model_id(body)
+        spec = LoraSpec.from_request(body.get("lora_config"))
         try:
             base = self.served_base(body.get("base_model"))
             _check_optimizer(body.get("optimizer_config"))
-            spec = LoraSpec.from_request(body.get("lora_config"))
         except ServeError as exc:
             entry = self.futures.create("create_model")
             self.futures.fail(entry, str(exc), exc.category)
             return {"request_id": entry.request_id, "model_id": model_id}
+        spec.check_fits(base)
         entry = self._new_model(model_id, base.name, spec, body.get("user_metadata"), "create_model",
                                 lambda slot: {"type": "create_model", "model_id": model_id})
         return {"request_id": entry.request_id, "model_id": model_id}
@@ -213,54 +221,78 @@ class TinkerService:
         slot.worker.submit(seq, lambda: self.futures.run(entry, lambda: fn(slot)))
         return entry
 
+    def refuse(self, model_id: str, seq_id: int | None, kind: str, error: ServeError) -> NoReturn:
+        """Answer `error` at once for a request refused at the edge; on a loaded model its seq id is used up
+        (a failed future, also what a resend of it gets), so the model's later requests do not wait for it."""
+        with self._lock:
+            loaded = model_id in self.models
+        if loaded and seq_id is not None:
+            self._enqueue(model_id, seq_id, kind, lambda _slot: _raise(error))
+        raise error
+
+    def _read(self, body: dict[str, Any], kind: str, read: Callable[[], Any]) -> tuple[str, int | None, Any]:
+        """(model id, seq id, read()): the fields of a request on a training model, refused as a whole."""
+        model_id, seq_id = _model_and_seq(body)
+        try:
+            return model_id, seq_id, read()
+        except UserError as exc:
+            self.refuse(model_id, seq_id, kind, exc)
+
     def forward_backward(self, req: FwdBwdRequest) -> FutureEntry:
+        kind = "forward" if req.forward_only else "forward_backward"
+        if req.error is not None:
+            self.refuse(req.model_id, req.seq_id, kind, UserError(req.error))
+
         def run(slot: ModelSlot) -> Any:
             model = slot.require()
-            if req.error is not None:
-                raise UserError(req.error)
             return model.forward_backward(req.data, req.loss_fn, req.loss_fn_config, backward=not req.forward_only)
 
-        return self._enqueue(req.model_id, req.seq_id, "forward" if req.forward_only else "forward_backward", run)
+        return self._enqueue(req.model_id, req.seq_id, kind, run)
 
     def optim_step(self, body: dict[str, Any]) -> FutureEntry:
-        def run(slot: ModelSlot) -> Any:
-            model = slot.require()
-            return {"metrics": model.optim_step(AdamParams.from_request(body))}
+        model_id, seq_id, params = self._read(body, "optim_step", lambda: AdamParams.from_request(body))
 
-        return self._enqueue(str(body.get("model_id", "")), body.get("seq_id"), "optim_step", run)
+        def run(slot: ModelSlot) -> Any:
+            return {"metrics": slot.require().optim_step(params)}
+
+        return self._enqueue(model_id, seq_id, "optim_step", run)
 
     def save_weights(self, body: dict[str, Any]) -> FutureEntry:
+        model_id, seq_id, (ttl, overwrite) = self._read(body, "save_weights", lambda: (
+            _ttl(body), fields.boolean(body, "overwrite", False)))
+
         def run(slot: ModelSlot) -> Any:
             model = slot.require()
             name = check_name(str(body.get("path") or f"state-{model.steps:06d}"))
             ref = CheckpointRef(slot.model_id, "weights", name)
             meta = checkpoint_meta(ref, base_model=slot.base, lora=slot.spec.to_dict(), steps=model.steps,
-                                   user_metadata=body.get("user_metadata"), ttl_seconds=body.get("ttl_seconds"))
+                                   user_metadata=body.get("user_metadata"), ttl_seconds=ttl)
             self.store.save(self.store.folder(ref), model.adapter_state(), model.model.peft_config["default"], meta,
-                            optimizer=model.optimizer_state(), overwrite=bool(body.get("overwrite", False)))
+                            optimizer=model.optimizer_state(), overwrite=overwrite)
             self._write_run(slot)
             return {"type": "save_weights", "path": ref.tinker_path}
 
-        return self._enqueue(str(body.get("model_id", "")), body.get("seq_id"), "save_weights", run)
+        return self._enqueue(model_id, seq_id, "save_weights", run)
 
     def save_weights_for_sampler(self, body: dict[str, Any]) -> FutureEntry:
-        model_id = str(body.get("model_id", ""))
+        model_id, seq_id, (sampling_seq, ttl) = self._read(body, "save_weights_for_sampler", lambda: (
+            fields.integer(body, "sampling_session_seq_id", None, low=0), _ttl(body)))
 
         def run(slot: ModelSlot) -> Any:
             model = slot.require()
             name = body.get("path")
-            if name is None and body.get("sampling_session_seq_id") is None:
+            if name is None and sampling_seq is None:
                 raise UserError("save_weights_for_sampler needs a name (path) or a sampling_session_seq_id")
             if name is not None:
                 ref = CheckpointRef(slot.model_id, "sampler_weights", check_name(str(name)))
                 folder, path, sampling_session_id = self.store.folder(ref), ref.tinker_path, None
             else:
                 session_id = slot.model_id.rsplit(":train:", 1)[0]
-                sampling_session_id = f"{session_id}:sample:{int(body['sampling_session_seq_id'])}"
+                sampling_session_id = f"{session_id}:sample:{sampling_seq}"
                 ref = CheckpointRef(slot.model_id, "sampler_weights", "ephemeral")
                 folder, path = self.store.ephemeral_folder(sampling_session_id), None
             meta = checkpoint_meta(ref, base_model=slot.base, lora=slot.spec.to_dict(), steps=model.steps,
-                                   user_metadata=body.get("user_metadata"), ttl_seconds=body.get("ttl_seconds"))
+                                   user_metadata=body.get("user_metadata"), ttl_seconds=ttl)
             meta["tinker_path"] = path  # None for the snapshot of save_weights_and_get_sampling_client
             self.store.save(folder, model.adapter_state(), model.model.peft_config["default"], meta)
             if sampling_session_id is not None:
@@ -268,13 +300,12 @@ class TinkerService:
             self._write_run(slot)
             return {"type": "save_weights_for_sampler", "path": path, "sampling_session_id": sampling_session_id}
 
-        return self._enqueue(model_id, body.get("seq_id"), "save_weights_for_sampler", run)
+        return self._enqueue(model_id, seq_id, "save_weights_for_sampler", run)
 
     def load_weights(self, body: dict[str, Any]) -> FutureEntry:
         path = str(body.get("path", ""))
-        optimizer = bool(body.get("optimizer", False))
         if body.get("session_id") is not None:  # create a model from a checkpoint: its seq id 0
-            model_id = f"{body['session_id']}:train:{int(body.get('model_seq_id', 0))}"
+            model_id, optimizer = _model_id(body), fields.boolean(body, "optimizer", False)
             try:
                 checkpoint = self.store.resolve(path)
                 base = self.served_base(body.get("base_model") or checkpoint.meta.get("base_model"))
@@ -294,6 +325,8 @@ class TinkerService:
 
             return self._new_model(model_id, base.name, spec, body.get("user_metadata"), "load_weights", setup)
 
+        model_id, seq_id, optimizer = self._read(body, "load_weights", lambda: fields.boolean(body, "optimizer", False))
+
         def run(slot: ModelSlot) -> Any:
             model = slot.require()
             checkpoint = self.store.resolve(path)
@@ -305,7 +338,7 @@ class TinkerService:
             _restore(model, checkpoint, optimizer)
             return {"type": "load_weights", "path": path, "model_id": slot.model_id}
 
-        return self._enqueue(str(body.get("model_id", "")), body.get("seq_id"), "load_weights", run)
+        return self._enqueue(model_id, seq_id, "load_weights", run)
 
     def _write_run(self, slot: ModelSlot) -> None:
         base = self.bases[slot.base]
@@ -329,7 +362,8 @@ class TinkerService:
     # ---------------------------------------------------------- sampling
 
     def create_sampling_session(self, body: dict[str, Any]) -> dict[str, Any]:
-        sampling_session_id = f"{body.get('session_id', '')}:sample:{int(body.get('sampling_session_seq_id', 0))}"
+        session_id = fields.text(body, "session_id", "")
+        sampling_session_id = f"{session_id}:sample:{fields.integer(body, 'sampling_session_seq_id', 0, low=0)}"
         self.sampling.add_session(sampling_session_id, self._sampler_source(body.get("model_path"),
                                                                             body.get("base_model")))
         return {"type": "create_sampling_session", "sampling_session_id": sampling_session_id}
@@ -348,18 +382,22 @@ class TinkerService:
         return {"sampler_id": sampling_session_id, "base_model": source.base, "model_path": source.model_path}
 
     def asample(self, body: dict[str, Any]) -> tuple[FutureEntry, list[str]]:
-        num_samples = int(body.get("num_samples", 1))
+        num_samples = fields.integer(body, "num_samples", 1, low=1, high=MAX_NUM_SAMPLES)
+        topk_prompt = fields.integer(body, "topk_prompt_logprobs", 0, low=0, high=MAX_TOPK)
+        topk_sample = fields.integer(body, "topk_sample_logprobs", 0, low=0, high=MAX_TOPK)
+        last_n = fields.integer(body, "prompt_logprobs_last_n", None, low=0)
+        prompt_logprobs = fields.boolean(body, "prompt_logprobs", False)
+        prompt = tokens_from_json(body.get("prompt"), "prompt")
+        params = SamplingParams.from_request(body.get("sampling_params"))
         entry = self.futures.create("sample")
-        sequence_ids = [f"{entry.request_id}:{i}" for i in range(max(num_samples, 0))]
+        sequence_ids = [f"{entry.request_id}:{i}" for i in range(num_samples)]
         entry.extra["sequence_ids"] = sequence_ids
         try:
             if body.get("sampling_session_id"):
                 source = self.sampling.session(str(body["sampling_session_id"]))
             else:
                 source = self._sampler_source(body.get("model_path"), body.get("base_model"))
-            prompt = tokens_from_json(body.get("prompt"), "prompt")
-            params = SamplingParams.from_request(body.get("sampling_params"))
-            if body.get("target_prompt_logprobs") is not None or int(body.get("prompt_alt_tokens_k") or 0) > 0:
+            if body.get("target_prompt_logprobs") is not None or body.get("prompt_alt_tokens_k"):
                 raise UserError("target_prompt_logprobs and prompt_alt_tokens_k are not supported by thinker "
                                 "tinker-serve: use include_prompt_logprobs / topk_prompt_logprobs")
         except ServeError as exc:
@@ -368,10 +406,8 @@ class TinkerService:
 
         def job() -> Any:
             return generate(self.sampling.model_for(source), self.bases[source.base], prompt, num_samples, params,
-                            prompt_logprobs=bool(body.get("prompt_logprobs")),
-                            prompt_logprobs_last_n=body.get("prompt_logprobs_last_n"),
-                            topk_prompt=int(body.get("topk_prompt_logprobs") or 0),
-                            topk_sample=int(body.get("topk_sample_logprobs") or 0))
+                            prompt_logprobs=prompt_logprobs, prompt_logprobs_last_n=last_n,
+                            topk_prompt=topk_prompt, topk_sample=topk_sample)
 
         self.sampling.submit(entry, job)
         return entry, sequence_ids
@@ -423,6 +459,24 @@ class TinkerService:
         return {"base_model": meta.get("base_model"), "is_lora": True, "lora_rank": lora.rank,
                 "train_unembed": lora.train_unembed, "train_mlp": lora.train_mlp, "train_attn": lora.train_attn,
                 "optimizer_config": {"type": "adamw"}}
+
+
+def _model_id(body: dict[str, Any]) -> str:
+    """The id of the model a create request makes: its session and its seq id in the session."""
+    session_id = fields.text(body, "session_id", "")
+    return f"{session_id}:train:{fields.integer(body, 'model_seq_id', 0, low=0)}"
+
+
+def _model_and_seq(body: dict[str, Any]) -> tuple[str, int | None]:
+    return fields.text(body, "model_id", ""), fields.integer(body, "seq_id", None, low=0)
+
+
+def _ttl(body: dict[str, Any]) -> int | None:
+    return fields.integer(body, "ttl_seconds", None, low=1, high=MAX_TTL_S)
+
+
+def _raise(error: BaseException) -> NoReturn:
+    raise error
 
 
 def _check_optimizer(config: Any) -> None:

@@ -21,9 +21,12 @@ from typing import Any
 
 import numpy as np
 
-from thinker.tinker_serve.errors import UserError
+from thinker.tinker_serve import fields
+from thinker.tinker_serve.errors import PayloadTooLarge, UserError
 
 PROTOBUF = "application/x-protobuf"
+MAX_BODY_BYTES = 64 * 2**20  # a request body, decompressed; the SDK sends forward_backward in ~5 MB chunks
+MAX_TENSOR_VALUES = 2**24  # one loss input, dense: a sparse tensor's declared shape cannot ask for more
 
 
 @dataclass
@@ -42,8 +45,8 @@ class FwdBwdRequest:
     loss_fn_config: dict[str, float | str]
     data: list[Datum]
     forward_only: bool
-    # a datum that cannot be decoded fails the request's future, not the HTTP call: its seq id must still be
-    # filled, or every later request of the model would wait for it
+    # what could not be decoded: the request is refused (400), and its seq id used up all the same, or every
+    # later request of the model would wait for it (TinkerService.refuse)
     error: str | None = None
 
 
@@ -77,12 +80,31 @@ def _pb() -> Any:
     return tinker_public_pb2
 
 
-def decompress(body: bytes, content_encoding: str | None) -> bytes:
-    if (content_encoding or "").strip().lower() == "zstd":
-        import zstandard
+def decompress(body: bytes, content_encoding: str | None, limit: int = MAX_BODY_BYTES) -> bytes:
+    """The body as sent, zstd-decoded when its Content-Encoding says so, at most `limit` bytes either way.
 
-        return zstandard.ZstdDecompressor().decompressobj().decompress(body)
-    return body
+    Decoded as a stream that stops one byte past the limit: a small body that expands to gigabytes is refused
+    with 413 instead of filling the memory."""
+    if len(body) > limit:
+        raise PayloadTooLarge(f"the request body has {len(body)} bytes; this server takes at most {limit}")
+    if (content_encoding or "").strip().lower() != "zstd":
+        return body
+    import zstandard
+
+    try:
+        with zstandard.ZstdDecompressor().stream_reader(body, read_across_frames=True) as reader:
+            parts: list[bytes] = []
+            size = 0
+            while size <= limit and (part := reader.read(limit + 1 - size)):
+                parts.append(part)
+                size += len(part)
+        raw = b"".join(parts)
+    except zstandard.ZstdError as exc:
+        raise UserError(f"the request body is not valid zstd (Content-Encoding: zstd): {exc}") from exc
+    if len(raw) > limit:
+        raise PayloadTooLarge(f"the request body decompresses to more than {limit} bytes, this server's bound: "
+                              "send smaller requests (fewer datums per forward_backward)")
+    return raw
 
 
 # ---------------------------------------------------------------- protobuf requests
@@ -95,16 +117,42 @@ def _np_dtype(pb: Any, dtype: int) -> np.dtype:
     return np.dtype(table[dtype])
 
 
+def _shape(shape: Any, name: str) -> list[int]:
+    if not isinstance(shape, (list, tuple)) or any(isinstance(n, bool) or not isinstance(n, int) or n < 0
+                                                   for n in shape):
+        raise UserError(f"loss_fn_inputs[{name!r}].shape must be a list of non-negative integers")
+    if math.prod(shape) > MAX_TENSOR_VALUES:
+        raise UserError(f"loss_fn_inputs[{name!r}] has shape {list(shape)}: more than this server's "
+                        f"{MAX_TENSOR_VALUES} values per tensor")
+    return list(shape)
+
+
+def _numeric(array: np.ndarray, name: str) -> np.ndarray:
+    """Numbers only, and finite: one NaN weight or advantage would poison every weight at the next optim_step."""
+    if array.dtype.kind not in "iuf":
+        raise UserError(f"loss_fn_inputs[{name!r}] must hold numbers, not {array.dtype}")
+    if array.dtype.kind == "f" and not np.isfinite(array).all():
+        raise UserError(f"loss_fn_inputs[{name!r}] has NaN or infinite values")
+    return array
+
+
+def _frombuffer(buffer: bytes, dtype: Any, name: str) -> np.ndarray:
+    try:
+        return np.frombuffer(buffer, dtype=dtype)
+    except ValueError as exc:
+        raise UserError(f"loss_fn_inputs[{name!r}] is not a whole number of {np.dtype(dtype)} values") from exc
+
+
 def _tensor_from_proto(pb: Any, msg: Any, name: str) -> np.ndarray:
     dtype = _np_dtype(pb, msg.dtype)
-    shape = [int(s) for s in msg.shape]
+    shape = _shape([int(s) for s in msg.shape], name)
     if msg.WhichOneof("encoding") == "sparse_csr":
         csr = msg.sparse_csr
-        values = np.frombuffer(csr.values, dtype=dtype)
-        crow = np.frombuffer(csr.crow_indices, dtype=np.int64)
-        col = np.frombuffer(csr.col_indices, dtype=np.int64)
+        values = _frombuffer(csr.values, dtype, name)
+        crow = _frombuffer(csr.crow_indices, np.int64, name)
+        col = _frombuffer(csr.col_indices, np.int64, name)
         return _densify(values, crow, col, shape, name)
-    array = np.frombuffer(msg.dense, dtype=dtype).copy()
+    array = _numeric(_frombuffer(msg.dense, dtype, name).copy(), name)
     if shape:
         if math.prod(shape) != array.size:
             raise UserError(f"loss_fn_inputs[{name!r}] has {array.size} values for shape {shape}")
@@ -113,7 +161,13 @@ def _tensor_from_proto(pb: Any, msg: Any, name: str) -> np.ndarray:
 
 
 def _densify(values: np.ndarray, crow: np.ndarray, col: np.ndarray, shape: list[int], name: str) -> np.ndarray:
-    if len(shape) != 2 or len(crow) != shape[0] + 1 or len(col) != len(values):
+    shape = _shape(shape, name)
+    _numeric(values, name)
+    valid = len(shape) == 2 and len(crow) == shape[0] + 1 and len(col) == len(values)
+    # row pointers from 0 to the number of values, never decreasing; column indices inside the shape
+    valid = valid and int(crow[0]) == 0 and int(crow[-1]) == len(values) and bool((np.diff(crow) >= 0).all())
+    valid = valid and (len(col) == 0 or (int(col.min()) >= 0 and int(col.max()) < shape[1]))
+    if not valid:
         raise UserError(f"loss_fn_inputs[{name!r}] is not a valid sparse CSR tensor of shape {shape}")
     dense = np.zeros(shape, dtype=values.dtype)
     for row in range(shape[0]):
@@ -140,23 +194,29 @@ def fwdbwd_request_from_proto(body: bytes) -> FwdBwdRequest:
         msg.ParseFromString(body)
     except Exception as exc:  # protobuf's DecodeError
         raise UserError(f"the forward_backward body is not a ForwardBackwardRequest protobuf: {exc}") from exc
-    config: dict[str, float | str] = {k: float(v) for k, v in msg.loss_fn_config.items()}
-    for key, value in msg.loss_fn_config_v2.items():  # v2 wins when both are set
-        config[key] = value.text if value.WhichOneof("value") == "text" else float(value.number)
-    data, error = _decode_all(lambda: [
-        Datum(tokens=_chunks_to_tokens(pb, d.model_input),
-              inputs={name: _tensor_from_proto(pb, t, name) for name, t in d.loss_fn_inputs.items()})
-        for d in msg.data
-    ])
-    return FwdBwdRequest(model_id=msg.model_id, seq_id=int(msg.seq_id), loss_fn=msg.loss_fn,
-                         loss_fn_config=config, data=data, forward_only=bool(msg.forward_only), error=error)
+
+    def decode(request: FwdBwdRequest) -> None:
+        config: dict[str, Any] = {k: float(v) for k, v in msg.loss_fn_config.items()}
+        for key, value in msg.loss_fn_config_v2.items():  # v2 wins when both are set
+            config[key] = value.text if value.WhichOneof("value") == "text" else float(value.number)
+        request.loss_fn, request.loss_fn_config = msg.loss_fn, loss_fn_config(config)
+        request.forward_only = bool(msg.forward_only)
+        request.data = [Datum(tokens=_chunks_to_tokens(pb, d.model_input),
+                              inputs={name: _tensor_from_proto(pb, t, name) for name, t in d.loss_fn_inputs.items()})
+                        for d in msg.data]
+
+    return _decoded(msg.model_id, int(msg.seq_id), False, decode)
 
 
-def _decode_all(decode: Any) -> tuple[list[Datum], str | None]:
+def _decoded(model_id: str, seq_id: int | None, forward_only: bool, decode: Any) -> FwdBwdRequest:
+    """The request as far as `decode` gets: what it cannot decode becomes `error`, under the model and seq id."""
+    request = FwdBwdRequest(model_id=model_id, seq_id=seq_id, loss_fn="", loss_fn_config={}, data=[],
+                            forward_only=forward_only)
     try:
-        return decode(), None
+        decode(request)
     except UserError as exc:
-        return [], str(exc)
+        request.error = str(exc)
+    return request
 
 
 # ---------------------------------------------------------------- JSON requests
@@ -171,42 +231,80 @@ def tokens_from_json(model_input: Any, where: str = "model_input") -> list[int]:
         if kind != "encoded_text":
             raise UserError(f"{where} chunks of type {kind!r} are not supported by thinker tinker-serve "
                             "(text models only): send token chunks (ModelInput.from_ints)")
-        tokens.extend(int(t) for t in chunk.get("tokens", []))
+        tokens.extend(fields.integers(chunk.get("tokens", []), f"{where} tokens"))
     return tokens
+
+
+def _json_array(values: Any, dtype: Any, name: str, what: str) -> np.ndarray:
+    try:
+        return _numeric(np.asarray(values, dtype=dtype), name)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise UserError(f"loss_fn_inputs[{name!r}]{what} must be a list of numbers") from exc
 
 
 def tensor_from_json(obj: Any, name: str) -> np.ndarray:
     if isinstance(obj, list):
-        return np.asarray(obj)
+        array = _json_array(obj, None, name, "")  # a bare list, as curl might send
+        _shape(list(array.shape), name)
+        return array
     if not isinstance(obj, dict) or "data" not in obj:
         raise UserError(f"loss_fn_inputs[{name!r}] must be a TensorData object")
     dtype = np.dtype(np.int64 if obj.get("dtype") == "int64" else np.float32)
-    values = np.asarray(obj["data"], dtype=dtype)
+    values = _json_array(obj["data"], dtype, name, ".data")
     shape = obj.get("shape")
     if obj.get("sparse_crow_indices") is not None:
-        return _densify(values, np.asarray(obj["sparse_crow_indices"], dtype=np.int64),
-                        np.asarray(obj.get("sparse_col_indices") or [], dtype=np.int64), list(shape or []), name)
+        return _densify(values, _json_array(obj["sparse_crow_indices"], np.int64, name, ".sparse_crow_indices"),
+                        _json_array(obj.get("sparse_col_indices") or [], np.int64, name, ".sparse_col_indices"),
+                        _shape(shape or [], name), name)
     if shape:
+        shape = _shape(shape, name)
         if math.prod(shape) != values.size:
             raise UserError(f"loss_fn_inputs[{name!r}] has {values.size} values for shape {shape}")
         values = values.reshape(shape)
     return values
 
 
+def loss_fn_config(config: Any) -> dict[str, float | str]:
+    """Numbers (finite) or strings, by name: PPO's clip thresholds and the like."""
+    if config is None:
+        return {}
+    if not isinstance(config, dict):
+        raise UserError("loss_fn_config must be an object of numbers and strings")
+    return {str(k): v if isinstance(v, str) else fields.number(config, k, where="loss_fn_config.")
+            for k, v in config.items()}
+
+
 def fwdbwd_request_from_json(body: dict[str, Any], forward_only: bool) -> FwdBwdRequest:
     """The JSON shapes of ForwardBackwardRequest (`forward_backward_input`) and ForwardRequest (`forward_input`)."""
-    fb = body.get("forward_backward_input") or body.get("forward_input")
-    if not isinstance(fb, dict):
-        raise UserError("the request needs forward_backward_input (or forward_input) with data and loss_fn")
-    data, error = _decode_all(lambda: [
-        Datum(tokens=tokens_from_json(d.get("model_input"), f"data[{i}].model_input"),
-              inputs={k: tensor_from_json(v, k) for k, v in (d.get("loss_fn_inputs") or {}).items()})
-        for i, d in enumerate(fb.get("data") or [])
-    ])
-    seq_id = body.get("seq_id")
-    return FwdBwdRequest(model_id=str(body.get("model_id", "")), seq_id=None if seq_id is None else int(seq_id),
-                         loss_fn=str(fb.get("loss_fn", "")), loss_fn_config=dict(fb.get("loss_fn_config") or {}),
-                         data=data, forward_only=forward_only or bool(body.get("forward_only", False)), error=error)
+
+    def decode(request: FwdBwdRequest) -> None:
+        fb = body.get("forward_backward_input") or body.get("forward_input")
+        if not isinstance(fb, dict):
+            raise UserError("the request needs forward_backward_input (or forward_input) with data and loss_fn")
+        data = fb.get("data") or []
+        if not isinstance(data, list):
+            raise UserError("forward_backward_input.data must be a list of Datum objects")
+        request.loss_fn, request.loss_fn_config = fields.text(fb, "loss_fn", ""), loss_fn_config(fb.get("loss_fn_config"))
+        request.forward_only = forward_only or fields.boolean(body, "forward_only", False)
+        request.data = [Datum(tokens=tokens_from_json(d.get("model_input"), f"data[{i}].model_input"),
+                              inputs={k: tensor_from_json(v, k) for k, v in _loss_inputs(d, i).items()})
+                        for i, d in enumerate(_datums(data))]
+
+    return _decoded(fields.text(body, "model_id", ""), fields.integer(body, "seq_id", None, low=0), forward_only, decode)
+
+
+def _datums(data: list[Any]) -> list[dict[str, Any]]:
+    for i, d in enumerate(data):
+        if not isinstance(d, dict):
+            raise UserError(f"data[{i}] must be a Datum object")
+    return data
+
+
+def _loss_inputs(datum: dict[str, Any], i: int) -> dict[str, Any]:
+    inputs = datum.get("loss_fn_inputs") or {}
+    if not isinstance(inputs, dict):
+        raise UserError(f"data[{i}].loss_fn_inputs must be an object of tensors")
+    return inputs
 
 
 # ---------------------------------------------------------------- responses

@@ -76,10 +76,16 @@ def store_lock(uri: str) -> Iterator[None]:
 
 def get_client(uri: str):
     """An MlflowClient whose store exists with MLflow's current schema. Opening the store creates or
-    migrates that schema, which for SQLite happens under store_lock, so parallel jobs never race on it."""
+    migrates that schema, which for SQLite happens under store_lock, so parallel jobs never race on it. A damaged
+    SQLite store is named first (thinker.tracking.store_check): an error line, or a warning for damaged pages."""
     from mlflow.tracking import MlflowClient
 
+    from thinker.tracking.store_check import check_sqlite_store
+
+    db = sqlite_file(uri)
     with store_lock(uri):
+        if db is not None:
+            check_sqlite_store(db)
         client = MlflowClient(tracking_uri=uri)
         client.search_experiments(max_results=1)  # opens the store (schema creation/migration) while locked
     return client

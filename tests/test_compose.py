@@ -106,3 +106,32 @@ def test_unknown_option_lists_the_available_ones(tmp_path):
     out = launch(["method=loraa"], cwd=tmp_path)
     assert out.returncode == 2
     assert "available: full, lora, pretrain, qlora" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_an_unknown_key_suggests_the_closest_one(tmp_path):
+    out = launch(["optimizer.lrr=1e-3"], cwd=tmp_path)
+    assert out.returncode == 2
+    (line,) = out.stderr.strip().splitlines()
+    assert line.startswith("[thinker] error: ") and "config key optimizer.lrr, did you mean optimizer.lr? fix" in line
+
+
+@pytest.mark.parametrize(("override", "suggestion"), [
+    ("model=qwen05b", "did you mean model=qwen-0.5b"),
+    ("method=lora method.rnk=4", "did you mean method.rank? "),  # the chosen option's own schema
+    ("optimizerr=adam", "did you mean optimizer? "),
+    ("trainer.max_stepz=3", "did you mean trainer.max_steps? "),
+    ("hydra/launcher=slurmm", "did you mean hydra/launcher=slurm? "),
+])
+def test_thinker_config_show_suggests_the_closest_key_or_option(capsys, override, suggestion):
+    from thinker.commands.config import show
+
+    assert show(override.split()) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert suggestion in line
+
+
+def test_nothing_is_suggested_when_nothing_is_close(capsys):
+    from thinker.commands.config import show
+
+    assert show(["optimizer.zzz=1"]) == 2
+    assert "did you mean" not in capsys.readouterr().err

@@ -38,6 +38,29 @@ def test_every_option_file_starts_with_a_one_line_description(path):
     assert not description.endswith((",", " of", " and", " the", " built", " compute")), description
 
 
+@pytest.mark.parametrize("path", option_files(), ids=lambda p: f"{p.parent.name}/{p.stem}")
+def test_every_description_ends_at_a_sentence_end_not_mid_sentence(path):
+    from thinker.help_text import header_paragraph
+
+    description = option_description(path)
+    # whole sentences, or the whole first paragraph when it is one unpunctuated line (torch.optim.Adam)
+    assert description.endswith((".", "!", "?")) or description == header_paragraph(path), description
+    assert header_paragraph(path).startswith(description) and not description.endswith("…")
+
+
+def test_a_description_takes_whole_sentences_of_the_first_paragraph(tmp_path):
+    mistral = option_description(CONF / "provider" / "mistral.yaml")
+    assert mistral == "Mistral: no fine-tuning any more (kept so choosing it says so)."  # was cut at "...API: it"
+    option = tmp_path / "x.yaml"
+    option.write_text("# @package _global_\n# Short one (e.g. this. Not a stop). Second fits.\n# Third is far "
+                      + "too long " * 12 + "to fit.\n#   python launch.py x=y\nkey: 1\n")
+    assert option_description(option) == "Short one (e.g. this. Not a stop). Second fits."
+    option.write_text("# A lead-in. Offline, against the local server:\n#   thinker tinker-serve\n")
+    assert option_description(option) == "A lead-in."
+    option.write_text("# " + "word " * 40 + "end.\n")
+    assert option_description(option).endswith("word…") and len(option_description(option)) <= 110
+
+
 def test_help_lists_every_group_and_option_with_its_description(help_text):
     for group in USER_GROUPS:
         assert f"\n{group}=\n" in help_text, group

@@ -15,6 +15,7 @@ import sys
 from collections.abc import Callable
 
 from thinker.errors import ERROR_PREFIX, ExitCode
+from thinker.wording import did_you_mean
 
 _held: io.StringIO | None = None
 _real_stderr = None
@@ -36,18 +37,42 @@ def _wants_raw_errors(argv: list[str]) -> bool:
     return bool(os.environ.get("HYDRA_FULL_ERROR")) or any(a in ("debug=true", "debug=True") for a in argv)
 
 
+_MISSING_OPTION = re.compile(r"Could not find '(?P<group>[\w/.-]+)/(?P<option>[^/']+)'")
+
+
+def _schema_keys(type_name: str | None) -> list[str]:
+    """The keys of the structured config Hydra names in `object_type=` (thinker.config.schema)."""
+    import dataclasses
+
+    from thinker.config import schema
+
+    node = getattr(schema, type_name or "", None)
+    return [f.name for f in dataclasses.fields(node)] if dataclasses.is_dataclass(node) else []
+
+
+def _key_hint(key: str, type_name: str | None) -> str:
+    """`did you mean optimizer.lr? ` for an unknown key `optimizer.lrr` of OptimizerConfig."""
+    parent, _, name = key.rpartition(".")
+    return did_you_mean(name, _schema_keys(type_name), prefix=f"{parent}." if parent else "")
+
+
 def format_hydra_error(text: str) -> str:
-    """Fold Hydra's multi-line composition error into one `[thinker] error:` line."""
+    """Fold Hydra's multi-line composition error into one `[thinker] error:` line, with the closest key or
+    option as a "did you mean" and without auto-named fine-tunes in the options (README "Model registry")."""
+    from thinker.models.registry_options import listed_options
+
     lines: list[str] = []
-    key = None
+    key = type_name = None
     options: list[str] | None = None
     for raw in text.splitlines():
         line = raw.strip()
         if line.startswith("Config search path:"):
             break  # what follows is Hydra's search path listing, noise for a user
-        if not line or "HYDRA_FULL_ERROR" in line or line.startswith(("object_type=", "To append")):
+        if not line or "HYDRA_FULL_ERROR" in line or line.startswith("To append"):
             continue
-        if line.startswith("full_key:"):
+        if line.startswith("object_type="):
+            type_name = line.split("=", 1)[1].strip()
+        elif line.startswith("full_key:"):
             key = line.split(":", 1)[1].strip()
         elif line.startswith("Available options in"):
             options = []
@@ -56,10 +81,20 @@ def format_hydra_error(text: str) -> str:
         else:
             lines.append(line.rstrip("."))
     what = "; ".join(lines) or "the config could not be composed"
+    hint = ""
+    missing = _MISSING_OPTION.search(what)
     if options:
-        what += f" (available: {', '.join(options)})"
+        shown, hidden = listed_options(options)
+        if missing:  # an auto-named fine-tune only when no listed option is close (someone typing one)
+            prefix = f"{missing['group']}="
+            hint = (did_you_mean(missing["option"], shown, prefix)
+                    or did_you_mean(missing["option"], options, prefix))
+        auto = f"; {hidden} auto-named fine-tunes: thinker models list" if hidden else ""
+        what += f" (available: {', '.join(shown)}{auto})"
+    elif key and "not in" in what:
+        hint = _key_hint(key, type_name)
     where = f"config key {key}" if key else "config composition"
-    fix = "fix the override (python launch.py --help lists every group and option)"
+    fix = f"{hint}fix the override (python launch.py --help lists every group and option)"
     return f"[thinker] error: {what}, {where}, {fix}"
 
 

@@ -3,8 +3,9 @@
 conf/config.yaml's hydra.help.template contains `${thinker_groups:}`. Hydra resolves the template when it
 prints --help, which calls config_groups_text(): every user-facing group (one folder of a file config source:
 conf/ and any hydra.searchpath folder; not schema/* and not hydra's own groups) with each option and the
-first line of that option file's header comment. Registry models (ConfigStore options of the `model` group)
-are listed as well. A new option file shows up without touching the help.
+first sentence of that option file's header comment. Registry models (ConfigStore options of the `model`
+group) are listed as well, except auto-named fine-tunes, which are counted (`thinker models list` shows them).
+A new option file shows up without touching the help.
 
 Standard library and omegaconf only: composing must not import anything heavy.
 """
@@ -18,17 +19,59 @@ RESOLVER = "thinker_groups"
 INTERNAL_GROUPS = ("schema", "hydra")  # top folders that are not user-facing groups
 
 
-def option_description(path: Path) -> str | None:
-    """The first line of the header comment at the top of an option file (`# @package` lines skipped)."""
+DESCRIPTION_WIDTH = 110  # one --help line: the first sentence, then whole sentences while they fit
+_ABBREVIATIONS = ("e.g.", "i.e.", "etc.", "vs.", "cf.")
+
+
+def header_paragraph(path: Path) -> str:
+    """The first paragraph of the header comment at the top of an option file, joined into one line: its
+    comment lines up to a blank `#` line, an indented example (`#   python launch.py ...`) or the YAML."""
+    parts: list[str] = []
     for raw in path.read_text(encoding="utf-8").splitlines():
         line = raw.strip()
-        if line.startswith("# @package") or not line:
+        if not parts and (not line or line.startswith("# @package")):
             continue
-        if line.startswith("#"):
-            text = line.lstrip("#").strip()
-            return text or None
+        body = line[1:] if line.startswith("#") else None
+        if body is None or not body.strip() or (parts and body.startswith("   ")):
+            break
+        parts.append(body.strip())
+    return " ".join(parts)
+
+
+def sentences(text: str) -> list[str]:
+    """`text` split after each `.`, `!` or `?` that ends a sentence: followed by a space, outside brackets,
+    not an abbreviation (e.g.). A trailing piece without one is the last element."""
+    found, depth, start = [], 0, 0
+    for i, char in enumerate(text):
+        if char in "([{":
+            depth += 1
+        elif char in ")]}":
+            depth = max(0, depth - 1)
+        elif (char in ".!?" and depth == 0 and (i + 1 == len(text) or text[i + 1] == " ")
+              and not text[:i + 1].endswith(_ABBREVIATIONS)):
+            found.append(text[start:i + 1].strip())
+            start = i + 1
+    if text[start:].strip():
+        found.append(text[start:].strip())
+    return found
+
+
+def option_description(path: Path) -> str | None:
+    """The option's one-line description: the first sentence of its header comment, and the sentences after
+    it while the line stays within DESCRIPTION_WIDTH (a lead-in to an example, ending in `:`, is left out).
+    A first sentence longer than that is shortened at a word, with `…`."""
+    found = sentences(header_paragraph(path))
+    if not found:
         return None
-    return None
+    chosen = [found[0]]
+    for sentence in found[1:]:
+        if sentence.endswith(":") or len(" ".join([*chosen, sentence])) > DESCRIPTION_WIDTH:
+            break
+        chosen.append(sentence)
+    text = " ".join(chosen)
+    if len(text) > DESCRIPTION_WIDTH:
+        text = text[:DESCRIPTION_WIDTH - 1].rsplit(" ", 1)[0].rstrip(",;:") + "…"
+    return text
 
 
 def _is_internal(group: str) -> bool:
@@ -92,6 +135,8 @@ def _choices(root: Any) -> dict[str, Any]:
 
 def config_groups_text(conf_dirs: list[Path], choices: dict[str, Any] | None = None) -> str:
     """One block per group: `group` then `  option   description` lines, `*` marking the chosen option."""
+    from thinker.models.registry_options import listed_options
+
     choices = choices or {}
     groups = file_groups(conf_dirs)
     # Hydra records choices from the end of the defaults list to its start: reversed, they follow config.yaml
@@ -99,16 +144,18 @@ def config_groups_text(conf_dirs: list[Path], choices: dict[str, Any] | None = N
     blocks = []
     for group in order:
         options = dict(groups[group])
-        for name in _store_options(group):
-            if name not in options:
-                options[name] = ("a model from the registry (thinker models info " + name + ")"
-                                 if group == "model" else None)
+        stored, hidden = listed_options([name for name in _store_options(group) if name not in options])
+        for name in stored:
+            options[name] = ("a model from the registry (thinker models info " + name + ")"
+                             if group == "model" else None)
         chosen = choices.get(group)
         width = max(len(name) for name in options) + 2
         lines = [f"{group}="]
         for name, description in options.items():
             mark = "*" if name == chosen else " "
             lines.append(f"  {mark} {name.ljust(width)}{description or '(no description)'}")
+        if hidden:
+            lines.append(f"    (and {hidden} auto-named fine-tunes: thinker models list)")
         blocks.append("\n".join(lines))
     return "\n\n".join(blocks)
 

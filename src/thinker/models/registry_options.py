@@ -3,6 +3,10 @@
 launch.py calls register_registry_options() before @hydra.main runs. It reads registry.json as plain JSON
 (no torch) and stores one ModelConfig node per entry in Hydra's ConfigStore under group "model". Architecture
 parameters stay in the model's own config.json (seed 002, decision 6); the node only says where it is.
+
+Auto-named fine-tunes (`<base>-finetuned-<timestamp>`, registry.is_named) compose like any other entry, but
+listings of options (`--help`, a composition error's "available") leave them out: every run of 20+ steps adds
+one, and `thinker models list` is where they are shown (README "Model registry").
 """
 
 from __future__ import annotations
@@ -11,12 +15,25 @@ import logging
 import sys
 
 from thinker.errors import ThinkerError
-from thinker.models.registry import Registry, RegistryEntry, shipped_model_options
+from thinker.models.registry import Registry, RegistryEntry, is_named, shipped_model_options
 
 log = logging.getLogger("thinker")
 
 PRETRAINED_LR = 2e-4
 _warned: set[str] = set()
+_auto_named: set[str] = set()  # the auto-named options stored by the last register_registry_options()
+
+
+def auto_named_options() -> set[str]:
+    """The stored `model` options that are auto-named fine-tunes: left out of option listings."""
+    return set(_auto_named)
+
+
+def listed_options(options: list[str]) -> tuple[list[str], int]:
+    """`options` without the auto-named fine-tunes, and how many were left out."""
+    hidden = auto_named_options()
+    shown = [name for name in options if name not in hidden]
+    return shown, len(options) - len(shown)
 
 
 def model_config_for(entry: RegistryEntry):
@@ -55,10 +72,13 @@ def register_registry_options(registry: Registry | None = None) -> list[str]:
     shipped = shipped_model_options()
     store = ConfigStore.instance()
     names = []
+    _auto_named.clear()
     for entry in entries:
         if entry.model_name in shipped:  # only a hand-edited registry gets here: import refuses such names
             log.warning("registry model %s is shadowed by conf/model/%s.yaml; skipped", *[entry.model_name] * 2)
             continue
         store.store(group="model", name=entry.model_name, node=model_config_for(entry))
         names.append(entry.model_name)
+        if not is_named(entry):
+            _auto_named.add(entry.model_name)
     return names

@@ -321,3 +321,20 @@ def test_a_failed_trial_is_failed_in_the_study_and_logger_none_keeps_it_in_the_w
     assert [jobs[n]["exit_status"] for n in (0, 1)] == ["succeeded", "failed"]
     summary = json.loads((sweep_dir / "sweep_summary.json").read_text())
     assert (summary["study"]["complete"], summary["study"]["failed"]) == (1, 1)
+
+
+@pytest.mark.parametrize(("overrides", "interval"), [
+    ([], "interval(0.0003, 0.03)"),  # tiny-qwen's recommended 3e-3 in the middle (a fixed [1e-5, 1e-3] missed it)
+    (["model=qwen-0.5b"], "interval(2e-05, 0.002)"),
+    (["model.recommended_lr=0.5"], "interval(0.05, 1)"),  # clipped to optimizer.lr's (0, 1]
+])
+def test_the_lr_search_is_centred_on_the_models_recommended_lr(overrides, interval):
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    from thinker.hparams_search import register_resolvers
+
+    register_resolvers()
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = hydra_compose("config", ["hparams_search=optuna", *overrides], return_hydra_config=True)
+    assert cfg.hydra.sweeper.params["optimizer.lr"] == f"tag(log, {interval})"

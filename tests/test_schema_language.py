@@ -401,7 +401,7 @@ def test_good_conversations(data_file, messages):
         ([SYSTEM], "ends with a system message; the last message must be the assistant's"),
         ([ASSISTANT], "message 1: expected a user message, got assistant (after an optional system message, "
                       "user and assistant alternate, starting with user)"),
-        ([USER, USER, ASSISTANT], "message 2: expected a assistant message, got user (after an optional system "
+        ([USER, USER, ASSISTANT], "message 2: expected an assistant message, got user (after an optional system "
                                   "message, user and assistant alternate, starting with user)"),
         ([USER, ASSISTANT, ASSISTANT], "message 3: expected a user message, got assistant (after an optional "
                                        "system message, user and assistant alternate, starting with user)"),

@@ -3,11 +3,11 @@
     thinker validate | train | eval | run [overrides...] [--backend NAME] [--skip-validation] [-m]
     thinker models merge RUN_DIR --out DIR     # LoRA adapter + base -> standalone HF model
     thinker models import Qwen/Qwen2.5-0.5B-Instruct --accept-license   # hub id, URL or folder -> registry
-    thinker models list | info NAME | rm NAME [--force] | lineage NAME
+    thinker models [list [--all]] | info NAME | rm NAME [--force] | lineage NAME | prune --keep N [--dry-run]
     thinker data convert-scifact --claims FILE --corpus FILE --out FILE   # SciFact -> prompt/completion
     thinker tinker-serve [--port 8000] [--models tiny-qwen,...]   # a Tinker-compatible server on this machine
-    thinker providers list | capabilities NAME    # hosted fine-tuning providers and what each supports
-    thinker jobs list | status JOB | cancel JOB   # hosted jobs started from this project
+    thinker providers [list] | capabilities NAME  # hosted fine-tuning providers and what each supports
+    thinker jobs [list] | status JOB | cancel JOB # hosted jobs started from this project (bare: the list)
 """
 
 from __future__ import annotations
@@ -21,6 +21,19 @@ from thinker.errors import ThinkerError
 
 # one module per noun under thinker.commands, each with register(subparsers)
 COMMAND_MODULES = ["pipeline", "config", "use", "models", "data", "tinker_serve", "providers", "jobs"]
+
+
+def default_subcommand(group: argparse.ArgumentParser, sub: argparse._SubParsersAction, name: str) -> None:
+    """Bare `thinker <group>` runs `thinker <group> <name>` with that subcommand's defaults (`thinker providers`
+    lists the providers instead of saying an argument is required). Call after `name` is fully set up."""
+    sub.required = False
+    group.set_defaults(**vars(sub.choices[name].parse_args([])))
+
+
+def help_when_bare(group: argparse.ArgumentParser, sub: argparse._SubParsersAction) -> None:
+    """Bare `thinker <group>` with no natural default prints the group's commands (exit 0)."""
+    sub.required = False
+    group.set_defaults(func=lambda args: group.print_help() or 0)
 
 
 def build_parser() -> argparse.ArgumentParser:

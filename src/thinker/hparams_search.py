@@ -12,7 +12,8 @@
   working directory's mlflow.db by default; not inside it: MLflow and Optuna both keep their schema version in
   alembic's `alembic_version` table, so one SQLite file cannot hold both), else in the working directory;
   `${thinker_optuna_study:...}`: `thinker-<objective>-<direction>-<hash of the search>`, the same for the same
-  command, so running it again adds its trials to the same study.
+  command, so running it again adds its trials to the same study;
+  `${thinker_lr_interval:...}`: the optimizer.lr range, centred on the model's recommended_lr (lr_interval).
 
 Light: no optuna, no mlflow.
 """
@@ -30,6 +31,9 @@ DIRECTIONS = ("minimize", "maximize")
 STUDY_FILE = "optuna.db"  # the default study storage, beside mlflow.db
 STORAGE_RESOLVER = "thinker_optuna_storage"
 STUDY_RESOLVER = "thinker_optuna_study"
+LR_RANGE_RESOLVER = "thinker_lr_interval"
+LR_RANGE_FACTOR = 10.0  # the searched learning rates: recommended_lr / 10 .. recommended_lr x 10
+LR_MAX = 1.0  # optimizer.lr's valid range is (0, 1] (thinker.config.ranges)
 
 TRAINING_METRICS = ("train_loss", "val_loss")
 HELDOUT_METRICS = ("heldout_loss", "perplexity")  # stage eval on data that is not claim extraction
@@ -169,8 +173,20 @@ def study_name(objective: Any, direction: Any, overrides: Any = None, params: An
     return f"thinker-{objective}-{direction}-{digest}"
 
 
+def lr_interval(recommended_lr: Any) -> str:
+    """`interval(lo, hi)` around the model's recommended learning rate, a factor LR_RANGE_FACTOR each way and
+    clipped to optimizer.lr's (0, 1]: hydra.sweeper.params' optimizer.lr, so tiny-qwen's 3e-3 and qwen-0.5b's
+    2e-4 are both inside their search (a fixed [1e-5, 1e-3] missed tiny-qwen's)."""
+    centre = float(recommended_lr)
+    if not 0 < centre <= LR_MAX:
+        raise ValueError(f"model.recommended_lr={centre} is outside (0, {LR_MAX:g}]: no learning-rate range")
+    low, high = centre / LR_RANGE_FACTOR, min(centre * LR_RANGE_FACTOR, LR_MAX)
+    return f"interval({low:.3g}, {high:.3g})"
+
+
 def register_resolvers() -> None:
-    for name, fn in ((STORAGE_RESOLVER, default_storage), (STUDY_RESOLVER, study_name)):
+    for name, fn in ((STORAGE_RESOLVER, default_storage), (STUDY_RESOLVER, study_name),
+                     (LR_RANGE_RESOLVER, lr_interval)):
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, fn, use_cache=False)
 

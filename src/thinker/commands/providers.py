@@ -128,3 +128,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     caps.add_argument("name", help="a provider= option (thinker providers list)")
     caps.add_argument("--json", action="store_true", help="as JSON")
     caps.set_defaults(func=_capabilities)
+    from thinker.cli import default_subcommand
+
+    default_subcommand(parser, sub, "list")  # bare `thinker providers` lists them

@@ -27,6 +27,7 @@ from thinker.models.registry import (
     name_taken_error,
     versioned_name,
 )
+from thinker.wording import with_article
 
 log = logging.getLogger("thinker")
 
@@ -160,7 +161,7 @@ def check_architecture(source: ImportSource) -> str:
     family = SUPPORTED_MODEL_TYPES.get(source.model_type or "")
     if family is None:
         raise ThinkerError(
-            f"{source.model_id} is a {source.model_type or 'model without config.json model_type'}; "
+            f"{source.model_id} is {with_article(source.model_type or 'model without config.json model_type')}; "
             f"thinker has adapters for {sorted(SUPPORTED_MODEL_TYPES)}",
             "thinker models import",
             "import a Qwen or Llama causal LM (or add an adapter in thinker.models.adapters)",

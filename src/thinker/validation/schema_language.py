@@ -46,6 +46,7 @@ from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
 from thinker.config.enums import FieldType
+from thinker.wording import with_article
 
 _STRING, _INTEGER, _NUMBER, _BOOLEAN, _OBJECT, _ARRAY, _MESSAGES = (t.value for t in FieldType)
 
@@ -535,14 +536,14 @@ def _conversation_problem(messages: list[Any]) -> str | None:
                 return f"message {number}: a system message may only come first"
         elif role != expected:
             return (
-                f"message {number}: expected a {expected} message, got {role} (after an optional system "
+                f"message {number}: expected {with_article(expected)} message, got {role} (after an optional system "
                 "message, user and assistant alternate, starting with user)"
             )
         else:
             expected = "assistant" if role == "user" else "user"
     last = messages[-1]["role"]
     if last != "assistant":
-        return f"ends with a {last} message; the last message must be the assistant's"
+        return f"ends with {with_article(last)} message; the last message must be the assistant's"
     return None
 
 

@@ -21,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from thinker.backends import Backend, Generate, TrainingReport, WeightsRef
 from thinker.errors import ThinkerError
+from thinker.wording import with_article
 
 log = logging.getLogger("thinker")
 
@@ -55,7 +56,7 @@ class ProviderBackend(Backend):
         if not cfg.provider.base_model:
             raise ThinkerError(
                 f"model={cfg.model.name} has no {adapter.name} model id (model.provider_models.{adapter.name})",
-                "provider.base_model", f"set provider.base_model=<a {adapter.name} model id>, or choose a model "
+                "provider.base_model", f"set provider.base_model=<{with_article(adapter.name)} model id>, or choose a model "
                 "that names one (thinker providers capabilities " + adapter.name + ")")
         if cfg.evaluation.provider_deploy and not cfg.evaluation.enabled:
             log.warning("evaluation.provider_deploy=true does nothing with evaluation.enabled=false")

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from thinker.errors import ThinkerError
 from thinker.models.adapters.base import ModelAdapter
+from thinker.wording import with_article
 
 # family -> "module:class"
 ADAPTERS: dict[str, str] = {
@@ -61,7 +62,7 @@ def adapter_for(path_or_id: str | Path, family: str | None = None) -> type[Model
         found = _import(ADAPTERS.get(model_type, GENERIC))
         if family is not None and str(family) in ADAPTERS and get_adapter(str(family)) is not found:
             raise ThinkerError(
-                f"{path_or_id} holds a {model_type} model, not the {family} architecture the config names",
+                f"{path_or_id} holds {with_article(model_type)} model, not the {family} architecture the config names",
                 f"model.family={family}",
                 "fix the model option's family (or the registry entry's architecture) or point it at other weights",
                 stage="train",

@@ -365,3 +365,98 @@ def test_prune_keeps_recent_fine_tunes_within_the_age(registry):
         "tiny-qwen-finetuned-20250101-000000"]
     assert len(registry.entries()) == 1
     assert len(registry.prune(timedelta(days=5))) == 1 and registry.entries() == []
+
+
+def auto_tunes(registry: Registry, count: int, parent: str = "tiny-qwen") -> list[str]:
+    """`count` auto-named fine-tunes of `parent`, the first the oldest (one hour apart)."""
+    from datetime import timedelta
+
+    names = [f"{parent}-finetuned-2026010{i + 1}-000000" for i in range(count)]
+    for age, name in zip(range(count, 0, -1), names, strict=True):
+        made = entry(name, parent=parent)
+        made.extra["named"] = False
+        registry.add(lambda entries, made=made: made)
+        aged(registry, name, timedelta(hours=age))
+    return names
+
+
+def test_auto_named_fine_tunes_stay_out_of_option_lists_but_compose(registry, capsys):
+    from thinker.commands.config import show
+    from thinker.help_text import config_groups_text
+    from thinker.models.registry_options import register_registry_options
+
+    auto = auto_tunes(registry, 3)
+    registry.add(lambda entries: entry("my-qwen", path="/models/my-qwen"))
+    register_registry_options()
+    help_block = config_groups_text([CONF]).split("\nmodel=\n")[1].split("\n\n")[0]
+    assert "my-qwen" in help_block and "(and 3 auto-named fine-tunes: thinker models list)" in help_block
+    assert not any(name in help_block for name in auto)
+
+    assert show(["model=qwen05b"]) == 2  # the same folding as python launch.py (tested there below)
+    line = capsys.readouterr().err.strip()
+    listed = line.split("(available: ")[1].split(")")[0]
+    assert "my-qwen" in listed and listed.endswith("tiny-qwen; 3 auto-named fine-tunes: thinker models list")
+    assert "did you mean model=qwen-0.5b" in line and not any(name in line for name in auto)
+
+    assert show([f"model={auto[0]}"]) == 0  # named explicitly, an auto-named fine-tune still composes
+    assert f"name: {auto[0]}" in capsys.readouterr().out
+
+
+def test_launch_leaves_auto_named_fine_tunes_out_of_its_error(tmp_path):
+    models = tmp_path / "models"
+    auto = auto_tunes(Registry(models), 2)
+    out = launch(["model=tiny-qwn"], cwd=tmp_path, env=clean_env(THINKER_MODELS_DIR=str(models)))
+    assert out.returncode == 2
+    (line,) = out.stderr.strip().splitlines()
+    assert "(available: cognate-25m, llama-3.1-8b, qwen-0.5b, qwen-1.5b, tiny-qwen; 2 auto-named" in line
+    assert "did you mean model=tiny-qwen? " in line and not any(name in line for name in auto)
+
+
+def test_list_shows_named_models_and_the_newest_auto_named_and_counts_the_rest(registry):
+    from thinker.commands.model_registry import RECENT_AUTO_NAMED
+
+    auto = auto_tunes(registry, RECENT_AUTO_NAMED + 3)
+    registry.add(lambda entries: entry("mine", parent=auto[0]))  # named, made from the oldest auto-named one
+    registry.add(lambda entries: entry("my-qwen"))
+    out = thinker_cli(["models", "list"], registry.folder)
+    assert out.returncode == 0, out.stderr
+    registry_rows = out.stdout.split("registry (")[1].splitlines()[2:]
+    names = [row.split()[0] for row in registry_rows if not row.startswith("...")]
+    assert names[:2] == ["mine", "my-qwen"] or names[:2] == ["my-qwen", "mine"]  # named first
+    assert names[2:] == auto[::-1][:RECENT_AUTO_NAMED]  # then the newest auto-named, newest first
+    assert registry_rows[-1].startswith("... and 3 older auto-named fine-tunes (thinker models list --all")
+
+    every = thinker_cli(["models", "list", "--all"], registry.folder)
+    assert every.returncode == 0, every.stderr
+    rows = every.stdout.split("registry (")[1].splitlines()[2:]
+    assert [row.split()[0] for row in rows][2:] == auto[::-1] and "... and" not in every.stdout
+
+
+def test_prune_keep_forgets_all_but_the_newest_auto_named_and_says_which_bases_stay(registry):
+    auto = auto_tunes(registry, 6)
+    registry.add(lambda entries: entry("mine", parent=auto[0]))  # named child of the oldest: keeps it
+    named_old = entry("kept-named", parent="tiny-qwen")
+    named_old.extra["named"] = True
+    registry.add(lambda entries: named_old)
+    registry.add(lambda entries: entry("my-qwen"))
+
+    before = registry.path.read_bytes()
+    dry = thinker_cli(["models", "prune", "--keep", "2", "--dry-run"], registry.folder)
+    assert dry.returncode == 0, dry.stderr
+    assert registry.path.read_bytes() == before
+    assert f"kept {auto[0]}: mine was fine-tuned from it" in dry.stdout
+    assert "would forget 3 auto-named fine-tune(s) beyond the 2 newest" in dry.stdout
+
+    out = thinker_cli(["models", "prune", "--keep", "2"], registry.folder)
+    assert out.returncode == 0, out.stderr
+    assert {e.model_name for e in registry.entries()} == {auto[0], auto[4], auto[5], "mine", "kept-named",
+                                                          "my-qwen"}
+    assert registry.lineage("mine")[1].model_name == auto[0]  # lineage whole
+
+    both = thinker_cli(["models", "prune", "--keep", "0", "--older-than", "90m"], registry.folder)
+    assert both.returncode == 0, both.stderr  # auto[4] is 2h old and goes; auto[5] is 1h old and stays
+    assert {e.model_name for e in registry.entries()} == {auto[0], auto[5], "mine", "kept-named", "my-qwen"}
+
+    bare = thinker_cli(["models", "prune"], registry.folder)
+    assert bare.returncode == 2 and bare.stderr.startswith("[thinker] error: thinker models prune needs --keep N")
+    assert thinker_cli(["models", "prune", "--keep", "-1"], registry.folder).returncode == 2

@@ -88,3 +88,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     show_parser.add_argument("overrides", nargs="*", metavar="OVERRIDE",
                              help="Hydra overrides, as for python launch.py (group=option, key=value)")
     show_parser.set_defaults(func=_show)
+    from thinker.cli import default_subcommand
+
+    default_subcommand(config, sub, "show")  # bare `thinker config` shows the default config

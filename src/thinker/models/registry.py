@@ -164,16 +164,16 @@ class Registry:
             entries.append(entry)
         return entry
 
-    def prune(self, older_than: timedelta, *, dry_run: bool = False, now: datetime | None = None
-              ) -> list[RegistryEntry]:
-        """Forget the fine-tunes older than `older_than` that were not named (output.name) and that nothing was
-        fine-tuned from; returns them (with dry_run, only returns them). Their weights are never touched:
-        they stay in the run folders. One pass: a parent whose last child goes now is a leaf next time."""
+    def prune(self, older_than: timedelta | None = None, *, keep: int | None = None, dry_run: bool = False,
+              now: datetime | None = None) -> list[RegistryEntry]:
+        """Forget the auto-named fine-tunes (no output.name) that nothing was fine-tuned from and that are older
+        than `older_than` and/or beyond the `keep` newest auto-named ones (plan_prune); returns them (with
+        dry_run, only returns them). Their weights are never touched: they stay in the run folders. One pass:
+        a parent whose last child goes now is a leaf next time. The plan is made under the lock."""
         if dry_run:
-            entries = self.entries()
-            return [e for e in entries if prunable(e, entries, older_than, now)]
+            return plan_prune(self.entries(), older_than=older_than, keep=keep, now=now).gone
         with self.locked() as entries:
-            gone = [e for e in entries if prunable(e, entries, older_than, now)]
+            gone = plan_prune(entries, older_than=older_than, keep=keep, now=now).gone
             entries[:] = [e for e in entries if e not in gone]
         return gone
 
@@ -308,11 +308,38 @@ def is_named(entry: RegistryEntry) -> bool:
     return not AUTO_NAME.search(entry.model_name)
 
 
-def prunable(entry: RegistryEntry, entries: list[RegistryEntry], older_than: timedelta,
-             now: datetime | None = None) -> bool:
-    age = age_of(entry, now)
-    return (entry.source == "finetune" and age is not None and age > older_than and not is_named(entry)
-            and not any(e.fine_tuned_from == entry.model_name for e in entries))
+def is_auto_named(entry: RegistryEntry) -> bool:
+    """A fine-tune (or from-scratch model) named by the run, not by output.name: the entries every run adds."""
+    return entry.source in ("finetune", "pretrain") and not is_named(entry)
+
+
+def newest_first(entries: list[RegistryEntry]) -> list[RegistryEntry]:
+    """By created_at, newest first; entries without a readable one last (in registry order)."""
+    oldest = datetime.min.replace(tzinfo=UTC)
+    return sorted(entries, key=lambda e: created(e) or oldest, reverse=True)
+
+
+@dataclass
+class PrunePlan:
+    gone: list[RegistryEntry]  # what prune forgets
+    bases: list[RegistryEntry]  # would go, but another registered model was fine-tuned from it: kept
+
+
+def plan_prune(entries: list[RegistryEntry], *, older_than: timedelta | None = None, keep: int | None = None,
+               now: datetime | None = None) -> PrunePlan:
+    """Which auto-named fine-tunes (source finetune, not named) prune forgets: those older than `older_than`
+    and beyond the `keep` newest auto-named fine-tunes (either alone when only one is given). Named models,
+    imports and from-scratch models never go; nor does a fine-tune another entry was fine-tuned from (it is
+    in `bases`, so the command can say so: lineage stays whole)."""
+    if older_than is None and keep is None:
+        raise ValueError("prune needs older_than or keep")
+    auto = newest_first([e for e in entries if e.source == "finetune" and not is_named(e)])
+    candidates = auto[keep:] if keep is not None else auto
+    if older_than is not None:
+        candidates = [e for e in candidates if (age := age_of(e, now)) is not None and age > older_than]
+    parents = {e.fine_tuned_from for e in entries}
+    return PrunePlan(gone=[e for e in candidates if e.model_name not in parents],
+                     bases=[e for e in candidates if e.model_name in parents])
 
 
 def shipped_model_details() -> list[dict[str, Any]]:

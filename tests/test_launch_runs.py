@@ -83,15 +83,26 @@ def test_default_run_is_tracked_in_mlflow_with_provenance(tmp_path, env):
 
 def test_secrets_stay_out_of_logs_params_and_records(tmp_path, env):
     secret = "hf_SECRETsecretSECRET123456"
+    token = "SECRETtokshort99"  # an override credential: only its key says so (README "Secrets")
     out = launch(["method=lora", "trainer.max_steps=1", *TINY, "validation.pytest.enabled=false",
-                  "hydra.run.dir=run"], cwd=tmp_path, env={**env, "HF_TOKEN": secret})
+                  f"+provider.options.token={token}", "hydra.run.dir=run"],
+                 cwd=tmp_path, env={**env, "HF_TOKEN": secret})
     assert out.returncode == 0, out.stderr[-3000:]
     for path in (tmp_path / "run").rglob("*"):
         if path.is_file() and path.suffix in (".json", ".yaml", ".log"):
             assert secret not in path.read_text(errors="ignore"), path
-    assert secret not in out.stdout + out.stderr
-    _client, runs = only_run(tmp_path)
+            assert token not in path.read_text(errors="ignore"), path
+    assert secret not in out.stdout + out.stderr and token not in out.stdout + out.stderr
+    client, runs = only_run(tmp_path)
     assert secret not in json.dumps(runs[0].data.params) + json.dumps(runs[0].data.tags)
+    assert runs[0].data.params["provider.options.token"] == "***"
+    artifacts = tmp_path / "artifacts"
+    artifacts.mkdir()
+    client.download_artifacts(runs[0].info.run_id, "config", str(artifacts))
+    client.download_artifacts(runs[0].info.run_id, "run_record.json", str(artifacts))
+    for name in ("config/config.yaml", "run_record.json"):
+        text = (artifacts / name).read_text()
+        assert token not in text and secret not in text and "token" in text, name
 
 
 def start_launch(args, cwd, env):

@@ -125,17 +125,92 @@ def test_known_prefixes_are_masked_without_the_environment():
 
 
 @pytest.mark.parametrize("key", ["api_key", "HF_TOKEN", "password", "client_secret", "AWS_SECRET_ACCESS_KEY",
-                                 "MLFLOW_TRACKING_PASSWORD", "token", "logger.api-key"])
+                                 "MLFLOW_TRACKING_PASSWORD", "token", "logger.api-key", "provider.options.token",
+                                 "apiKey", "APIKEY", "accessToken", "dsn", "sentry_dsn", "credentials",
+                                 "gcp.credentials", "auth", "basic_auth", "passwd", "db.passphrase", "private_key",
+                                 "connection_string", "refresh_token"])
 def test_credential_keys_are_secret(key):
     assert is_secret_key(key)
     assert mask({key: "v"}, env={}) == {key: MASK}
 
 
 @pytest.mark.parametrize("key", ["HF_TOKEN_PATH", "tokenizer_corpus", "trained_tokens", "max_new_tokens",
-                                 "api_key_env", "pad_token", "eos_token", "key", "tracking_uri", "PWD"])
+                                 "api_key_env", "pad_token", "eos_token", "key", "tracking_uri", "PWD",
+                                 "max_tokens", "tokenizer", "trainer.max_seq_length", "hparams_search.objective",
+                                 "provider.required_env", "sort_key", "primary_key", "num_key_value_heads",
+                                 "secret_name", "tokens", "token_budget", "oauth_enabled", "passwords_file",
+                                 "additional_special_token", "mask_token"])
 def test_keys_that_only_mention_a_credential_word_are_not_secret(key):
     assert not is_secret_key(key)
     assert mask({key: "/home/me/x"}, env={}) == {key: "/home/me/x"}
+
+
+@pytest.mark.parametrize("value", [None, "", True, False, "${oc.env:TOGETHER_API_KEY}", "null"])
+def test_unset_boolean_and_interpolated_credential_values_stay_readable(value):
+    assert mask({"token": value}, env={}) == {"token": value}
+
+
+def test_a_numeric_credential_is_masked():
+    assert mask({"token": 1234567890123}, env={}) == {"token": MASK}
+
+
+# ---------------------------------------------------------------- credential keys written as text
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("+provider.options.token=SECRETtok99", "+provider.options.token=***"),  # an override, as given
+        ("- +provider.options.token=SECRETtok99", "- +provider.options.token=***"),  # overrides.yaml
+        ("- '+provider.options.token=with spaces in it'", "- '+provider.options.token=***'"),
+        ("++db.password=hunter2 seed=1", "++db.password=*** seed=1"),  # two overrides on a line
+        ("    override_dirname: +provider.options.token=SECRETtok99,seed=1",  # hydra.yaml
+         "    override_dirname: +provider.options.token=***,seed=1"),
+        ("#1 : stage=validate +provider.options.token=SECRETtok99 seed=2",  # the launcher's echo
+         "#1 : stage=validate +provider.options.token=*** seed=2"),
+        ("    token: SECRETtok99", "    token: '***'"),  # config.yaml, --cfg output: still loads as YAML
+        ("  - api_key: SECRETtok99", "  - api_key: '***'"),
+        ('  dsn: "postgresql://u:pw@db/x"', '  dsn: "***"'),
+        ('{"token": "SECRETtok99", "seed": 1}', '{"token": "***", "seed": 1}'),  # JSON
+        ("{'apiKey': 'SECRETtok99'}", "{'apiKey': '***'}"),  # a Python repr
+        ("run --api-key=SECRETtok99 now", "run --api-key=*** now"),
+        ("GET /x?token=SECRETtok99&page=2", "GET /x?token=***&page=2"),
+    ],
+)
+def test_credential_keys_written_as_text_are_masked(text, expected):
+    assert mask_text(text, env={}) == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["    max_new_tokens: 160", "  tokenizer_corpus: data/x.txt", "  api_key_env: TOGETHER_API_KEY",
+     "  required_env:\n  - TOGETHER_API_KEY", "  required_env: [TOGETHER_API_KEY]", "    token: null",
+     "    token: ${oc.env:MY_TOKEN}", "trainer.max_seq_length=256 hparams_search.objective=val_loss",
+     "- key: relation", "sort_key=step", "max_tokens=64 tokenizer=gpt2", "missing token: set TINKER_API_KEY",
+     "value=Kx7-Long-Credential-Value"],
+)
+def test_keys_that_only_mention_a_credential_word_stay_readable_in_text(text):
+    assert mask_text(text, env={}) == text
+
+
+def test_a_masked_yaml_config_still_loads_with_every_other_value(tmp_path):
+    from omegaconf import OmegaConf
+
+    cfg = OmegaConf.create({"provider": {"options": {"token": "SECRETtok99", "api_key": 12345678}},
+                            "evaluation": {"max_new_tokens": 160}, "optimizer": {"lr": "${model.lr}"},
+                            "model": {"lr": 0.003}})
+    path = tmp_path / "config.yaml"
+    path.write_text(OmegaConf.to_yaml(cfg))
+    assert secrets.mask_file(path)
+    loaded = OmegaConf.load(path)
+    assert loaded.provider.options == {"token": MASK, "api_key": MASK}
+    assert loaded.evaluation.max_new_tokens == 160 and loaded.optimizer.lr == 0.003
+    assert not secrets.mask_file(path)  # nothing left to mask: the file is not rewritten
+
+
+def test_config_secrets_are_masked_without_their_key_once_registered():
+    secrets.register_config_secrets({"provider": {"options": {"token": "SECRETtok99", "note": "x"}}, "seed": 1})
+    assert mask_text("the SDK said: bad credential SECRETtok99", env={}) == "the SDK said: bad credential ***"
 
 
 # ---------------------------------------------------------------- logging

@@ -62,4 +62,20 @@ def launch(argv: list[str] | None = None) -> None:
     main = hydra.main(config_path=config_dir(), config_name="config", version_base="1.3")(task)
     if argv is not None:
         sys.argv = [sys.argv[0], *argv]  # Hydra reads its command line from sys.argv
-    guarded_main(main, argv)
+    from thinker.tracking.secrets import masked_stdout, register_override_secrets
+
+    register_override_secrets(sys.argv[1:])  # masked also where an error or --package prints a value bare
+    if not prints_config(sys.argv[1:]):
+        guarded_main(main, argv)
+        return
+
+    with masked_stdout():  # --cfg / --info print the config, overrides included, straight to stdout
+        guarded_main(main, argv)
+
+
+# Hydra's flags that print the composed config and exit (-cd, -cp, -cn start like -c but name config folders)
+_CONFIG_PRINTING_FLAGS = ("--cfg", "-c", "--info", "-i", "-cjob", "-chydra", "-call")
+
+
+def prints_config(args: list[str]) -> bool:
+    return any(a in _CONFIG_PRINTING_FLAGS or a.startswith(("--cfg=", "--info=")) for a in args)

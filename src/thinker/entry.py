@@ -167,13 +167,13 @@ def guarded_main(hydra_main: Callable[[], object], argv: list[str] | None = None
             text = _held.getvalue()
             _held = None
             sys.stderr = _real_stderr
+            from thinker.tracking.secrets import mask_text
+
             if is_composition_error(text, exc.code):
-                print(format_hydra_error(text), file=sys.stderr)
+                print(mask_text(format_hydra_error(text)), file=sys.stderr)
                 raise SystemExit(int(ExitCode.CONFIG)) from None
             # a job or the launcher failed: an exception, a worker that died, or a job's own exit status (the
             # job printed its `[thinker] error:` line itself)
-            from thinker.tracking.secrets import mask_text
-
             sys.stderr.write(mask_text(text))
             if isinstance(exc.code, int) and exc.code != 1 and not text.strip():
                 raise SystemExit(exc.code) from None

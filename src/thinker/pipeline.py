@@ -23,7 +23,7 @@ from thinker.paths import project_root
 from thinker.tracking.fingerprint import config_fingerprint
 from thinker.tracking.provenance import git_commit, git_dirty
 from thinker.tracking.run_record import RECORD_NAME, RunRecord
-from thinker.tracking.secrets import install_log_masking, mask_text
+from thinker.tracking.secrets import install_log_masking, mask_text, register_config_secrets
 
 log = logging.getLogger("thinker")
 
@@ -146,6 +146,14 @@ def print_traceback() -> None:
     print(mask_text(traceback.format_exc()), file=sys.stderr, end="", flush=True)
 
 
+def _plain(cfg: DictConfig) -> object:
+    """The config as plain data, resolved where it resolves (an incomplete config fails at its check later)."""
+    try:
+        return OmegaConf.to_container(cfg, resolve=True)
+    except Exception:  # noqa: BLE001 - an interpolation error is the config check's to report
+        return OmegaConf.to_container(cfg, resolve=False)
+
+
 def in_multirun() -> bool:
     try:
         from hydra.core.hydra_config import HydraConfig
@@ -165,6 +173,7 @@ def run(cfg: DictConfig) -> float | None:
     started = time.monotonic()
     release_stderr()
     install_log_masking()
+    register_config_secrets(_plain(cfg))  # a credential in the config is masked wherever it shows, key or not
     debug = bool(OmegaConf.select(cfg, "debug", default=False))
     if not debug:
         from thinker.quiet import quiet_third_party

@@ -151,8 +151,11 @@ def job_label(overrides: list[str], swept_keys: list[str]) -> str:
     pairs = [(k, v) for k, v in _parse(overrides) if not k.startswith("hydra")]
     chosen = [(k, v) for k, v in pairs if k in swept_keys] or pairs
     shorts = [k.replace("/", ".").rsplit(".", 1)[-1] for k, _ in chosen]
-    return " ".join(f"{short if shorts.count(short) == 1 else key}={_short_value(value)}"
-                    for short, (key, value) in zip(shorts, chosen, strict=True))
+    from thinker.tracking.secrets import mask_text
+
+    # a label names runs, progress lines and summary rows: a credential override shows as token=***
+    return mask_text(" ".join(f"{short if shorts.count(short) == 1 else key}={_short_value(value)}"
+                              for short, (key, value) in zip(shorts, chosen, strict=True)))
 
 
 def objective_of(metrics: dict[str, Any], objective: str | None = None) -> tuple[str | None, float | None]:

@@ -48,7 +48,8 @@ def resolved_config(overrides: list[str]) -> dict[str, Any]:
 
 
 def show(overrides: list[str]) -> int:
-    """Print the resolved config as YAML; a bad override is one `[thinker] error:` line and exit code 2."""
+    """Print the resolved config as YAML, secrets masked; a bad override is one `[thinker] error:` line and
+    exit code 2."""
     from hydra.errors import HydraException
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
@@ -56,20 +57,22 @@ def show(overrides: list[str]) -> int:
     from thinker.config.check import check_ranges
     from thinker.entry import format_hydra_error
     from thinker.errors import ThinkerError
+    from thinker.tracking.secrets import mask, mask_text, register_override_secrets
 
+    register_override_secrets(overrides)  # an error may quote a credential override's value bare
     try:
         cfg = compose_config(overrides)
         data = _resolved(cfg, cfg, "")
     except (HydraException, OmegaConfBaseException) as err:
         text = str(err) if err.__cause__ is None else f"{err}\n{err.__cause__}"  # Hydra wraps OmegaConf's error
-        print(format_hydra_error(text), file=sys.stderr)
+        print(mask_text(format_hydra_error(text)), file=sys.stderr)
         return int(ExitCode.CONFIG)
     try:
         check_ranges(cfg)  # the same typed ranges a run checks first (optimizer.lr in (0, 1], ...)
     except ThinkerError as err:
-        print(err.line(), file=sys.stderr)
+        print(mask_text(err.line()), file=sys.stderr)
         return int(ExitCode.CONFIG)
-    print(OmegaConf.to_yaml(OmegaConf.create(data)), end="")
+    print(OmegaConf.to_yaml(OmegaConf.create(mask(data))), end="")  # credentials as *** (README "Secrets")
     return 0
 
 

@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from thinker.tracking.secrets import is_secret_key, mask
+from thinker.tracking.secrets import mask
 
 log = logging.getLogger("thinker")
 
@@ -39,7 +39,7 @@ def flatten(data: Any, prefix: str = "") -> dict[str, str]:
     else:
         key = prefix[:-1]
         out[key] = str(data)[:_MAX_PARAM_CHARS]
-    return {k: ("***" if is_secret_key(k.rsplit(".", 1)[-1]) else v) for k, v in mask(out).items()}
+    return mask(out)  # a dotted key names a credential as its last part does (provider.options.token)
 
 
 STORE_LOCK_SUFFIX = ".lock"  # mlflow.db -> mlflow.db.lock, beside it

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import threading
 import tracemalloc
 from pathlib import Path
 
@@ -221,6 +222,49 @@ def test_bad_json_line_reports_its_line_and_column(tmp_path):
     assert result.records == 4
 
 
+def test_a_line_cut_short_is_reported_at_its_real_column_not_after_its_newline(tmp_path):
+    cut = '{"prompt": "What is 2+2?", "completion": "four or more"'  # the closing brace is missing
+    assert len(cut) == 55
+    result = validate_dataset(write(tmp_path, jsonl(GOOD) + cut + "\n" + jsonl(GOOD)), PROMPT_COMPLETION)
+    assert issues(result) == ["line 2: invalid JSON (Expecting ',' delimiter at column 56)"]
+    unterminated = write(tmp_path, '{"prompt": "What is\r\n', "cut.jsonl")  # not "Invalid control character"
+    assert issues(validate_dataset(unterminated, PROMPT_COMPLETION)) == [
+        "line 1: invalid JSON (Unterminated string starting at column 12)"]
+
+
+def test_json_nested_too_deep_is_a_problem_of_its_line_not_a_traceback(tmp_path):
+    deep = '{"prompt": "p", "completion": "c", "extra": ' + "[" * 10_000 + "]" * 10_000 + "}"
+    result = validate_dataset(write(tmp_path, jsonl(GOOD) + deep + "\n" + jsonl(GOOD, {**GOOD, "prompt": 1})),
+                              PROMPT_COMPLETION)
+    assert [e.line for e in result.errors] == [2, 4]  # the scan goes on after it
+    assert result.errors[0].message.startswith("invalid JSON (nested 10001 levels deep, deeper than the JSON parser")
+
+
+def test_a_key_given_twice_is_reported_with_its_line_and_key(tmp_path):
+    twice = '{"prompt": "a", "completion": "b", "prompt": "c"}'
+    nested = '{"prompt": "a", "completion": "b", "metadata": {"id": 1, "id": 2}}'
+    result = validate_dataset(write(tmp_path, jsonl(GOOD) + twice + "\n" + nested + "\n"), PROMPT_COMPLETION)
+    assert issues(result) == [
+        "line 2: duplicate key 'prompt' in one object (JSON readers keep only one value)",
+        "line 3: duplicate key 'id' in one object (JSON readers keep only one value)",
+    ]
+    assert result.records == 3
+
+
+def test_a_line_longer_than_max_record_chars_is_reported_without_being_parsed(tmp_path):
+    long_line = '{"prompt": "' + "é" * 40 + '", "completion": "c"}'
+    assert len(long_line) == 73 and len(long_line.encode()) == 113
+    path = write(tmp_path, jsonl(GOOD) + long_line + "\r\n" + jsonl(GOOD))
+    assert validate_dataset(path, PROMPT_COMPLETION, max_record_chars=73).ok  # characters, not bytes or newline
+
+    cut_short = long_line[:-1]  # invalid JSON as well: were it parsed, that would be reported too
+    path = write(tmp_path, jsonl(GOOD) + cut_short + "\n" + jsonl(GOOD), "long.jsonl")
+    result = validate_dataset(path, PROMPT_COMPLETION, max_record_chars=50)
+    assert issues(result) == ["line 2: record is 72 characters long, more than data.max_record_chars=50 "
+                              "(not parsed; split it or raise the limit)"]
+    assert result.records == 3 and result.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
+
+
 def test_nan_is_not_json(tmp_path):
     result = validate_dataset(write(tmp_path, '{"v": NaN}\n'), [FieldSpec("v", "number")])
     assert issues(result) == ["line 1: invalid JSON (NaN is not valid JSON)"]
@@ -269,6 +313,30 @@ def test_missing_file(tmp_path):
 def test_directory(tmp_path):
     result = validate_dataset(tmp_path, PROMPT_COMPLETION)
     assert issues(result) == ["line 0: is a directory, not a JSONL file"]
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs named pipes")
+def test_a_named_pipe_is_refused_without_being_opened(tmp_path):
+    fifo = tmp_path / "data.jsonl"
+    os.mkfifo(fifo)
+    done = threading.Event()
+
+    def unblock_a_reader() -> None:
+        # were the pipe opened for reading, this writer lets it see end-of-file, so the test fails, not hangs
+        while not done.wait(0.05):
+            try:
+                os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))  # ENXIO while nobody reads
+            except OSError:
+                continue
+
+    writer = threading.Thread(target=unblock_a_reader, daemon=True)
+    writer.start()
+    try:
+        result = validate_dataset(fifo, PROMPT_COMPLETION)
+    finally:
+        done.set()
+        writer.join()
+    assert issues(result) == ["line 0: is a named pipe (FIFO), not a JSONL file"]
 
 
 def test_unreadable_file(tmp_path, monkeypatch):

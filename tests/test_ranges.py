@@ -82,3 +82,27 @@ def test_local_sequence_floor_is_wider_than_seed_but_providers_can_raise_it():
     check_range("trainer.max_seq_length", 64)
     with pytest.raises(RangeError):
         check_range("trainer.max_seq_length", 8)
+
+
+def test_seed_is_checked_against_numpys_bounds_at_config_check(tmp_path):
+    # numpy seeds with an unsigned 32-bit integer: seed=-5 used to pass the check and crash in training
+    check_range("seed", 0)
+    check_range("seed", 2**32 - 1)
+    for seed in (-5, 2**32):
+        with pytest.raises(ThinkerError) as info:
+            check_config(compose([f"seed={seed}"]), env={})
+        assert f"seed={seed} is outside the allowed range integer [0, 4294967295]" in str(info.value)
+    from conftest import launch
+
+    out = launch(["stage=validate", "seed=-5", "logger=none"], tmp_path, timeout=300)
+    assert out.returncode == 2, out.stderr[-2000:]
+    assert out.stderr.strip().splitlines()[-1] == (
+        "[thinker] error: seed=-5 is outside the allowed range integer [0, 4294967295], config key seed, "
+        "choose a value in integer [0, 4294967295]")
+
+
+def test_max_record_chars_is_a_positive_integer():
+    for value in (0, -1, 1.5, 10**9):
+        with pytest.raises(RangeError):
+            check_range("data.max_record_chars", value)
+    assert compose([]).data.max_record_chars == 1_000_000

@@ -208,7 +208,8 @@ def stage_validate(ctx: StageContext) -> None:
     if converted:
         record.dataset_path = path  # the file this run really validates and trains on
     log.info("validating %s against the %s schema", path, cfg.data.name)
-    result = validate_dataset(found, FieldSpec.from_config(cfg.data.schema), max_examples=cfg.data.max_examples)
+    result = validate_dataset(found, FieldSpec.from_config(cfg.data.schema), max_examples=cfg.data.max_examples,
+                              max_record_chars=cfg.data.max_record_chars)
     record.dataset_sha256 = result.sha256
     record.stage_update(
         "validate", "running", dataset_records=result.records, dataset_errors=len(result.errors)

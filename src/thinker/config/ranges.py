@@ -1,7 +1,8 @@
 """Parameter ranges of the universal job schema (seed 004), keyed by the config path that holds them.
 
 This table is the single source of truth: the config check, the provider capability reports and the
-provider payload translation all read it. Seed 004 names are given beside each key.
+provider payload translation all read it. Seed 004 names are given beside each key; keys Thinker adds
+(the run's seed, data bounds) have none.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ class Range:
     min: float
     max: float
     default: float
-    seed_name: str  # the seed-004 name, so provider translations can map back
+    seed_name: str | None  # the seed-004 name, so provider translations can map back; None: not a seed-004 key
     integer: bool = False
     min_exclusive: bool = False
 
@@ -62,6 +63,11 @@ PARAMETER_RANGES: dict[str, Range] = {
     "method.rank": Range(1, 256, 8, "lora.rank", integer=True),
     "method.alpha": Range(1, 512, 16, "lora.alpha"),
     "method.dropout": Range(0, 1, 0, "lora.dropout"),
+    # the run: numpy seeds its generators with an unsigned 32-bit integer and refuses anything else mid-training
+    "seed": Range(0, 2**32 - 1, 42, None, integer=True),
+    # data: the validate stage refuses longer lines before parsing them, since a record of a few hundred MB would
+    # pass the schema and then abort the process inside the tokenizer (README "Dataset schema")
+    "data.max_record_chars": Range(1, 100_000_000, 1_000_000, None, integer=True),
 }
 
 

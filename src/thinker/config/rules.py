@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from thinker.config.enums import OptimizerName, TrainingMethod
 from thinker.validation.schema_language import FieldSpec, SchemaError
@@ -242,6 +242,25 @@ def data_source_valid(cfg: DictConfig, env: Mapping[str, str]) -> Iterator[Viola
                         "data.claims_file / data.corpus_file", "set both to SciFact release files")
 
 
+def input_files_regular(cfg: DictConfig, env: Mapping[str, str]) -> Iterator[Violation]:
+    # A named pipe as an input file would block the run forever, a device would never end: refused before
+    # anything opens it (thinker.paths.check_input_file, which the readers call again).
+    from thinker.errors import ThinkerError
+    from thinker.paths import check_input_file, resolve_input
+
+    keys = ["data.claims_file", "data.corpus_file"] if cfg.data.get("source_format") else ["data.path"]
+    if cfg.evaluation.enabled and _s(cfg.stage) in ("eval", "run"):
+        keys += ["evaluation.claims_file", "evaluation.corpus_file"]
+    for key in keys:
+        value = OmegaConf.select(cfg, key, default=None)
+        if not value:
+            continue
+        try:
+            check_input_file(resolve_input(str(value)), key)
+        except ThinkerError as error:
+            yield Violation(error.what, error.where, error.fix)
+
+
 def data_schema_valid(cfg: DictConfig, env: Mapping[str, str]) -> Iterator[Violation]:
     # Building the specs is the check: keywords that fit the type, regexes compile, validators import and can
     # be called as fn(value, record). The validate stage builds them again from the same config.
@@ -290,6 +309,7 @@ RULES: list[Rule] = [
     output_name_free,
     evaluation_settings_valid,
     data_source_valid,
+    input_files_regular,
     data_schema_valid,
     data_format_trainable_by_backend,
     hparams_search_valid,

@@ -30,7 +30,8 @@ from thinker.models.finetunes import REGISTER_MIN_STEPS
 
 
 def seed_default(key: str) -> float:
-    """Seed 004's default for a ranged key: the schema's defaults come from the one table that holds them."""
+    """The default of a ranged key (seed 004's, where it has one): the schema's defaults come from the one table
+    that holds them."""
     return PARAMETER_RANGES[key].default
 
 
@@ -145,6 +146,8 @@ class DataConfig:
     format: str = "prompt_completion"  # prompt_completion | claim_extraction | reasoning | multihop_qa | chat
     schema: list[SchemaField] = field(default_factory=list)
     max_examples: int | None = None  # validate (and train on) at most this many records
+    # a longer line is a validation problem, not parsed (a huge record would crash the tokenizer later)
+    max_record_chars: int = int(seed_default("data.max_record_chars"))
     prompt_field: str = "prompt"
     completion_field: str = "completion"
     validation_split: float = 0.1
@@ -356,7 +359,7 @@ class ThinkerConfig:
     logger: Any = MISSING
 
     stage: Stage = Stage.run
-    seed: int = 42
+    seed: int = int(seed_default("seed"))
     debug: bool = False  # show tracebacks for user errors too
     resume: bool = False
     validation: ValidationConfig = field(default_factory=ValidationConfig)

@@ -94,7 +94,9 @@ def load_training_tokenizer(cfg: DictConfig) -> Any:
 
 def read_data(path: Path, cfg: DictConfig, limit: int | None) -> list[Any]:
     from thinker.data.examples import read_examples
+    from thinker.paths import check_input_file
 
+    check_input_file(path, "data.path", stage="validate")  # a named pipe would block the preview forever
     if not path.is_file():
         raise ThinkerError(f"data file {path} does not exist", f"data.path={cfg.data.path}",
                            "pass data.path=<a prompt/completion JSONL file>", stage="validate")

@@ -16,6 +16,8 @@ from typing import Any
 
 from thinker.data.claim_format import RELATION_VERBS, example_from_scifact
 from thinker.errors import ThinkerError
+from thinker.json_lines import parse_problem
+from thinker.paths import not_a_regular_file
 from thinker.tracking.atomic import atomic_write
 
 
@@ -34,6 +36,9 @@ def _fail(what: str, path: Path, line: int | None, fix: str, stage: str) -> Thin
 
 def _json_lines(path: Path, stage: str) -> Iterator[tuple[int, dict[str, Any]]]:
     """(line number, object) for each non-blank line; malformed JSON or a non-object stops with its line."""
+    kind = not_a_regular_file(path)  # a named pipe would block here forever
+    if kind is not None:
+        raise _fail(f"is {kind}, not a regular file", path, None, "pass a regular file", stage)
     if not path.is_file():
         raise _fail("file not found", path, None, "check the path", stage)
     with open(path, encoding="utf-8-sig") as fh:
@@ -42,8 +47,8 @@ def _json_lines(path: Path, stage: str) -> Iterator[tuple[int, dict[str, Any]]]:
                 continue
             try:
                 obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise _fail(f"malformed JSON ({exc.msg} at column {exc.colno})", path, number,
+            except (ValueError, RecursionError) as exc:
+                raise _fail(f"malformed {parse_problem(exc, line).removeprefix('invalid ')}", path, number,
                             "fix or remove that line", stage) from None
             if not isinstance(obj, dict):
                 raise _fail(f"expected a JSON object, got {type(obj).__name__}", path, number,

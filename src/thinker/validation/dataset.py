@@ -3,7 +3,10 @@
 The file is read line by line in binary (a JSON record cannot span lines, and binary mode splits on b"\\n"
 only, so U+2028 inside a string does not end a line). Each line is hashed as it is read, so the digest
 costs no second pass. Every problem becomes a DatasetIssue; nothing here raises for bad input, so the
-caller can show the first N problems and exit with the validate stage's code.
+caller can show the first N problems and exit with the validate stage's code. Besides the schema, a line is
+a problem when it is longer than `max_record_chars` (checked on the raw line, so it is never parsed), when an
+object in it has a key twice (json would silently keep the last value), or when it nests deeper than the JSON
+parser can recurse. A path that is not a regular file (a named pipe would block forever) is never opened.
 
 The schema (FieldSpec, SchemaError) and the checks compiled from it live in
 thinker.validation.schema_language, whose docstring describes the keywords; they are re-exported here.
@@ -20,6 +23,8 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import IO, Any
 
+from thinker.json_lines import error_text, parse_problem
+from thinker.paths import not_a_regular_file
 from thinker.validation.schema_language import (
     CHAT_ROLES,
     DatasetIssue,
@@ -49,7 +54,17 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
-_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+def _decoder(duplicates: list[str]) -> json.JSONDecoder:
+    """A JSON decoder that appends every key an object has twice to `duplicates` (json keeps the last value)."""
+
+    def object_from_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        obj = dict(pairs)
+        if len(obj) != len(pairs):
+            seen: set[str] = set()
+            duplicates.extend(key for key, _ in pairs if key in seen or seen.add(key))
+        return obj
+
+    return json.JSONDecoder(parse_constant=_reject_constant, object_pairs_hook=object_from_pairs)
 
 
 # ---------------------------------------------------------------- public types
@@ -93,12 +108,16 @@ class DatasetValidationResult:
 
 
 def validate_dataset(
-    path: str | os.PathLike[str], fields: Sequence[FieldSpec], max_examples: int | None = None
+    path: str | os.PathLike[str],
+    fields: Sequence[FieldSpec],
+    max_examples: int | None = None,
+    max_record_chars: int | None = None,
 ) -> DatasetValidationResult:
     """Check every record of a JSONL file against `fields`, hashing the whole file on the way.
 
     `max_examples` stops the checks after that many records; the rest of the file is still hashed so the
-    digest always identifies the whole file.
+    digest always identifies the whole file. `max_record_chars` (data.max_record_chars) bounds a line's length
+    in characters, its newline not counted; None: unbounded.
     """
     if max_examples is not None and max_examples < 1:
         raise ValueError(f"max_examples must be at least 1 or None, got {max_examples}")
@@ -111,12 +130,13 @@ def validate_dataset(
         size_bytes=0,
         stopped_at_max_examples=False,
     )
-    if os.path.isdir(path):
-        result.errors.append(DatasetIssue(0, None, "is a directory, not a JSONL file"))
+    kind = not_a_regular_file(path)
+    if kind is not None:
+        result.errors.append(DatasetIssue(0, None, f"is {kind}, not a JSONL file"))
         return result
     try:
         with open(path, "rb") as f:
-            _scan(f, fields, max_examples, result)
+            _scan(f, fields, max_examples, max_record_chars, result)
     except FileNotFoundError:
         result.errors.append(DatasetIssue(0, None, "file not found"))
     except OSError as exc:  # permissions, a read error half way: the digest is then meaningless
@@ -128,11 +148,15 @@ def validate_dataset(
 
 
 def _scan(
-    f: IO[bytes], fields: Sequence[FieldSpec], max_examples: int | None, result: DatasetValidationResult
+    f: IO[bytes],
+    fields: Sequence[FieldSpec],
+    max_examples: int | None,
+    max_record_chars: int | None,
+    result: DatasetValidationResult,
 ) -> None:
     digest = hashlib.sha256()
     lines, has_bom = _lines_without_bom(f, digest)
-    _check_lines(lines, _field_checks(fields), max_examples, has_bom, digest, result)
+    _check_lines(lines, _field_checks(fields), max_examples, max_record_chars, has_bom, digest, result)
     if result.stopped_at_max_examples:
         result.stopped_at_max_examples = _hash_rest(f, digest)
     result.size_bytes = f.tell()
@@ -172,15 +196,20 @@ def _check_lines(
     lines: Iterable[bytes],
     checks: tuple[_FieldCheck, ...],
     max_examples: int | None,
+    max_record_chars: int | None,
     has_bom: bool,
     digest: Any,
     result: DatasetValidationResult,
 ) -> None:
-    """The hot loop: hash, skip blanks, decode, parse, check. Problems go to the slow helpers below."""
+    """The hot loop: hash, skip blanks, bound the length, decode, parse, check. Problems go to the slow helpers
+    below."""
     errors = result.errors
     hash_line = digest.update
-    loads = _DECODER.decode
+    duplicates: list[str] = []
+    loads = _decoder(duplicates).decode
     check_fields = _check_fields
+    # a line's bytes are at least its characters, so only a line with more bytes than that is measured
+    max_bytes_unmeasured = max_record_chars if max_record_chars is not None else float("inf")
     line_no = 0
     records = 0
     try:
@@ -190,17 +219,24 @@ def _check_lines(
             if raw.isspace():
                 continue
             records += 1
-            try:
-                record = loads(raw.decode("utf-8"))
-            except ValueError as exc:  # UnicodeDecodeError and JSONDecodeError are both ValueErrors
-                errors.append(_parse_issue(exc, line_no, has_bom and line_no == 1))
+            if len(raw) > max_bytes_unmeasured and (issue := _too_long(raw, max_record_chars, line_no)):
+                errors.append(issue)
             else:
-                if type(record) is not dict:
-                    errors.append(
-                        DatasetIssue(line_no, None, f"expected a JSON object, got {_json_type(record)}")
-                    )
+                try:
+                    record = loads(raw.decode("utf-8"))
+                except (ValueError, RecursionError) as exc:  # UnicodeDecodeError, JSONDecodeError: ValueErrors
+                    duplicates.clear()
+                    errors.append(_parse_issue(exc, raw, line_no, has_bom and line_no == 1))
                 else:
-                    check_fields(record, checks, record, line_no, errors)
+                    if duplicates:
+                        errors.extend(_duplicate_issue(key, line_no) for key in duplicates)
+                        duplicates.clear()
+                    if type(record) is not dict:
+                        errors.append(
+                            DatasetIssue(line_no, None, f"expected a JSON object, got {_json_type(record)}")
+                        )
+                    else:
+                        check_fields(record, checks, record, line_no, errors)
             if records == max_examples:
                 result.stopped_at_max_examples = True  # provisional: _hash_rest says if anything was left
                 break
@@ -209,12 +245,25 @@ def _check_lines(
         result.records = records
 
 
-def _parse_issue(exc: ValueError, line_no: int, after_bom: bool) -> DatasetIssue:
+def _too_long(raw: bytes, max_record_chars: int, line_no: int) -> DatasetIssue | None:
+    """The problem of a line longer than `max_record_chars` characters, else None (multi-byte characters)."""
+    chars = len(raw.rstrip(b"\r\n").decode("utf-8", "replace"))
+    if chars <= max_record_chars:
+        return None
+    return DatasetIssue(line_no, None, f"record is {chars:,} characters long, more than data.max_record_chars="
+                                       f"{max_record_chars:,} (not parsed; split it or raise the limit)")
+
+
+def _duplicate_issue(key: str, line_no: int) -> DatasetIssue:
+    return DatasetIssue(line_no, None, f"duplicate key {key!r} in one object (JSON readers keep only one value)")
+
+
+def _parse_issue(exc: ValueError | RecursionError, raw: bytes, line_no: int, after_bom: bool) -> DatasetIssue:
     if isinstance(exc, UnicodeDecodeError):
         byte = exc.start + 1 + (len(_UTF8_BOM) if after_bom else 0)
         bad = exc.object[exc.start : exc.start + 1].hex()
         return DatasetIssue(line_no, None, f"invalid UTF-8 ({exc.reason}: byte 0x{bad} at byte {byte})")
     if isinstance(exc, json.JSONDecodeError):
-        column = exc.colno + (1 if after_bom else 0)  # the BOM is one character
-        return DatasetIssue(line_no, None, f"invalid JSON ({exc.msg} at column {column})")
-    return DatasetIssue(line_no, None, f"invalid JSON ({exc})")
+        column_offset = 1 if after_bom else 0  # the BOM is one character
+        return DatasetIssue(line_no, None, f"invalid JSON ({error_text(exc, column_offset)})")
+    return DatasetIssue(line_no, None, parse_problem(exc, raw.decode("utf-8")))

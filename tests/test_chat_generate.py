@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import os
 
 import pytest
 from conftest import compose
@@ -85,18 +86,45 @@ def test_a_registry_entry_whose_run_folder_is_gone(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("bad_line, problem", [
-    ('{"prompt": "unterminated', "is not valid JSON"),
-    ('["a list"]', "is not a JSON object"),
+    ('{"prompt": "unterminated', "invalid JSON (Unterminated string starting at column 12)"),
+    ('["a list"]', "a JSON array, not an object"),
     ('{"text": "no prompt field"}', "field 'prompt' is missing"),
-    ('{"prompt": 7}', "field 'prompt' is a int"),
+    ('{"prompt": 7}', "field 'prompt' is integer, not a string"),
 ])
 def test_a_bad_input_line_is_named_with_its_file_and_line(fake_run, tmp_path, capsys, bad_line, problem):
     source, out = tmp_path / "prompts.jsonl", tmp_path / "out.jsonl"
     source.write_text(json.dumps({"prompt": "fine"}) + "\n\n" + bad_line + "\n")
     assert thinker(["generate", str(fake_run), "--input", str(source), "--output", str(out)]) == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
-    assert err.startswith(f"[thinker] error: {source} line 3") and problem in err, err
+    assert err.startswith(f"[thinker] error: {source} has 1 bad line (line 3: {problem}), --input, "), err
     assert not out.exists()
+
+
+def test_every_bad_input_line_has_its_own_reason_and_the_file_is_named_once(fake_run, tmp_path, capsys):
+    from thinker.commands.use import BAD_LINES_SHOWN
+
+    source, out = tmp_path / "prompts.jsonl", tmp_path / "out.jsonl"
+    bad = ['{"text": "x"}', '{"prompt": null}', '{"prompt": "a", "x": 1', "[" * 5000 + "]" * 5000]
+    bad += ['{"prompt": 1}'] * (BAD_LINES_SHOWN - len(bad) + 2)  # two beyond what is shown
+    source.write_text("\n".join([json.dumps({"prompt": "fine"}), *bad]) + "\n")
+    assert thinker(["generate", str(fake_run), "--input", str(source), "--output", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "Traceback" not in err[0], err
+    line = err[0]
+    assert line.count(str(source)) == 1, line
+    assert "line 2: field 'prompt' is missing; line 3: field 'prompt' is null, not a string; " in line
+    assert "line 4: invalid JSON (Expecting ',' delimiter at column 23); line 5: invalid JSON (nested 5000" in line
+    assert f"{source} has {len(bad)} bad lines (" in line and "; and 2 more)" in line
+    assert not out.exists()
+
+
+def test_a_named_pipe_as_the_prompts_file_is_refused_without_opening_it(fake_run, tmp_path, capsys):
+    fifo = tmp_path / "prompts.jsonl"
+    os.mkfifo(fifo)  # opening it for reading would block until something writes to it
+    assert thinker(["generate", str(fake_run), "--input", str(fifo), "--output", str(tmp_path / "out.jsonl")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err == (f"[thinker] error: --input={fifo} is a named pipe (FIFO), not a regular file, --input, point --input "
+                   "at a regular file (a pipe or a device is refused: reading it may never end)"), err
 
 
 def test_overrides_must_name_existing_keys(fake_run, capsys):

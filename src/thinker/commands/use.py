@@ -255,31 +255,47 @@ def chat_command(args: argparse.Namespace) -> int:
 # ------------------------------------------------------------------ thinker generate
 
 
+BAD_LINES_SHOWN = 5  # a prompts file with many bad lines: the first few, each with its own reason, and a count
+
+
 def read_prompt_records(path: Path, field: str) -> list[dict[str, Any]]:
-    """The JSON objects of `path` (blank lines skipped); every line must be an object with a string `field`."""
+    """The JSON objects of `path` (blank lines skipped); every line must be an object with a string `field`.
+    Every bad line is found before the model loads, and the first BAD_LINES_SHOWN are named in one error."""
+    from thinker.json_lines import parse_problem
+    from thinker.paths import check_input_file
+    from thinker.validation.schema_language import _json_type
+
+    check_input_file(path, "--input", where="--input")  # a named pipe would block here forever
     if not path.is_file():
         raise input_error(f"no prompts file {path}", "--input", "pass a JSONL file of records")
-    records = []
+    records, problems = [], []
     with path.open(encoding="utf-8") as fh:
         try:
             for number, line in enumerate(fh, start=1):
                 if not line.strip():
                     continue
-                where = f"{path} line {number}"
                 try:
                     record = json.loads(line)
-                except json.JSONDecodeError as error:
-                    raise input_error(f"{where} is not valid JSON ({error.msg} at column {error.colno})", where,
-                                      "fix that line (one JSON object per line)") from None
+                except (ValueError, RecursionError) as error:
+                    problems.append(f"line {number}: {parse_problem(error, line)}")
+                    continue
                 if not isinstance(record, dict):
-                    raise input_error(f"{where} is not a JSON object", where, "fix that line (one JSON object per line)")
-                if not isinstance(record.get(field), str):
-                    found = "is missing" if field not in record else f"is a {type(record[field]).__name__}"
-                    raise input_error(f"{where}: field {field!r} {found}, not a string", where,
-                                      f"give every record a string {field!r} (or pass --prompt-field)")
-                records.append(record)
+                    problems.append(f"line {number}: a JSON {_json_type(record)}, not an object")
+                elif field not in record:
+                    problems.append(f"line {number}: field {field!r} is missing")
+                elif not isinstance(record[field], str):
+                    problems.append(f"line {number}: field {field!r} is {_json_type(record[field])}, not a string")
+                else:
+                    records.append(record)
         except UnicodeDecodeError as error:
             raise input_error(f"{path} is not UTF-8 text ({error.reason})", "--input", "pass a UTF-8 JSONL file") from None
+    if problems:
+        shown = "; ".join(problems[:BAD_LINES_SHOWN])
+        if len(problems) > BAD_LINES_SHOWN:
+            shown += f"; and {len(problems) - BAD_LINES_SHOWN} more"
+        noun = "bad line" if len(problems) == 1 else "bad lines"
+        raise input_error(f"{path} has {len(problems)} {noun} ({shown})", "--input",
+                          f"make every line a JSON object with a string {field!r} (or pass --prompt-field)")
     return records
 
 

@@ -1,13 +1,17 @@
-"""Two launches in the same second never share a run folder (thinker.run_dirs)."""
+"""Two launches in the same second never share a run folder, and one that cannot be created or written is
+one config error (thinker.run_dirs)."""
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
-from conftest import ROOT, clean_env
+import pytest
+from conftest import ROOT, clean_env, launch
 
 from thinker.run_dirs import unique_dir
 
@@ -37,3 +41,29 @@ def test_launches_in_the_same_second_get_their_own_folders(tmp_path):
     assert folders == ["same-second", "same-second-2", "same-second-3"]
     records = [json.loads((tmp_path / "outputs" / f / "run_record.json").read_text()) for f in folders]
     assert all(r["exit_status"] == "succeeded" and r["stages"]["validate"]["status"] == "passed" for r in records)
+
+
+PROC = "/proc/self"  # a folder nobody can create anything in, root included
+
+
+@pytest.mark.skipif(not os.path.isdir(PROC), reason="needs Linux /proc")
+@pytest.mark.parametrize("args, key, folder", [
+    (["hydra.run.dir=/proc/thinker-run"], "hydra.run.dir", "/proc/thinker-run"),
+    (["-m", "seed=1,2", "hydra.sweep.dir=/proc/thinker-sweep"], "hydra.sweep.dir", "/proc/thinker-sweep"),
+])
+def test_a_run_folder_that_cannot_be_created_is_one_config_error(tmp_path, args, key, folder):
+    out = launch([*args, "stage=validate", "logger=none"], tmp_path, timeout=300)
+    assert out.returncode == 2, out.stderr[-2000:]
+    assert out.stderr.strip().splitlines() == [
+        f"[thinker] error: the run folder {folder} cannot be created or written (No such file or directory), "
+        f"config key {key}, set {key}=<a folder you can write to>, or launch from one"]
+
+
+@pytest.mark.skipif(not os.path.isdir(PROC), reason="needs Linux /proc")
+def test_launching_where_the_default_run_folder_cannot_be_created_is_one_config_error():
+    out = launch(["stage=validate", "logger=none"], Path("/proc"), timeout=300)  # outputs/<date>/<time> there
+    assert out.returncode == 2, out.stderr[-2000:]
+    assert out.stderr.strip().splitlines() == [
+        "[thinker] error: the run folder /proc/outputs cannot be created or written "
+        "(No such file or directory), config key hydra.run.dir, set hydra.run.dir=<a folder you can write to>, "
+        "or launch from one"]

@@ -57,7 +57,8 @@ def _reject_constant(name: str) -> Any:
 def _decoder(duplicates: list[str]) -> json.JSONDecoder:
     """A JSON decoder that appends every key an object has twice to `duplicates` (json keeps the last value)."""
 
-    def object_from_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    # called for every object of every record: builtins bound as defaults, the slow part only for a duplicate
+    def object_from_pairs(pairs: list[tuple[str, Any]], dict: Any = dict, len: Any = len) -> dict[str, Any]:
         obj = dict(pairs)
         if len(obj) != len(pairs):
             seen: set[str] = set()

@@ -128,3 +128,58 @@ def test_the_ledger_keeps_whole_lines_and_knows_the_last_state(tmp_path):
     assert all(json.loads(line)["time"] > 0 for line in ledger.file.read_text().splitlines()[:3])
     ledger.reset()
     assert ledger.last_state() is None and ledger.file.with_suffix(".jsonl.previous").is_file()
+
+
+# ---------------------------------------------------------------- waiting on a service that is gone
+
+
+class Healthz:
+    """A loopback server whose /api/v1/healthz answers 200, until stop()."""
+
+    def __init__(self):
+        import http.server
+        import threading
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802 - http.server's name
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_a_wait_outlasts_slow_results_while_the_service_answers_and_gives_up_once_it_does_not():
+    import concurrent.futures
+    import threading
+    import time
+
+    from thinker.backends.tinker.watch import ServiceLost, ServiceWatch
+
+    service = Healthz()
+    watch = ServiceWatch(service.url, slice_s=0.2)
+    slow: concurrent.futures.Future = concurrent.futures.Future()
+    threading.Timer(1.5, slow.set_result, ["done"]).start()  # several slices, each followed by a probe
+    assert watch.result(slow) == "done"
+
+    service.stop()  # the service is gone: a result that never comes is given up on, not awaited forever
+    never: concurrent.futures.Future = concurrent.futures.Future()
+    started = time.monotonic()
+    with pytest.raises(ServiceLost) as lost:
+        watch.result(never)
+    assert time.monotonic() - started < 5  # a slice, then two refused probes a second apart
+    assert lost.value.silent_since <= started and never.cancelled()
+    with pytest.raises(ServiceLost):  # a synchronous SDK call that hangs, on a daemon thread
+        watch.call(lambda: time.sleep(3600))
+    failing: concurrent.futures.Future = concurrent.futures.Future()
+    failing.set_exception(TimeoutError("the operation's own timeout"))
+    with pytest.raises(TimeoutError, match="own timeout"):  # passed on, not taken for a wait of ours
+        watch.result(failing)

@@ -196,6 +196,59 @@ def test_a_server_killed_mid_run_and_restarted_continues_from_the_last_saved_sta
     assert [s for s, _ in mlflow_history(tmp_path, "val_loss")[1]] == [4, 8, 12, 16]
 
 
+def test_a_server_killed_and_not_restarted_ends_the_run_after_recover_s_and_the_printed_command_resumes(
+        models_dir, tmp_path):
+    import shlex
+
+    from thinker.tinker_serve.server import spawn
+
+    state, ledger = tmp_path / "state", tmp_path / "run" / "checkpoints.jsonl"
+    env = run_env("", models_dir)
+    server = spawn("tiny-qwen", state, env=env, cwd=tmp_path)
+    port = int(server.base_url.rsplit(":", 1)[1])
+    env["TINKER_BASE_URL"] = server.base_url
+    recover_s = 10
+    run = start_run(tmp_path, env, ["backend=tinker", "trainer.max_steps=16", "trainer.evaluations=4",
+                                    f"backend.options.recover_s={recover_s}", "hydra.run.dir=run", *SHORT])
+    try:
+        wait_for_states(ledger, 1, run)
+        server.kill()  # SIGKILL, and nothing comes back on that port
+        killed = time.monotonic()
+        stdout, stderr = run.communicate(timeout=300)
+        ended_after = time.monotonic() - killed
+    finally:
+        run.kill()
+    assert run.returncode == 4, stderr[-3000:]
+    # recover_s after the service's last answer, plus a slice of waiting before the probes and the run's close
+    assert ended_after < recover_s + 40, f"the run ended {ended_after:.0f} s after the kill"
+    errors = [line for line in stderr.splitlines() if line.startswith("[thinker] error:")]
+    assert len(errors) == 1 and "Traceback" not in stderr, stderr[-3000:]
+    assert "the Tinker service stopped answering" in errors[0] and f", {server.base_url}, start the service" in errors[0]
+    assert KEY not in stdout + stderr
+    record = json.loads((tmp_path / "run" / "run_record.json").read_text())
+    assert record["exit_status"] == "failed" and record["stages"]["train"]["status"] == "failed"
+    status, before, _ = mlflow_history(tmp_path, "train_loss")
+    assert status == "FAILED", "the MLflow run is closed, not left RUNNING"
+    saved = [json.loads(line) for line in ledger.read_text().splitlines()]
+    assert saved and all(e["kind"] == "state" for e in saved) and [s for s, _ in before] == list(range(1, saved[-1]["step"] + 1))
+
+    # the service back, the command the error printed continues the run from its last saved state
+    command = shlex.split(errors[0].split("with: ", 1)[1])
+    assert command[0] == "python" and "resume=true" in command and f"backend.options.recover_s={recover_s}" in command
+    server = spawn("tiny-qwen", state, port=port, env=env, cwd=tmp_path)
+    try:
+        again = subprocess.run([sys.executable, *command[1:]], cwd=tmp_path, env=env, capture_output=True, text=True,
+                               timeout=900)
+    finally:
+        server.stop()
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert f"resuming from step {saved[-1]['step']}" in again.stdout + again.stderr
+    status, losses, _ = mlflow_history(tmp_path, "train_loss")
+    assert status == "FINISHED" and [s for s, _ in losses] == list(range(1, 17)), "each step logged exactly once"
+    final = [json.loads(line) for line in ledger.read_text().splitlines()]
+    assert final[:len(saved)] == saved and final[-1]["kind"] == "sampler"
+
+
 def test_resume_continues_from_checkpoints_jsonl_into_the_same_mlflow_run(server, models_dir, tmp_path):
     import signal
 

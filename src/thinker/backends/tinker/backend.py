@@ -50,15 +50,23 @@ class TinkerBackend(Backend):
         import tinker
         from tinker import types
 
+        from thinker.backends.tinker.watch import ServiceLost, ServiceWatch
+
         weights = self.weights_of(report)
         if weights.is_local:
             raise ThinkerError(f"{weights.uri} is a local folder, which backend=tinker cannot sample",
                                "backend=tinker", "evaluate it with backend=local", stage="eval")
-        service = tinker.ServiceClient(base_url=self.url())
-        if weights.uri.startswith(BASE_SCHEME):
-            client = service.create_sampling_client(base_model=weights.uri[len(BASE_SCHEME):]).result()
-        else:
-            client = service.create_sampling_client(model_path=weights.uri).result()
+        url = self.url()
+        service = tinker.ServiceClient(base_url=url)
+        watch = ServiceWatch(url)  # the SDK alone waits forever for a service that is gone
+        run = report.extra.get("run_dir") or _run_folder(cfg)
+        try:
+            if weights.uri.startswith(BASE_SCHEME):
+                client = watch.result(service.create_sampling_client(base_model=weights.uri[len(BASE_SCHEME):]))
+            else:
+                client = watch.result(service.create_sampling_client(model_path=weights.uri))
+        except ServiceLost:
+            raise sampling_lost(url, run) from None
         tokenizer = sampling_tokenizer(report, cfg, client)
         d = cfg.evaluation.decoding
         params = types.SamplingParams(
@@ -69,12 +77,21 @@ class TinkerBackend(Backend):
             # every prompt is submitted before the first answer is awaited: the service batches them
             futures = [client.sample(prompt=types.ModelInput.from_ints(tokenizer.encode(p, add_special_tokens=False)),
                                      num_samples=1, sampling_params=params) for p in prompts]
-            return [tokenizer.decode(f.result().sequences[0].tokens, skip_special_tokens=True) for f in futures]
+            try:
+                return [tokenizer.decode(watch.result(f).sequences[0].tokens, skip_special_tokens=True) for f in futures]
+            except ServiceLost:
+                raise sampling_lost(url, run) from None
 
         return generate
 
     def base_weights(self, cfg: DictConfig) -> WeightsRef:
         return WeightsRef(BASE_SCHEME + preflight.tinker_base_name(cfg))
+
+
+def sampling_lost(url: str, run: str | None) -> ThinkerError:
+    again = f"evaluate again with hydra.run.dir={run} stage=eval" if run else "try again"
+    return ThinkerError("the Tinker service stopped answering while sampling", url,
+                        f"start the service, then {again}", stage="eval")
 
 
 def sampling_tokenizer(report: TrainingReport, cfg: DictConfig, client: Any) -> Any:

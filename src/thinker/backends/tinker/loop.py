@@ -11,9 +11,11 @@ weights after that step.
 
 Nothing is logged twice or lost: per-step metrics are held back until the state after them is saved (and
 recorded in checkpoints.jsonl), then sent to MLflow. When the service is lost mid-run (a connection error,
-a 5xx the SDK's own retries did not get past, a restarted server that no longer knows the model), the loop
-waits for it, re-creates the training client from the last saved state and replays from there; resume=true
-does the same from a new process.
+a 5xx the SDK's own retries did not get past, a restarted server that no longer knows the model, a service
+that stops answering while a result is awaited: thinker.backends.tinker.watch), the loop waits for it until
+`recover_s` after its last answer, re-creates the training client from the last saved state and replays
+from there; resume=true does the same from a new process. A service that does not come back ends the run
+with one error line and its resume command (exit 4), the ledger and the saved states as they were.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from thinker.backends import TrainingReport, WeightsRef
 from thinker.backends.tinker.datums import LossSums, Targets, output_logprobs, step_targets, to_datums
 from thinker.backends.tinker.ledger import CheckpointLedger, SavedState
 from thinker.backends.tinker.preflight import tinker_base_name
+from thinker.backends.tinker.watch import ServiceLost, ServiceWatch
 from thinker.errors import ExitCode, ThinkerError
 from thinker.tracking.run_record import RECORD_NAME
 
@@ -74,6 +77,7 @@ class TinkerTrainer:
         self.in_flight = int(options.get("in_flight", 2))
         self.base = tinker_base_name(cfg)
         self.service = tinker.ServiceClient(base_url=url)  # the key comes from TINKER_API_KEY
+        self.watch = ServiceWatch(url)  # every wait on the SDK goes through it: the SDK alone waits forever
         self.ledger = CheckpointLedger(run_dir)
         self.progress = Progress()
         self.client: Any = None
@@ -84,16 +88,22 @@ class TinkerTrainer:
     def open_client(self, saved: SavedState | None) -> Any:
         """A LoRA training client: from the saved state (weights and Adam moments), or fresh and seeded."""
         if saved is not None:
-            return self.service.create_training_client_from_state_with_optimizer(saved.path).result()
-        return self.service.create_lora_training_client(
+            return self.watch.result(self.service.create_training_client_from_state_with_optimizer(saved.path))
+        return self.watch.result(self.service.create_lora_training_client(
             base_model=self.base, rank=int(self.cfg.method.rank), seed=int(self.cfg.seed),
             train_mlp=True, train_attn=True, train_unembed=bool(self.options.get("train_unembed", False)),
             user_metadata={"thinker_run": self.run_dir.name, "thinker_model": str(self.cfg.model.name)},
-        ).result()
+        ))
 
     # ------------------------------------------------------------ the run
 
     def train(self) -> TrainingReport:
+        try:
+            return self._train()
+        except ServiceLost as lost:  # outside the steps (tokenizer, final sampler weights): nothing to replay
+            raise self.service_gone(lost.silent_since) from None
+
+    def _train(self) -> TrainingReport:
         from thinker.backends.local.backend import checkpoint_interval, total_optimizer_steps
         from thinker.data.batches import ResumableLoader
         from thinker.data.prepare import prepare_training_data
@@ -101,8 +111,13 @@ class TinkerTrainer:
         cfg = self.cfg
         saved = self.start_point()
         self.progress.restart_at(saved)
-        self.client = self.open_client(saved)
-        tokenizer = self.client.get_tokenizer()
+        try:
+            self.client = self.open_client(saved)
+        except Exception as error:  # noqa: BLE001 - sorted by recoverable()
+            if not recoverable(error):
+                raise
+            self.recover(error)
+        tokenizer = self.watch.call(self.client.get_tokenizer)
         # kept with the run: a SamplingClient can only find a tokenizer by hub id, which a local server's
         # base models (tiny-qwen, registry models) are not
         tokenizer.save_pretrained(self.run_dir / TOKENIZER)
@@ -140,7 +155,7 @@ class TinkerTrainer:
                     raise
                 self.recover(error)
         seconds = time.perf_counter() - started
-        sampler_path = self.client.save_weights_for_sampler(name=SAMPLER_NAME).result().path
+        sampler_path = self.watch.result(self.client.save_weights_for_sampler(name=SAMPLER_NAME)).path
         self.ledger.append(SavedState(self.progress.step, sampler_path, self.progress.trained_tokens, kind="sampler"))
         log.info("saved the sampler weights as %s", sampler_path)
         return self.report(sampler_path, seconds, self.progress.step - first_step)
@@ -193,8 +208,8 @@ class TinkerTrainer:
         return Submitted(index, targets, lr, fb, self.client.optim_step(adam))
 
     def finish(self, job: Submitted) -> None:
-        output = job.forward_backward.result()
-        job.optim.result()
+        output = self.watch.result(job.forward_backward)
+        self.watch.result(job.optim)
         sums = LossSums()
         sums.add(job.targets, output_logprobs(output))
         p = self.progress
@@ -210,7 +225,7 @@ class TinkerTrainer:
             p.val_loss = self.held_out_loss()
             p.held_back.append((p.step, {"val_loss": p.val_loss}))
             log.info("step %d/%d: held-out loss %.4f", p.step, self.steps, p.val_loss)
-        path = self.client.save_state(name=f"step{p.step:06d}").result().path
+        path = self.watch.result(self.client.save_state(name=f"step{p.step:06d}")).path
         self.ledger.append(SavedState(p.step, path, p.trained_tokens))
         if self.tracker is not None:
             for step, metrics in p.held_back:
@@ -223,25 +238,51 @@ class TinkerTrainer:
         futures = [self.client.forward(to_datums(c, normalise=False), "cross_entropy") for c in chunks]
         sums = LossSums()
         for chunk, future in zip(chunks, futures, strict=True):
-            sums.add(chunk, output_logprobs(future.result()))
+            sums.add(chunk, output_logprobs(self.watch.result(future)))
         return sums.mean
 
     # ------------------------------------------------------------ faults
 
     def recover(self, error: BaseException) -> None:
-        self.recoveries += 1
+        """Wait for the service, then a new training client from the last saved state (again if the service
+        is lost while it is made)."""
+        from thinker.resume_command import resume_command
+
         limit = int(self.options.get("max_recoveries", 3))
         saved = self.ledger.last_state()
-        if self.recoveries > limit:
-            raise ThinkerError(
-                f"lost the Tinker service {self.recoveries} times ({describe(error)})", self.url,
-                "check the service, then continue with resume=true in the same hydra.run.dir "
-                f"(the last saved state is from step {saved.step if saved else 0})", stage="train") from error
-        log.warning("lost the Tinker service at step %d (%s); continuing from step %d, the last saved state",
-                    self.progress.step, describe(error), saved.step if saved else 0)
-        wait_for_service(self.url, float(self.options.get("recover_s", 120)))
-        self.progress.restart_at(saved)
-        self.client = self.open_client(saved)
+        while True:
+            self.recoveries += 1
+            if self.recoveries > limit:
+                raise ThinkerError(
+                    f"lost the Tinker service {self.recoveries} times ({describe(error)})", self.url,
+                    f"check the service, then continue from step {saved.step if saved else 0}, the last saved "
+                    f"state, with: {resume_command(self.run_dir)}", stage="train") from error
+            log.warning("lost the Tinker service at step %d (%s); continuing from step %d, the last saved state",
+                        self.progress.step, describe(error), saved.step if saved else 0)
+            silent_since = error.silent_since if isinstance(error, ServiceLost) else time.monotonic()
+            if not wait_for_service(self.url, silent_since + float(self.options.get("recover_s", 120))):
+                raise self.service_gone(silent_since) from None
+            self.progress.restart_at(saved)
+            try:
+                self.client = self.open_client(saved)
+                return
+            except Exception as again:  # noqa: BLE001 - sorted by recoverable()
+                if not recoverable(again):
+                    raise
+                error = again
+
+    def service_gone(self, silent_since: float) -> ThinkerError:
+        """The run ends here: the service has not answered for recover_s. Nothing is lost: checkpoints.jsonl
+        names the states saved so far, and resume=true continues from the last one."""
+        from thinker.resume_command import resume_command
+
+        saved = self.ledger.last_state()
+        silent = time.monotonic() - silent_since
+        return ThinkerError(
+            f"the Tinker service stopped answering at step {self.progress.step} ({silent:.0f} s without an answer; "
+            f"backend.options.recover_s={self.options.get('recover_s', 120)})", self.url,
+            f"start the service, then continue from step {saved.step if saved else 0}, the last saved state, "
+            f"with: {resume_command(self.run_dir)}", stage="train")
 
     def report(self, sampler_path: str, seconds: float, steps_run: int) -> TrainingReport:
         p = self.progress
@@ -275,7 +316,7 @@ def recoverable(error: BaseException) -> bool:
 
     seen: BaseException | None = error
     while seen is not None:
-        if isinstance(seen, (tinker.APIConnectionError, RetryableException)):  # includes timeouts
+        if isinstance(seen, (ServiceLost, tinker.APIConnectionError, RetryableException)):  # includes timeouts
             return True
         # 5xx after the SDK's own retries; 404: a restarted server no longer knows this model or future
         if isinstance(seen, tinker.APIStatusError) and (seen.status_code >= 500 or seen.status_code in (404, 408)):
@@ -295,20 +336,18 @@ def describe(error: BaseException) -> str:
     return type(error).__name__
 
 
-def wait_for_service(url: str, timeout_s: float) -> None:
+def wait_for_service(url: str, deadline: float) -> bool:
+    """True once the service's healthz answers 200; False if it has not by `deadline` (time.monotonic())."""
     import httpx
 
-    deadline = time.monotonic() + timeout_s
     while True:
         try:
             if httpx.get(f"{url}/api/v1/healthz", timeout=5.0).status_code == 200:
-                return
+                return True
         except httpx.HTTPError:
             pass
         if time.monotonic() > deadline:
-            raise ThinkerError(f"the Tinker service at {url} did not come back within {timeout_s:g} s", url,
-                               "start it again, then continue with resume=true in the same hydra.run.dir",
-                               stage="train")
+            return False
         time.sleep(1.0)
 
 

@@ -174,6 +174,12 @@ def guarded_main(hydra_main: Callable[[], object], argv: list[str] | None = None
                 raise SystemExit(int(ExitCode.CONFIG)) from None
             # a job or the launcher failed: an exception, a worker that died, or a job's own exit status (the
             # job printed its `[thinker] error:` line itself)
+            from thinker.disk_full import before_the_run
+
+            full = before_the_run(text, argv)  # a full disk stopped Hydra writing the run folder: one line
+            if full is not None:
+                print(mask_text(full.line()), file=sys.stderr)
+                raise SystemExit(int(full.exit_code)) from None
             sys.stderr.write(mask_text(text))
             if isinstance(exc.code, int) and exc.code != 1 and not text.strip():
                 raise SystemExit(exc.code) from None

@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from thinker.backends.local.ranks import rank_name
 from thinker.config.check import check_config
 from thinker.config.enums import Stage
+from thinker.disk_full import DiskFull, disk_full_error, quiet_log_files_when_full
 from thinker.entry import release_stderr
 from thinker.errors import ExitCode, ThinkerError
 from thinker.paths import project_root
@@ -125,6 +126,9 @@ def _close_session(context, record: RunRecord, exit_status: str) -> None:
     try:
         session.log_artifact(record.path)
         log_masked_config(session, record.path.parent / ".hydra" / "config.yaml")
+    except Exception as exc:  # noqa: BLE001 - tracking must not mask the run's own outcome
+        log.warning("could not attach the run record to the MLflow run: %s", mask_text(str(exc)))
+    try:  # even without its artifacts (a full disk): a run left RUNNING would claim to be still going
         session.end(MLFLOW_STATUS[exit_status])
     except Exception as exc:  # noqa: BLE001 - tracking must not mask the run's own outcome
         log.warning("could not finish the MLflow run: %s", mask_text(str(exc)))
@@ -164,6 +168,22 @@ def in_multirun() -> bool:
         return False
 
 
+def write_outcome(record: RunRecord, stage: str, exit_status: str, error: ThinkerError | None,
+                  line: str | None) -> DiskFull | None:
+    """Write how the run ended into its record. On a full disk the record stays as last written, and the
+    returned error says where to free space; None when it was written."""
+    try:
+        if error is not None:
+            record.stage_update(stage, exit_status, error=line)
+        record.finish(exit_status, int(error.exit_code) if error else int(ExitCode.OK), line)
+    except OSError as exc:
+        unwritten = disk_full_error(exc, "record", [record.path])
+        if unwritten is None:
+            raise
+        return unwritten
+    return None
+
+
 def run(cfg: DictConfig) -> float | None:
     """Run the composed config. Returns the sweep objective for sweepers (thinker.sweeps.sweeper_value:
     hparams_search.objective, else the held-out loss, else the training loss).
@@ -173,6 +193,7 @@ def run(cfg: DictConfig) -> float | None:
     started = time.monotonic()
     release_stderr()
     install_log_masking()
+    quiet_log_files_when_full()
     register_config_secrets(_plain(cfg))  # a credential in the config is masked wherever it shows, key or not
     debug = bool(OmegaConf.select(cfg, "debug", default=False))
     if not debug:
@@ -217,22 +238,29 @@ def run(cfg: DictConfig) -> float | None:
                              stage=current, code=ExitCode.INTERRUPTED)
         exit_status = "interrupted"
     except Exception as exc:  # noqa: BLE001 - not a user error: show where, then the one-line summary
-        print_traceback()
-        error = ThinkerError(
-            f"{type(exc).__name__}: {exc}".replace("\n", " "),
-            f"stage {current}",
-            "this is a bug or an environment problem; the traceback above shows where",
-            stage=current,
-        )
-        exit_status = "crashed"
+        # a full disk is the environment's, in one line (thinker.disk_full)
+        error = disk_full_error(exc, current, [run_dir, Path.cwd()], record_file=record.path)
+        if error is None or debug:
+            print_traceback()
+        if error is None:
+            error = ThinkerError(
+                f"{type(exc).__name__}: {exc}".replace("\n", " "),
+                f"stage {current}",
+                "this is a bug or an environment problem; the traceback above shows where",
+                stage=current,
+            )
+        exit_status = "failed" if isinstance(error, DiskFull) else "crashed"
 
     line = mask_text(error.line()) if error is not None else None
     if error is not None:
         print(line, file=sys.stderr, flush=True)
         if keep_existing_record:
             raise SystemExit(int(error.exit_code))
-        record.stage_update(current, exit_status, error=line)
-    record.finish(exit_status, int(error.exit_code) if error else int(ExitCode.OK), line)
+    unwritten = write_outcome(record, current, exit_status, error, line)
+    if unwritten is not None and not isinstance(error, DiskFull):  # else the line above said it already
+        print(mask_text(unwritten.line()), file=sys.stderr, flush=True)
+        if error is None:  # the run went well, but its record cannot say so
+            error, exit_status = unwritten, "failed"
     _close_session(context, record, exit_status)
     if in_multirun():
         from thinker.sweeps import job_done

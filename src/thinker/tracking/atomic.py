@@ -11,6 +11,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
+from thinker.disk_full import disk_full_at, is_disk_full
+
 
 @contextlib.contextmanager
 def exclusive_lock(lock_file: str | Path, timeout_s: float | None = None, what: str | None = None) -> Iterator[None]:
@@ -46,8 +48,10 @@ def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None]) -> Path:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        if is_disk_full(exc):  # torch's "unexpected pos", Python's ENOSPC: both without the file's name
+            raise disk_full_at(path, exc) from exc
         raise
     return path
 
@@ -73,8 +77,10 @@ def atomic_directory(target: str | Path, replace_existing: bool = True) -> Itera
                 raise FileExistsError(target)
             shutil.rmtree(target)
         os.replace(tmp, target)
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
+        if is_disk_full(exc):
+            raise disk_full_at(target, exc) from exc
         raise
 
 

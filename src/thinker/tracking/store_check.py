@@ -69,4 +69,3 @@ def check_sqlite_store(path: str | Path) -> None:
         shown = "; ".join(problems[:PROBLEMS_SHOWN]) + ("; ..." if len(problems) > PROBLEMS_SHOWN else "")
         log.warning("the MLflow store %s is damaged (SQLite's quick_check: %s); what it reads may be wrong: inspect "
                     "it with %s, and move it aside to start a fresh store", db, shown, inspect_command(db))
-

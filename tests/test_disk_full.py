@@ -129,3 +129,28 @@ def test_a_full_disk_that_stopped_hydra_is_read_from_what_hydra_printed(tmp_path
     named = before_the_run(f"OSError: [Errno 28] No space left on device: '{tmp_path}/run/.hydra/x.yaml'", [])
     assert named is not None and f"writing {tmp_path}/run/.hydra/x.yaml" in named.line()
     assert before_the_run("ValueError: [Errno 2] No such file or directory: 'x'", []) is None
+
+
+WRITE_WEIGHTS = """
+import sys, torch
+from safetensors.torch import save_file
+from thinker.disk_full import disk_full_error
+try:
+    save_file({"w": torch.zeros(100_000)}, sys.argv[1] + "/adapter_model.safetensors")
+except Exception as exc:
+    full = disk_full_error(exc, "train", [sys.argv[1]])
+    print(type(exc).__name__, full.line() if full else None)
+"""
+
+
+@pytest.mark.slow
+def test_safetensors_weights_that_fill_the_disk_are_taken_for_a_full_disk(unshare, tmp_path):
+    """save_pretrained's safetensors writer says ENOSPC in its own words (SafetensorError "IoError(Os {...})")."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    script = f"mount -t tmpfs -o size=64k tmpfs {mount} || exit 99; {shlex.quote(sys.executable)} -c " \
+             f"{shlex.quote(WRITE_WEIGHTS)} {mount}"
+    done = subprocess.run([*unshare, "sh", "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert f"no space left on device in stage train, writing under {mount}, free space at {mount} (" in done.stdout, \
+        done.stdout

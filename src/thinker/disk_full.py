@@ -25,6 +25,7 @@ DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
 # torch's zip writer reports a short write in its own words; taken for a full disk only when one is nearly full
 TORCH_WRITE_FAILURES = ("unexpected pos", "PytorchStreamWriter failed", "file write failed")
 NEARLY_FULL_BYTES = 64 * 1024 * 1024
+_FULL_WORDS = tuple(os.strerror(code) for code in DISK_FULL_ERRNOS)  # "No space left on device", "Disk quota ..."
 
 
 class DiskFull(ThinkerError):
@@ -45,6 +46,8 @@ def is_disk_full(exc: BaseException) -> bool:
         if isinstance(link, OSError) and link.errno in DISK_FULL_ERRNOS:
             return True
         if isinstance(link, sqlite3.OperationalError) and "database or disk is full" in str(link):
+            return True
+        if any(words in str(link) for words in _FULL_WORDS):  # safetensors' SafetensorError: "IoError(Os { ..."
             return True
     return False
 

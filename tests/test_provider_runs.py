@@ -222,3 +222,41 @@ def api_key(provider: str) -> str:
 
 def base_url_env(provider: str) -> str:
     return next(name for name in server_module(provider).client_env("http://x") if name.endswith("_BASE_URL"))
+
+
+def test_a_job_cancelled_at_the_provider_says_cancelled_not_failed(models_dir, tmp_path):
+    """Someone cancels the running job in the provider's console (its cancel endpoint, with the same key):
+    the run stops with one line saying it was cancelled and that a new launch starts a new job."""
+    import threading
+    import time
+    import urllib.request
+
+    provider = "openai"
+    app = server_module(provider).create_app(steps=10_000)
+    api = app.state.api
+    with LoopbackServer(app) as server:
+
+        def cancel_when_running() -> None:
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
+                running = [i for i, job in list(api.jobs.items()) if job.body["status"] == "running"]
+                if running:
+                    request = urllib.request.Request(f"{server.url}/v1/fine_tuning/jobs/{running[0]}/cancel",
+                                                     method="POST",
+                                                     headers={"Authorization": f"Bearer {api_key(provider)}"})
+                    urllib.request.urlopen(request, timeout=10).read()
+                    return
+                time.sleep(0.05)
+
+        canceller = threading.Thread(target=cancel_when_running, daemon=True)
+        canceller.start()
+        out = launch([*provider_args(provider, server.url), "hydra.run.dir=run"], cwd=tmp_path,
+                     env=run_env(provider, server.url, models_dir, tmp_path))
+        canceller.join(timeout=5)
+    assert out.returncode == 4, out.stderr[-2000:]
+    lines = [x for x in out.stderr.splitlines() if x.startswith("[thinker] error: ")]
+    job_id = json.loads((tmp_path / "run" / "provider" / "job.json").read_text())["job_id"]
+    assert len(lines) == 1 and f"provider=openai job {job_id} was cancelled (cancelled)" in lines[0], out.stderr[-2000:]
+    assert "launch again to start a new job" in lines[0] and "failed" not in lines[0]
+    record = json.loads((tmp_path / "run" / "run_record.json").read_text())
+    assert record["exit_status"] == "failed" and record["stages"]["train"]["status"] == "failed"

@@ -178,10 +178,7 @@ class ProviderJobRun:
         if self.tracker is not None and self.events_path.is_file():
             self.tracker.log_artifact(self.events_path, "provider")
         if status.state is not JobState.succeeded or not status.model_id:
-            reason = status.error or f"it ended {status.provider_state}"
-            raise ThinkerError(f"provider={self.name} job {job_id} did not produce a model: {reason}",
-                               f"provider={self.name}", "fix what the provider reports and launch again (a new job "
-                               "is created, since this one failed)", stage="train")
+            raise no_model_error(self.name, job_id, status)
         return self.report(job_id, reattached, status)
 
     def report(self, job_id: str, reattached: bool, status: JobStatus) -> TrainingReport:
@@ -202,6 +199,20 @@ class ProviderJobRun:
     def ledger(self, job_id: str, state: str, model_id: str | None = None) -> None:
         jobs_ledger.append(jobs_ledger.JobEntry(self.name, job_id, self.fingerprint, str(self.run_dir),
                                                 self.job.model.base_model, state, model_id))
+
+
+def no_model_error(provider: str, job_id: str, status: JobStatus) -> ThinkerError:
+    """Why a finished job gave no model, in words that fit how it ended. A failed or cancelled job is never
+    reattached (each adapter's find_job), so launching again creates a new one."""
+    if status.state is JobState.cancelled:
+        return ThinkerError(f"provider={provider} job {job_id} was cancelled ({status.provider_state}) before it "
+                            "produced a model", f"provider={provider}",
+                            "launch again to start a new job (a cancelled job is never reattached)", stage="train")
+    reason = status.error or f"it ended {status.provider_state}"
+    ended = "failed" if status.state is JobState.failed else f"ended {status.provider_state} without a model"
+    return ThinkerError(f"provider={provider} job {job_id} did not produce a model: {reason}", f"provider={provider}",
+                        f"fix what the provider reports and launch again (a new job is created, since this one "
+                        f"{ended})", stage="train")
 
 
 def progress_line(provider: str, status: JobStatus) -> str:

@@ -227,3 +227,29 @@ def test_hub_metadata_is_checked_before_any_download(tmp_path, monkeypatch):
     files[0] = SimpleNamespace(rfilename="pytorch_model.bin", size=10)
     with pytest.raises(ThinkerError, match="only pickle weights"):
         importer.import_model("big-org/pickled", accept_license=True)
+
+
+def test_an_import_that_loses_a_race_for_its_name_says_the_other_one_registered_it(tiny_folder, tmp_path,
+                                                                                    monkeypatch):
+    """Two imports under one --name at the same time: the one that finishes copying second finds the name
+    registered by the other, and says so (not "exists but is not registered")."""
+    from thinker.models import importer
+
+    monkeypatch.setenv("THINKER_MODELS_DIR", str(tmp_path / "models"))
+    fetch = importer.fetch_into
+
+    def fetch_while_another_import_finishes(source, staging):
+        fetch(source, staging)
+        monkeypatch.setattr(importer, "fetch_into", fetch)  # the other import copies as usual
+        importer.import_model(str(tiny_folder), name="shared", accept_license=True)
+
+    monkeypatch.setattr(importer, "fetch_into", fetch_while_another_import_finishes)
+    with pytest.raises(ThinkerError) as lost:
+        importer.import_model(str(tiny_folder), name="shared", accept_license=True)
+    line = lost.value.line()
+    assert "'shared' was registered by another import while this one was copying" in line, line
+    assert "is not registered" not in line and "model=shared" in line
+    assert lost.value.exit_code == ExitCode.RECORD
+    registry = Registry(tmp_path / "models")
+    assert [e.model_name for e in registry.entries()] == ["shared"]
+    assert sorted(p.name for p in (tmp_path / "models").iterdir() if p.name.startswith(".import-")) == []

@@ -303,6 +303,11 @@ def import_model(text: str, *, name: str | None = None, revision: str | None = N
             chosen, version = (name, 1 + sum(e.model_id == source.model_id for e in entries)) if name else \
                 versioned_name(default_name(source), source.model_id, entries)
             target = registry.folder / chosen
+            winner = next((e for e in entries if e.model_name == chosen), None)
+            if winner is not None:  # registered since the name was checked: an import that ran at the same time
+                raise ThinkerError(f"a model named {chosen!r} was registered by another import while this one was "
+                                   f"copying (it is in the registry, at {winner.local_path})", str(registry.path),
+                                   f"use it as model={chosen}, or import under another --name", stage="record")
             if target.exists():
                 raise ThinkerError(f"{target} exists but is not registered", str(target),
                                    "move it away or import under another --name", stage="record")

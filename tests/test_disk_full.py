@@ -154,3 +154,21 @@ def test_safetensors_weights_that_fill_the_disk_are_taken_for_a_full_disk(unshar
     assert done.returncode == 0, done.stderr[-2000:]
     assert f"no space left on device in stage train, writing under {mount}, free space at {mount} (" in done.stdout, \
         done.stdout
+
+
+def test_a_thinker_command_that_fills_the_disk_ends_in_one_line(unshare, tmp_path):
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    convert = [sys.executable, "-m", "thinker.cli", "data", "convert-scifact",
+               "--claims", str(ROOT / "data" / "sample" / "claims_train.jsonl"),
+               "--corpus", str(ROOT / "data" / "sample" / "corpus.jsonl"), "--out", str(mount / "train.jsonl")]
+    script = f"mount -t tmpfs -o size=8k tmpfs {mount} || exit 99; {shlex.join(convert)}; rc=$?; ls -A {mount}; exit $rc"
+    out = subprocess.run([*unshare, "sh", "-c", script], capture_output=True, text=True, timeout=300,
+                         env=clean_env())
+    assert out.returncode == ExitCode.RECORD, out.stderr[-3000:]
+    lines = error_lines(out)
+    assert len(lines) == 1, out.stderr
+    assert lines[0].startswith(f"[thinker] error: no space left on device (thinker data), writing "
+                               f"{mount / 'train.jsonl'}, free space at {mount} ("), lines[0]
+    assert lines[0].endswith(f" free now; df -h {mount}), then run again"), lines[0]
+    assert out.stdout.split() == [], "a half-written output or temporary file stayed"

@@ -16,6 +16,7 @@ import argparse
 import importlib
 import logging
 import sys
+from pathlib import Path
 
 from thinker.errors import ThinkerError
 
@@ -68,6 +69,17 @@ def main(argv: list[str] | None = None) -> int:
 
         print(mask_text(err.line()), file=sys.stderr)
         return int(err.exit_code)
+    except Exception as exc:  # a full disk is the environment's: one line, like a run's (thinker.disk_full)
+        from thinker.disk_full import disk_full_error
+        from thinker.models.paths import models_dir
+        from thinker.tracking.secrets import mask_text
+
+        full = disk_full_error(exc, "record", [Path.cwd(), models_dir()],
+                               what=f"no space left on device (thinker {args.command})")
+        if full is None or args.verbose:
+            raise
+        print(mask_text(full.line()), file=sys.stderr)
+        return int(full.exit_code)
 
 
 if __name__ == "__main__":

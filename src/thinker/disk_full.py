@@ -99,7 +99,7 @@ def fullest(paths: Iterable[str | Path]) -> Path:
 
 
 def disk_full_error(exc: BaseException, stage: str, paths: Iterable[str | Path],
-                    record_file: str | Path | None = None) -> DiskFull | None:
+                    record_file: str | Path | None = None, what: str | None = None) -> DiskFull | None:
     """One line for a full disk behind `exc`, or None when `exc` is something else. `paths`: where the stage was
     writing, used when no error names the file (the run folder, the working directory's MLflow store). A full
     disk that stopped the run record (`record_file`) from being written is the record stage's, whichever
@@ -115,7 +115,7 @@ def disk_full_error(exc: BaseException, stage: str, paths: Iterable[str | Path],
         free = _free_bytes(fullest(candidates))
         if free is None or free > NEARLY_FULL_BYTES:
             return None  # a failed write on a disk with room: not this
-    return _error(named or fullest(candidates or [Path.cwd()]), stage, named is not None)
+    return _error(named or fullest(candidates or [Path.cwd()]), stage, named is not None, what)
 
 
 def _error(where: Path, stage: str, named: bool, what: str | None = None) -> DiskFull:

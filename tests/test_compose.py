@@ -50,6 +50,23 @@ def test_defaults_are_the_embedded_run():
     assert str(cfg.backend.name) == "local" and cfg.data.name == "sample" and str(cfg.stage) == "run"
 
 
+def test_the_quick_start_trains_24_steps_and_hosted_backends_whole_epochs():
+    """trainer=quick sizes the embedded default (README, Quick start); backends that train elsewhere and the
+    shipped experiments keep trainer=cpu's whole epochs (providers refuse trainer.max_steps); a trainer named on
+    the command line wins over both."""
+    from thinker.models.finetunes import should_register
+
+    quick = compose().trainer
+    assert (quick.name, quick.max_steps, quick.batch_size, quick.max_seq_length) == ("quick", 24, 4, 768)
+    assert should_register(compose(), 24)[0] is True  # still >= output.register_min_steps
+    for overrides in (["backend=tinker"], ["backend=provider", "provider=openai"], ["experiment=cognate_pretrain"],
+                      ["experiment=scifact_claim_extractor"]):
+        trainer = compose(overrides).trainer
+        assert (trainer.name, trainer.max_steps) == ("cpu", -1), overrides
+    assert compose(["backend=tinker", "trainer=quick"]).trainer.name == "quick"
+    assert compose(["experiment=cognate_pretrain", "trainer=gpu"]).trainer.name == "gpu"
+
+
 def _typed_fields(cls):
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):

@@ -273,7 +273,7 @@ def test_the_composed_defaults_register_the_quick_start_but_not_smoke_runs():
     kept = compose(["trainer.max_steps=2", "output.register_min_steps=1"])
     off = compose(["output.register=false"])
     assert default.output.register is True and default.output.register_min_steps == 20
-    assert default.trainer.max_steps == -1 and should_register(default, 51)[0] is True  # the quick start
+    assert default.trainer.max_steps == 24 and should_register(default, 24)[0] is True  # the quick start
     assert should_register(smoke, 2)[0] is False and should_register(kept, 2)[0] is True
     assert should_register(off, 51)[0] is False
 

@@ -320,7 +320,7 @@ class OutputConfig:
     # runs with 0 < trainer.max_steps below this are smoke runs and are not registered (-1, epochs decide: always).
     # 20 because: the smoke runs in tests/ and quick checks train 1-16 steps; with the shipped warmup_ratio
     # (0.05) a run needs 20 steps for even one warmup step, i.e. for its schedule to take its configured shape;
-    # the embedded quick start (51 steps) and the README's max_steps=50 experiments still register.
+    # the embedded quick start (trainer=quick: 24 steps) and the README's max_steps=50 experiments still register.
     register_min_steps: int = REGISTER_MIN_STEPS
 
 

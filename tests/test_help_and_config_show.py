@@ -70,7 +70,7 @@ def test_help_lists_every_group_and_option_with_its_description(help_text):
         assert line is not None, f"{path.parent.name}={path.stem} is missing from --help"
     assert "qlora     LoRA on a base model loaded in 4 bit" in help_text
     assert "* tiny-qwen" in help_text  # the chosen option is marked
-    assert "hf_peft   Seed 001's name for backend=local" in help_text
+    assert "hf_peft   An alias of backend=local" in help_text
 
 
 def test_help_shows_what_thinker_is_commands_public_keys_and_outputs(help_text):

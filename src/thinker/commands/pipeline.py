@@ -1,4 +1,4 @@
-"""`thinker validate|train|eval|run`: the pipeline's stages as commands, for CI (seed 001 §6.6).
+"""`thinker validate|train|eval|run`: the pipeline's stages as commands, for CI (docs/usage.md).
 
 Thin wrappers over the very same Hydra app as `python launch.py` (thinker.app): same composition, outputs,
 MLflow runs, run records and exit codes (2 config, 3 validation, 4 training, 5 evaluation, 6 record,
@@ -29,7 +29,7 @@ def stage_parser(stage: str) -> argparse.ArgumentParser:
                "Exit codes name the failing stage: 2 config, 3 validation, 4 training, 5 evaluation, 6 record.",
     )
     parser.add_argument("--backend", metavar="NAME",
-                        help="the backend option (conf/backend/*.yaml; hf_peft is seed 001's name for local)")
+                        help="the backend option (conf/backend/*.yaml; hf_peft is an alias of local)")
     parser.add_argument("--skip-validation", action="store_true",
                         help="skip the dataset schema and pytest gate (debug only; the run record says so)")
     parser.add_argument("--config-dir", metavar="DIR", help="an extra config folder searched before conf/")

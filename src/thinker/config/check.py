@@ -48,7 +48,7 @@ def range_errors(cfg: DictConfig) -> list[RangeError]:
 
 
 def check_ranges(cfg: DictConfig) -> None:
-    """The first value outside seed 004's ranges, as a ThinkerError."""
+    """The first value outside its range (thinker.config.ranges), as a ThinkerError."""
     ranged = range_errors(cfg)
     if ranged:
         err = ranged[0]

@@ -1,4 +1,4 @@
-"""The enums of the universal job schema (seed 004). Every other module reads them from here.
+"""The enums of the universal job schema (docs/decisions/0003-universal-job-configuration.md). Every other module reads them from here.
 
 Member names equal their values (lowercase) because OmegaConf converts YAML strings to enum members by
 name: `method.name: qlora` becomes TrainingMethod.qlora.
@@ -19,7 +19,7 @@ class TrainingMethod(_StrEnum):
     full = "full"
     lora = "lora"
     qlora = "qlora"
-    pretrain = "pretrain"  # from-scratch pretraining (Cognate); not a fine-tuning method of seed 004
+    pretrain = "pretrain"  # from-scratch pretraining (Cognate); not a fine-tuning method of the universal job schema
 
 
 class LRSchedulerType(_StrEnum):

@@ -1,4 +1,4 @@
-"""Seed 004's universal job configuration, built from the composed config by interpolation.
+"""The universal job configuration, built from the composed config by interpolation (docs/decisions/0003-universal-job-configuration.md).
 
 Every hosted provider's option includes this schema as `provider.job` (its defaults list names
 `/schema/provider/job_configuration@job`), so `python launch.py backend=provider provider=together --cfg job
@@ -7,7 +7,7 @@ fields are interpolations of the keys users already set (method.rank, optimizer.
 is no second place to configure a hosted job, and `job_configuration(cfg)` is the one function that reads it.
 
 Types are `Any` because the values come from typed nodes elsewhere (enums, ints, floats) and are checked there;
-seed 004's names are in the comments.
+the universal schema's names are in the comments.
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ class JobSchedule:
     checkpoints: Any = "${trainer.save_total_limit}"
     evaluations: Any = "${trainer.evaluations}"
     train_on_inputs: Any = "${trainer.train_on_inputs}"
-    max_steps: Any = "${trainer.max_steps}"  # not in seed 004: hosted jobs train whole epochs (-1)
+    max_steps: Any = "${trainer.max_steps}"  # not in the universal schema: hosted jobs train whole epochs (-1)
 
 
 @dataclass
@@ -70,7 +70,7 @@ class JobScheduler:
 
 @dataclass
 class JobOptimizer:
-    name: Any = "${optimizer.name}"  # not in seed 004 (providers train with AdamW); refused when different
+    name: Any = "${optimizer.name}"  # not in the universal schema (providers train with AdamW); refused when different
     learning_rate: Any = "${optimizer.lr}"
     scheduler: JobScheduler = field(default_factory=JobScheduler)
     weight_decay: Any = "${optimizer.weight_decay}"
@@ -92,7 +92,7 @@ class JobConfiguration:
     optimizations: Any = "${trainer.optimizations}"  # optimizations.enabled
     output: JobOutput = field(default_factory=JobOutput)
     seed: Any = "${seed}"
-    # seed 004's provider-specific overrides: provider.options (each provider's custom parameters)
+    # the universal schema's provider-specific overrides: provider.options (each provider's custom parameters)
     metadata: Any = "${provider.options}"
 
 

@@ -1,7 +1,7 @@
-"""Parameter ranges of the universal job schema (seed 004), keyed by the config path that holds them.
+"""Parameter ranges of the universal job schema, keyed by the config path that holds them (docs/decisions/0001-hydra-composition-and-typed-schema.md).
 
 This table is the single source of truth: the config check, the provider capability reports and the
-provider payload translation all read it. Seed 004 names are given beside each key; keys Thinker adds
+provider payload translation all read it. The universal schema's names are given beside each key; keys Thinker adds
 (the run's seed, data bounds) have none.
 """
 
@@ -17,7 +17,7 @@ class Range:
     min: float
     max: float
     default: float
-    seed_name: str | None  # the seed-004 name, so provider translations can map back; None: not a seed-004 key
+    seed_name: str | None  # the universal job schema's name, so provider translations can map back; None: not one of its keys
     integer: bool = False
     min_exclusive: bool = False
 
@@ -45,7 +45,7 @@ PARAMETER_RANGES: dict[str, Range] = {
     # schedule
     "trainer.epochs": Range(1, 20, 3, "schedule.epochs", integer=True),
     "trainer.batch_size": Range(1, 64, 4, "schedule.batchSize", integer=True),
-    # Seed 004 starts sequence length at 512 because hosted providers do. The local backend trains tiny
+    # The universal job schema starts sequence length at 512 because hosted providers do. The local backend trains tiny
     # models on short examples on CPU, where 512 would waste most of every step on padding, so the
     # universal floor is widened to 16 here; provider capability reports raise it back to 512.
     "trainer.max_seq_length": Range(16, 33000, 2048, "schedule.sequenceLength", integer=True),

@@ -30,7 +30,7 @@ def _s(value: object) -> str:
 
 
 def grokfast_only_for_pretraining(cfg: DictConfig, env: Mapping[str, str]) -> Iterator[Violation]:
-    # ADR-002: GrokFast is a pretraining optimizer; on fine-tuning it destabilises a trained model.
+    # GrokFast is a pretraining optimizer (docs/decisions/0010-cognate-pretraining-path.md); on fine-tuning it destabilises a trained model.
     if _s(cfg.optimizer.name) == OptimizerName.grokfast and _s(cfg.method.name) != TrainingMethod.pretrain:
         yield Violation(
             f"optimizer=grokfast only works with method=pretrain (got method={_s(cfg.method.name)})",
@@ -49,7 +49,7 @@ def pretrain_needs_buildable_model(cfg: DictConfig, env: Mapping[str, str]) -> I
 
 
 def pretrain_needs_reasoning_data(cfg: DictConfig, env: Mapping[str, str]) -> Iterator[Violation]:
-    # seed 003: pretraining has its own data processors (GSM8K, HotpotQA), not fine-tuning's formats
+    # pretraining has its own data processors (docs/decisions/0010-cognate-pretraining-path.md) (GSM8K, HotpotQA), not fine-tuning's formats
     if _s(cfg.method.name) != TrainingMethod.pretrain:
         return
     from thinker.pretraining.reasoning_data import FORMATS
@@ -63,7 +63,7 @@ def pretrain_needs_reasoning_data(cfg: DictConfig, env: Mapping[str, str]) -> It
 
 
 def model_spec_fixed(cfg: DictConfig, env: Mapping[str, str]) -> Iterator[Violation]:
-    # ADR-004: cognate-25m's architecture is one fixed specification (its 25M parameters are checked when built)
+    # cognate-25m's architecture is one fixed specification (docs/decisions/0010-cognate-pretraining-path.md) (its 25M parameters are checked when built)
     if _s(cfg.model.family) == "cognate":
         from thinker.models.adapters.cognate import spec_violation
 

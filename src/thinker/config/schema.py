@@ -30,7 +30,7 @@ from thinker.models.finetunes import REGISTER_MIN_STEPS
 
 
 def seed_default(key: str) -> float:
-    """The default of a ranged key (seed 004's, where it has one): the schema's defaults come from the one table
+    """The default of a ranged key (the universal job schema's, docs/decisions/0001-hydra-composition-and-typed-schema.md): the schema's defaults come from the one table
     that holds them."""
     return PARAMETER_RANGES[key].default
 
@@ -57,7 +57,7 @@ class ModelConfig:
     # the model's id at each hosted provider (backend=provider), keyed by provider name; provider.base_model
     # overrides it
     provider_models: dict[str, str] = field(default_factory=dict)
-    # architecture parameters for source=builtin (seed 002 decision 6: they live with the model)
+    # architecture parameters for source=builtin (they live with the model: docs/decisions/0008-local-model-registry.md)
     arch: dict[str, Any] = field(default_factory=dict)
     # approximate parameter count, for memory estimates and the run record
     params: int | None = None
@@ -111,7 +111,7 @@ class ProviderConfig:
     # provider-specific custom parameters (`thinker providers capabilities NAME` lists them); they travel in
     # the universal job configuration's metadata
     options: dict[str, Any] = field(default_factory=dict)
-    # seed 004's universal job configuration (thinker.config.job_configuration): interpolations of the run's
+    # the universal job configuration (docs/decisions/0003-universal-job-configuration.md): interpolations of the run's
     # keys, filled in by each hosted provider's option; null for provider=none
     job: Any = None
 
@@ -152,7 +152,7 @@ class DataConfig:
     completion_field: str = "completion"
     validation_split: float = 0.1
     shuffle: bool = True
-    # seed 001's token-level loss weights for the claim format: the CLAIM[c1] line and evidence lines
+    # the claim format's token-level loss weights (docs/decisions/0011-same-training-on-every-backend.md): the CLAIM[c1] line and evidence lines
     claim_c1_weight: float = 1.0
     evidence_weight: float = 1.0
     # "scifact": convert claims_file + corpus_file into <run_dir>/data/<name>.jsonl in the validate stage and
@@ -172,13 +172,13 @@ class MethodConfig:
 
 @dataclass
 class LoraMethodConfig(MethodConfig):
-    # seed 004's defaults, from the one table that holds them (conf/method/*.yaml does not repeat them)
+    # the universal job schema's defaults, from the one table that holds them (conf/method/*.yaml does not repeat them)
     rank: int = int(seed_default("method.rank"))
     # a backend that fixes the LoRA scaling (Tinker: 32; its API has no alpha) sets backend.options.lora_alpha,
     # and the default follows it; an explicit method.alpha it cannot honour is refused at config check
     alpha: float = f"${{oc.select:backend.options.lora_alpha,{float(seed_default('method.alpha'))!r}}}"  # type: ignore[assignment]
     dropout: float = seed_default("method.dropout")
-    # "all-linear" or a comma-separated list of module names ("q_proj,v_proj"), as in seed 004
+    # "all-linear" or a comma-separated list of module names ("q_proj,v_proj"), as in the universal job schema
     target_modules: str = "all-linear"
     bias: str = "none"
 
@@ -279,7 +279,7 @@ class ValidationConfig:
 @dataclass
 class DecodingConfig:
     do_sample: bool = False  # greedy by default: the same checkpoint always gets the same scores
-    temperature: float = 0.7  # seed 001's sampling, used when do_sample=true
+    temperature: float = 0.7  # sampling, used when do_sample=true (docs/evaluation.md)
     top_p: float = 0.9
     max_new_tokens: int = 160
 

@@ -1,7 +1,7 @@
 """Training data in memory: read, split, tokenise with the model's tokenizer, pack (or not) into rows.
 
 One function for every backend, so backend=local and backend=tinker train on exactly the same tokens,
-prompt masking and seed-001 loss weights.
+prompt masking and loss weights (docs/decisions/0011-same-training-on-every-backend.md).
 """
 
 from __future__ import annotations

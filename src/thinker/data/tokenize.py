@@ -1,7 +1,7 @@
 """Turn a prompt/completion pair into token ids, labels and per-token loss weights.
 
 Loss is taken on completion tokens only (the prompt is masked with -100) unless train_on_inputs is on.
-For the claim-extraction format, seed 001's token-level weights apply: the CLAIM[c1] line counts
+For the claim-extraction format, its token-level weights apply (docs/decisions/0011-same-training-on-every-backend.md): the CLAIM[c1] line counts
 `claim_c1_weight` times, evidence claim lines `evidence_weight` times, everything else once.
 The prompt is rendered by render_prompt, the one function evaluation uses too.
 """

@@ -17,7 +17,7 @@ log = logging.getLogger("thinker")
 
 @dataclass(frozen=True)
 class Decoding:
-    """Greedy by default (reproducible scores); seed 001's sampling is do_sample=True, 0.7, 0.9."""
+    """Greedy by default (reproducible scores); do_sample=True samples at temperature 0.7, top_p 0.9 (docs/evaluation.md)."""
 
     do_sample: bool = False
     temperature: float = 0.7

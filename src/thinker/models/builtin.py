@@ -1,4 +1,4 @@
-"""Builtin models: a causal LM built from `model.arch` (a tiny Qwen, or the Cognate model of seed 003), with a
+"""Builtin models: a causal LM built from `model.arch` (a tiny Qwen, or the Cognate model: docs/decisions/0010-cognate-pretraining-path.md), with a
 locally trained tokenizer.
 
 It needs no download. The first run builds it under `models_dir()/builtin/<name>-<hash>` and later runs reuse

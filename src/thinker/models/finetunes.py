@@ -1,4 +1,4 @@
-"""Register a run's trained weights in the model registry, with its lineage (seed 002, resolved question 6).
+"""Register a run's trained weights in the model registry, with its lineage (docs/decisions/0008-local-model-registry.md).
 
 A run's weights stay in its run folder; the registry entry points at them. The name is `output.name`, or
 `{base}-finetuned-{timestamp}` (with a counter when parallel jobs finish in the same second).

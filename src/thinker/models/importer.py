@@ -332,7 +332,7 @@ def _inspect_config_only(source: ImportSource, folder: Path) -> None:
 
 
 def write_metadata(folder: Path, entry: RegistryEntry) -> None:
-    """metadata.json beside the weights (seed 002, decision 4), so a folder says what it is without the registry."""
+    """metadata.json beside the weights (docs/decisions/0008-local-model-registry.md), so a folder says what it is without the registry."""
     from dataclasses import asdict
 
     from thinker.tracking.atomic import atomic_write_json

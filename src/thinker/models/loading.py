@@ -97,7 +97,7 @@ def load_causal_lm(
     attn_implementation: str = "sdpa",
     family: str | None = None,
 ) -> Any:
-    """Load a causal LM through the adapter of its architecture (seed 002, decision 2): the one config.json
+    """Load a causal LM through the adapter of its architecture (docs/decisions/0008-local-model-registry.md): the one config.json
     names, else `family` (ModelConfig.family; what a hub id cannot say before its download).
 
     `method` qlora loads it in 4 bit (bitsandbytes NF4/FP4) where the family supports that; `dtype` is the

@@ -1,4 +1,4 @@
-"""The model registry: `models/registry.json`, one entry per imported or fine-tuned model (seed 002, decision 3).
+"""The model registry: `models/registry.json`, one entry per imported or fine-tuned model (docs/decisions/0008-local-model-registry.md).
 
 Every change is a read-modify-write under an exclusive lock on `models/registry.lock` and lands with an
 atomic rename, so concurrent imports and fine-tuning jobs (a parallel multirun) never lose an entry and a
@@ -41,7 +41,7 @@ class RegistryEntry:
     local_path: str | None = None  # the weights folder; None for weights that live on a remote service
     license: str | None = None
     created_at: str = ""
-    fine_tuned_from: str | None = None  # immediate parent only (seed 002, resolved question 6)
+    fine_tuned_from: str | None = None  # immediate parent only; `thinker models lineage` walks the chain
     version: int = 1
     mlflow_run_id: str | None = None
     revision: str | None = None
@@ -242,7 +242,7 @@ def shipped_model_options() -> set[str]:
 
 
 def versioned_name(base: str, model_id: str, entries: list[RegistryEntry]) -> tuple[str, int]:
-    """`base` for the first import of `model_id`, then `base-v2`, `base-v3`, ... (seed 002, question 5)."""
+    """`base` for the first import of `model_id`, then `base-v2`, `base-v3`, ... (docs/models.md)."""
     taken = {e.model_name for e in entries}
     version = 1 + sum(1 for e in entries if e.model_id == model_id and e.source != "finetune")
     name = base if version == 1 else f"{base}-v{version}"

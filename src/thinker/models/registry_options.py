@@ -2,7 +2,7 @@
 
 launch.py calls register_registry_options() before @hydra.main runs. It reads registry.json as plain JSON
 (no torch) and stores one ModelConfig node per entry in Hydra's ConfigStore under group "model". Architecture
-parameters stay in the model's own config.json (seed 002, decision 6); the node only says where it is.
+parameters stay in the model's own config.json (docs/decisions/0008-local-model-registry.md); the node only says where it is.
 
 Auto-named fine-tunes (`<base>-finetuned-<timestamp>`, registry.is_named) compose like any other entry, but
 listings of options (`--help`, a composition error's "available") leave them out: every run of 20+ steps adds

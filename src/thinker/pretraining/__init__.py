@@ -1,4 +1,4 @@
-"""The model-agnostic pieces of the pretraining path (method=pretrain; seed 003, ADR-001 to ADR-003).
+"""The model-agnostic pieces of the pretraining path (method=pretrain; docs/decisions/0010-cognate-pretraining-path.md).
 
 Pretraining builds a model from scratch in its own loop, which shares nothing with fine-tuning. What lives
 here does not depend on the model being pretrained:

@@ -7,7 +7,7 @@ Each step, for every parameter that has a gradient g:
 
 The EMA is a low-pass filter of the gradient sequence; adding it back amplifies the slow components that drive
 generalisation, so a model "groks" in far fewer steps (bench/grokfast.py measures it). Defaults are the
-paper's and seed 003's ADR-002: alpha 0.98, lamb 2.0 (optimizer=grokfast: optimizer.grokfast_alpha,
+paper's (docs/decisions/0010-cognate-pretraining-path.md): alpha 0.98, lamb 2.0 (optimizer=grokfast: optimizer.grokfast_alpha,
 optimizer.grokfast_lamb). Pretraining only: thinker.config.rules.grokfast_only_for_pretraining refuses it for
 fine-tuning.
 

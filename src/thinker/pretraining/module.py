@@ -1,4 +1,4 @@
-"""The LightningModule of from-scratch pretraining (ADR-001: its own loop, never fine-tuning's).
+"""The LightningModule of from-scratch pretraining (its own loop, never fine-tuning's: docs/decisions/0010-cognate-pretraining-path.md).
 
 Every token is a target (thinker.pretraining.blocks); the loss is the model's own (LM loss plus the ACT ponder
 cost for Cognate). GrokFast filters the gradients inside its optimizer's step (thinker.pretraining.grokfast),

@@ -1,4 +1,4 @@
-"""Reasoning datasets for pretraining (seed 003, ADR-003): GSM8K and HotpotQA records -> pretraining examples.
+"""Reasoning datasets for pretraining (docs/decisions/0010-cognate-pretraining-path.md): GSM8K and HotpotQA records -> pretraining examples.
 
 Each record becomes a ReasoningExample:
 

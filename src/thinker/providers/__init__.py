@@ -1,6 +1,7 @@
 """Hosted fine-tuning providers (backend=provider): one adapter module per provider, one flow for all.
 
-- adapter.py: seed 004's adapter contract (capabilities, validate, translate, start, status) and its types;
+- adapter.py: the adapter contract (capabilities, validate, translate, start, status) and its types
+  (docs/decisions/0003-universal-job-configuration.md);
 - checks.py: the checks every provider shares, driven by its capabilities;
 - upload_format.py: our data as the provider's upload file (chat messages JSONL), checked against its limits;
 - flow.py: validate -> convert -> upload -> reattach or create -> poll -> mirror into MLflow -> result;

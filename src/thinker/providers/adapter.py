@@ -1,4 +1,4 @@
-"""Seed 004's provider adapter contract: capabilities, validate, translate, start, status.
+"""The provider adapter contract: capabilities, validate, translate, start, status (docs/decisions/0003-universal-job-configuration.md).
 
 A hosted provider is one config file (`conf/provider/<name>.yaml`, whose `_target_` names the adapter class)
 and one module here. The adapter only knows its provider's API; the flow around it (upload, reattach, poll,
@@ -34,7 +34,7 @@ FINGERPRINT_KEY = "thinker_fingerprint"
 
 
 class JobState(enum.StrEnum):
-    """Seed 004's universal job status; every provider's own states map onto these."""
+    """The universal job status; every provider's own states map onto these."""
 
     queued = "queued"  # accepted, waiting (validating files, in the queue)
     running = "running"
@@ -49,7 +49,7 @@ class JobState(enum.StrEnum):
 
 @dataclass(frozen=True)
 class ParameterDefinition:
-    """A provider-specific parameter (seed 004), set as provider.options.<name>."""
+    """A provider-specific parameter, set as provider.options.<name> (docs/decisions/0003-universal-job-configuration.md)."""
 
     type: str  # string | number | boolean | enum
     description: str
@@ -62,7 +62,7 @@ class ParameterDefinition:
 
 @dataclass(frozen=True)
 class Capabilities:
-    """Seed 004's ProviderCapabilities, plus what the flow needs to know about the provider."""
+    """What the provider supports (the universal schema's keys and ranges), plus what the flow needs to know."""
 
     provider: str
     available: bool  # false: the provider runs no fine-tuning jobs (any more); `unavailable_reason` says why
@@ -128,7 +128,7 @@ class JobEvent:
 
 @dataclass
 class JobStatus:
-    """Seed 004's JobStatusResult: cumulative (every event and step metric so far); the flow de-duplicates."""
+    """A job's status: cumulative (every event and step metric so far); the flow de-duplicates."""
 
     job_id: str
     state: JobState
@@ -186,7 +186,7 @@ class ProviderAdapter:
         """The import name of the provider's SDK (checked at config check without importing it)."""
         return None
 
-    # ------------------------------------------------------------------ seed 004's contract
+    # ------------------------------------------------------------------ the adapter contract
 
     def capabilities(self) -> Capabilities:
         raise NotImplementedError

@@ -117,7 +117,7 @@ class FireworksAdapter(ProviderAdapter):
     def sdk_module(self) -> str:
         return "fireworks"
 
-    # ------------------------------------------------------------------ seed 004's contract
+    # ------------------------------------------------------------------ the adapter contract (docs/decisions/0003-universal-job-configuration.md)
 
     def capabilities(self) -> Capabilities:
         return Capabilities(

@@ -43,7 +43,7 @@ T = TypeVar("T")
 
 SDK = "together"
 KEY_PAGE = "https://api.together.ai/settings/api-keys"
-# Together's job states -> seed 004's. cancel_requested already decides the outcome, so polling stops there.
+# Together's job states -> the universal ones (docs/decisions/0003-universal-job-configuration.md). cancel_requested already decides the outcome, so polling stops there.
 STATES: dict[str, JobState] = {
     "pending": JobState.queued,
     "queued": JobState.queued,

@@ -1,4 +1,4 @@
-"""Where a run came from: git commit, dataset digest. Failures here are never fatal (seed 001 §7)."""
+"""Where a run came from: git commit, dataset digest. Failures here are never fatal (docs/decisions/0004-run-records-and-fingerprint.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The run record (seed 001 §6.7): one JSON file per run, rewritten atomically after every stage.
+"""The run record (docs/decisions/0004-run-records-and-fingerprint.md): one JSON file per run, rewritten atomically after every stage.
 
 It holds what a reviewer needs to reproduce the run: when, which config (path, overrides, fingerprint),
 which code (git commit), which data (SHA256), which backend, what each stage did, and how it ended.

@@ -1,6 +1,6 @@
 """The pytest gate: the user's data-contract tests, run in-process with pytest.main before training.
 
-In-process (as the seed spec says) rather than a subprocess, so the gate sees the same interpreter and
+In-process (docs/decisions/0005-validation-gate.md) rather than a subprocess, so the gate sees the same interpreter and
 installed packages as the run. The dataset is passed to the tests through environment variables
 (THINKER_DATA_PATH and friends), set only while pytest runs.
 

@@ -220,7 +220,7 @@ def train(cfg: DictConfig, run_dir: Path, session: Any = None, callbacks: tuple 
 
     method = str(cfg.method.name)
     if method == "pretrain":
-        # ADR-001: pretraining has its own loop (Cognate + GrokFast), never this fine-tuning one
+        # pretraining has its own loop (Cognate + GrokFast), never this fine-tuning one (docs/decisions/0010-cognate-pretraining-path.md)
         from thinker.pretraining.run import pretrain
 
         return pretrain(cfg, run_dir, session)

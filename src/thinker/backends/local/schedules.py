@@ -1,4 +1,4 @@
-"""Learning-rate schedules of the seed-004 enum, with linear warmup and a floor (min_lr_ratio).
+"""Learning-rate schedules of the universal job schema's enum, with linear warmup and a floor (min_lr_ratio).
 
 Written as one multiplier function so every backend and the tests share the exact same curve.
 """

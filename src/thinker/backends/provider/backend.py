@@ -1,6 +1,6 @@
 """backend=provider: what the pipeline sees of a hosted fine-tuning job (thinker.providers).
 
-- check: the provider's capability report and seed 004's validation, at config check, before the gate and
+- check: the provider's capability report and validation (docs/decisions/0003-universal-job-configuration.md), at config check, before the gate and
   before anything is uploaded; a provider that runs no fine-tuning jobs (Mistral, DeepSeek) is refused here;
 - train: thinker.providers.flow (upload, reattach or create, poll, mirror into MLflow);
 - sampler: the provider's chat completions on the fine-tuned model id (or its base model, for the eval stage's

@@ -1,6 +1,6 @@
 """Training rows -> Tinker Datums, and Tinker's per-token logprobs -> the losses backend=local reports.
 
-A row holds input_ids, labels (-100 where no loss is taken) and seed-001 token weights. Position t of a
+A row holds input_ids, labels (-100 where no loss is taken) and the token loss weights. Position t of a
 Datum's model_input predicts target_tokens[t] = input_ids[t + 1] with weight weights[t + 1] (0 where the
 label is ignored) — exactly the local loss's shift. Tinker's cross_entropy sums weight * -logprob, so the
 weights of one optimizer step are divided by the step's total weight: the gradient is then the local
@@ -58,7 +58,7 @@ def to_datums(targets: Sequence[Targets], normalise: bool) -> list[Any]:
 
 @dataclass
 class LossSums:
-    """Running sums over trained target tokens: plain cross-entropy and the seed-001 weighted loss."""
+    """Running sums over trained target tokens: plain cross-entropy and the weighted loss (docs/decisions/0011-same-training-on-every-backend.md)."""
 
     loss: float = 0.0
     weighted: float = 0.0

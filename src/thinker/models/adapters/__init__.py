@@ -1,4 +1,4 @@
-"""Architecture adapters: one small interface (forward / config / save / load) per model family (seed 002, decision 2).
+"""Architecture adapters: one small interface (forward / config / save / load) per model family (docs/decisions/0008-local-model-registry.md).
 
 The table maps a family name (ModelConfig.family, a registry entry's architecture, a config.json model_type)
 to its adapter class. Every model load goes through one (thinker.models.loading.load_causal_lm). Adapters
@@ -55,7 +55,7 @@ def model_type_of(path_or_id: str | Path) -> str | None:
 
 def adapter_for(path_or_id: str | Path, family: str | None = None) -> type[ModelAdapter]:
     """The adapter that loads `path_or_id`: the family its config.json names (the weights say what they are,
-    seed 002 resolved question 3), else `family` (a hub id: the model option's family), else the generic one.
+    docs/decisions/0008-local-model-registry.md), else `family` (a hub id: the model option's family), else the generic one.
     A folder whose weights belong to another adapter than `family` names is refused."""
     model_type = model_type_of(path_or_id)
     if model_type is not None:

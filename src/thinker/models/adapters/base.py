@@ -8,8 +8,8 @@ from typing import Any
 
 
 class ModelAdapter(ABC):
-    """Wraps one model of a family. Architecture parameters come from the model's own config (seed 002,
-    decision 6); shared hyperparameters (lr, batch size, steps) stay in the training config.
+    """Wraps one model of a family. Architecture parameters come from the model's own config
+    (docs/decisions/0008-local-model-registry.md); shared hyperparameters (lr, batch size, steps) stay in the training config.
 
     Every model the project trains, evaluates, merges or serves is loaded through `load` of its family's
     adapter (thinker.models.loading.load_causal_lm picks it), so a family's particulars live here only.

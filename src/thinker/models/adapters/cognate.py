@@ -1,11 +1,11 @@
-"""The project's own model family, `cognate` (seed 003): a decoder-only transformer with adaptive computation
+"""The project's own model family, `cognate` (docs/decisions/0010-cognate-pretraining-path.md): a decoder-only transformer with adaptive computation
 time (ACT) and a long-term memory (LTM), registered with transformers so it loads, trains with peft, generates,
 merges and registers exactly like a Qwen model.
 
 This module stays light (no torch, no transformers): the registry, the importer and the config check import
 it. The model itself is thinker.models.adapters.cognate_model, imported when a model is built or loaded.
 
-The 25M specification is fixed (ADR-004: "immutable model specifications"): SPECS holds it, the model option
+The 25M specification is fixed (an immutable model specification, docs/decisions/0010-cognate-pretraining-path.md): SPECS holds it, the model option
 conf/model/cognate-25m.yaml mirrors it (a test keeps the two equal), and building `model=cognate-25m` with any
 other `arch` value is refused. Its parameter count is checked against PARAM_BUDGETS at construction; only a
 config built with `param_budget=None` (tests, small experiments) skips that check.
@@ -99,7 +99,7 @@ def config_settings(model_cfg: Any, tokenizer: Any = None) -> dict[str, Any]:
     problem = spec_violation(model_cfg)
     if problem:
         raise ThinkerError(problem, f"model={name}", "drop the model.arch override: the specification is "
-                           "immutable (ADR-004); define a new cognate model option for another size", stage="train")
+                           "immutable; define a new cognate model option for another size", stage="train")
     spec = SPECS.get(name)
     settings: dict[str, Any] = dict(spec) if spec is not None else {**SPEC_25M, **dict(model_cfg.arch or {})}
     settings["param_budget"] = PARAM_BUDGETS.get(name)  # only a fixed specification has a budget

@@ -1,4 +1,4 @@
-"""The Cognate model (seed 003) as a transformers model: CognateConfig and CognateForCausalLM.
+"""The Cognate model (docs/decisions/0010-cognate-pretraining-path.md) as a transformers model: CognateConfig and CognateForCausalLM.
 
     tokens -> embedding -> n_layers decoder blocks -> long-term memory (read) -> ACT loop over the shared
     transition (act_layers blocks, up to max_ponder_steps times per token) -> LayerNorm -> tied LM head

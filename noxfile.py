@@ -1,10 +1,10 @@
-"""nox sessions: `nox -s tests`, `nox -s lint`, `nox -s bench` install from requirements/lock.txt;
+"""nox sessions: `nox -s tests`, `nox -s lint`, `nox -s docs`, `nox -s bench` install from requirements/lock.txt;
 `nox -s latest` runs the tests on the newest versions pyproject.toml allows (drift shows there first);
 `nox -s lock` regenerates requirements/lock.txt. Each installs CPU torch first on CPU hosts."""
 
 import nox
 
-nox.options.sessions = ["lint", "tests"]
+nox.options.sessions = ["lint", "docs", "tests"]
 nox.options.reuse_existing_virtualenvs = True
 
 LOCK = "requirements/lock.txt"
@@ -69,6 +69,17 @@ def lock(session: nox.Session) -> None:
 def lint(session: nox.Session) -> None:
     session.install("-c", LOCK, "ruff")
     session.run("ruff", "check", "src", "tests", "bench", "scripts", "launch.py", "noxfile.py")
+
+
+@nox.session(python="3.11")
+def docs(session: nox.Session) -> None:
+    """The documentation site (docs/, mkdocs.yml): --strict fails on a broken link or anchor and on a page left
+    out of nav. Built into the session's temporary folder; `nox -s docs -- serve` previews it instead."""
+    session.install("-c", LOCK, "mkdocs-material")
+    if session.posargs[:1] == ["serve"]:
+        session.run("mkdocs", "serve")
+    else:
+        session.run("mkdocs", "build", "--strict", "--site-dir", session.create_tmp() + "/site")
 
 
 @nox.session(python="3.11")

@@ -3,7 +3,7 @@
 Writers fail on a full disk in their own words: Python's `OSError: [Errno 28] No space left on device` (no file
 named), torch's checkpoint writer `unexpected pos 630464 vs 630352` (the OSError chained as its context, or
 nothing when torch wrote the file itself), SQLite's `database or disk is full` under SQLAlchemy and MLflow. The
-pipeline and the entry point fold all of them into one `[thinker] error:` line (README "Errors and exit codes").
+pipeline and the entry point fold all of them into one `[thinker] error:` line (docs/errors.md).
 Standard library only.
 """
 

@@ -58,7 +58,7 @@ def _key_hint(key: str, type_name: str | None) -> str:
 
 def format_hydra_error(text: str) -> str:
     """Fold Hydra's multi-line composition error into one `[thinker] error:` line, with the closest key or
-    option as a "did you mean" and without auto-named fine-tunes in the options (README "Model registry")."""
+    option as a "did you mean" and without auto-named fine-tunes in the options (docs/models.md)."""
     from thinker.models.registry_options import listed_options
 
     lines: list[str] = []
@@ -125,7 +125,7 @@ def format_job_failure(text: str, code: object) -> str:
         return (f"{ERROR_PREFIX}the Hydra plugin {package} is not installed ({missing.group(1)}), "
                 "hydra/launcher or hydra/sweeper, install it (the joblib and submitit launchers come with "
                 "pip install -c requirements/lock.txt -e \".[sweep]\"; hydra-ray-launcher needs an environment of "
-                "its own: README \"Parallel sweeps, SLURM and Ray\")")
+                "its own: docs/scaling.md, \"On a Ray cluster\")")
     lines = [line.strip() for line in text.splitlines() if line.strip() and "HYDRA_FULL_ERROR" not in line]
     starts = [i for i, line in enumerate(lines) if _EXCEPTION_LINE.match(line)]
     if starts:  # the exception's own message, which may go on over several lines, its class without module

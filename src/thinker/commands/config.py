@@ -72,7 +72,7 @@ def show(overrides: list[str]) -> int:
     except ThinkerError as err:
         print(mask_text(err.line()), file=sys.stderr)
         return int(ExitCode.CONFIG)
-    print(OmegaConf.to_yaml(OmegaConf.create(mask(data))), end="")  # credentials as *** (README "Secrets")
+    print(OmegaConf.to_yaml(OmegaConf.create(mask(data))), end="")  # credentials as *** (docs/secrets.md)
     return 0
 
 

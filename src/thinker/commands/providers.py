@@ -51,7 +51,7 @@ def summary_row(caps: Any) -> tuple[str, ...]:
 
 
 def markdown_table(caps: list[Any]) -> str:
-    """The README's provider table (tests/test_provider_backend.py keeps the README equal to it)."""
+    """The provider table of docs/providers.md (tests/test_provider_backend.py keeps the page equal to it)."""
     lines = ["| provider | fine-tunes | methods | `method.rank` | schedulers | `provider.options` | "
              "eval without a deployment |", "| --- | --- | --- | --- | --- | --- | --- |"]
     for c in caps:
@@ -122,7 +122,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     sub = parser.add_subparsers(dest="providers_command", required=True)
     listing = sub.add_parser("list", help="every provider= option: whether it fine-tunes, which methods")
     listing.add_argument("--json", action="store_true", help="the full capability reports as JSON")
-    listing.add_argument("--markdown", action="store_true", help="as the README's table")
+    listing.add_argument("--markdown", action="store_true", help="as the table in docs/providers.md")
     listing.set_defaults(func=_list)
     caps = sub.add_parser("capabilities", help="one provider's capability report")
     caps.add_argument("name", help="a provider= option (thinker providers list)")

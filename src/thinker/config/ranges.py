@@ -66,7 +66,7 @@ PARAMETER_RANGES: dict[str, Range] = {
     # the run: numpy seeds its generators with an unsigned 32-bit integer and refuses anything else mid-training
     "seed": Range(0, 2**32 - 1, 42, None, integer=True),
     # data: the validate stage refuses longer lines before parsing them, since a record of a few hundred MB would
-    # pass the schema and then abort the process inside the tokenizer (README "Dataset schema")
+    # pass the schema and then abort the process inside the tokenizer (docs/data.md)
     "data.max_record_chars": Range(1, 100_000_000, 1_000_000, None, integer=True),
 }
 

@@ -6,7 +6,7 @@ parameters stay in the model's own config.json (docs/decisions/0008-local-model-
 
 Auto-named fine-tunes (`<base>-finetuned-<timestamp>`, registry.is_named) compose like any other entry, but
 listings of options (`--help`, a composition error's "available") leave them out: every run of 20+ steps adds
-one, and `thinker models list` is where they are shown (README "Model registry").
+one, and `thinker models list` is where they are shown (docs/models.md).
 """
 
 from __future__ import annotations

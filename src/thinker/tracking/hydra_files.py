@@ -1,4 +1,4 @@
-"""Hydra's own output files, secrets masked (README "Secrets").
+"""Hydra's own output files, secrets masked (docs/secrets.md).
 
 Hydra saves the composed config, its own config and the overrides as given (`.hydra/config.yaml`,
 `hydra.yaml`, `overrides.yaml`) in every job folder, and a sweep's `multirun.yaml` in the sweep folder, with

@@ -23,7 +23,7 @@ What counts as a secret, and nothing more (so that ordinary text, paths above al
    quoted ``"token": VALUE`` (JSON, Python reprs). Interpolations (``${oc.env:X}``) and nulls stay readable.
 
 mask_text() is the one function for text and mask() the one for structures (it applies mask_text to every
-string); every place that writes or prints a config goes through one of them (README "Secrets").
+string); every place that writes or prints a config goes through one of them (docs/secrets.md).
 Masking never touches the config a run uses: only what is written or printed.
 
 Values shorter than MIN_SECRET_LENGTH are never replaced on their own (``1``, ``true`` would garble every

@@ -5,7 +5,7 @@ future of a service that died and stays down never resolves. Every wait of the t
 ServiceWatch: the result is awaited in slices, and between slices the service's `/api/v1/healthz` is asked.
 When it does not answer (twice, a second apart), the wait is abandoned with ServiceLost, which says since
 when the service has been silent; the loop's recovery then gives it the rest of `backend.options.recover_s`
-to come back (README, "Tinker": Faults). A slow step of a live service only costs a probe per slice.
+to come back (docs/backends/tinker.md, "Faults"). A slow step of a live service only costs a probe per slice.
 """
 
 from __future__ import annotations

@@ -243,6 +243,9 @@ class TrainerConfig:
     # held-out evaluations (each with a checkpoint) spread over the run; 0: none
     evaluations: int = int(seed_default("trainer.evaluations"))
     log_every_n_steps: int = 1
+    # outside a terminal (a log file, CI), where the progress bar shows only its last frame: a progress line
+    # (step, loss, tokens/s, time left) every this many seconds; 0: none
+    progress_every_s: float = 10.0
     train_on_inputs: TrainOnInputs = TrainOnInputs.auto
     optimizations: list[OptimizationFeature] = field(
         default_factory=lambda: [OptimizationFeature.sequence_packing]

@@ -82,7 +82,7 @@ def pretrain(cfg: DictConfig, run_dir: Path, session: Any = None) -> TrainingRep
         save_weights_atomically,
     )
     from thinker.backends.local.checkpointing import AtomicCheckpointIO, GracefulStop
-    from thinker.backends.local.progress import StepProgressBar
+    from thinker.backends.local.progress import progress_callbacks
     from thinker.models.loading import count_parameters, load_causal_lm, load_tokenizer, resolve_model_path
     from thinker.pretraining.blocks import collate, to_blocks
     from thinker.pretraining.module import PretrainModule
@@ -134,7 +134,7 @@ def pretrain(cfg: DictConfig, run_dir: Path, session: Any = None) -> TrainingRep
         gradient_clip_val=float(cfg.optimizer.max_grad_norm) or None,
         val_check_interval=min(every, per_epoch) if val_loader else None,
         check_val_every_n_epoch=None if val_loader else 1, limit_val_batches=1.0 if val_loader else 0,
-        num_sanity_val_steps=0, logger=logger, callbacks=[stopper, checkpoints, StepProgressBar()],
+        num_sanity_val_steps=0, logger=logger, callbacks=[stopper, checkpoints, *progress_callbacks(cfg.trainer)],
         plugins=[AtomicCheckpointIO()], enable_model_summary=False, default_root_dir=str(run_dir),
         log_every_n_steps=int(cfg.trainer.log_every_n_steps))
     log.info("pretraining: %d steps of %d blocks x %d tokens (%d train / %d held-out examples), evaluation "

@@ -212,7 +212,7 @@ def train(cfg: DictConfig, run_dir: Path, session: Any = None, callbacks: tuple 
     from thinker.backends.local.checkpointing import AtomicCheckpointIO, GracefulStop
     from thinker.backends.local.datamodule import FineTuneDataModule
     from thinker.backends.local.module import FineTuneModule
-    from thinker.backends.local.progress import StepProgressBar
+    from thinker.backends.local.progress import progress_callbacks
     from thinker.data.prepare import prepare_training_data
     from thinker.models.adapter_weights import training_start_point
     from thinker.models.loading import count_parameters, load_causal_lm, load_tokenizer, resolve_model_path
@@ -273,7 +273,7 @@ def train(cfg: DictConfig, run_dir: Path, session: Any = None, callbacks: tuple 
         every_n_train_steps=every, save_top_k=int(cfg.trainer.save_total_limit), monitor="step", mode="max",
         save_last=True,
     )
-    all_callbacks: list[Any] = [stopper, periodic, StepProgressBar(), *callbacks]
+    all_callbacks: list[Any] = [stopper, periodic, *progress_callbacks(cfg.trainer), *callbacks]
     logger = BatchedMlflowLogger(session.client, session.run_id) if session is not None else False
     if session is not None:
         session.log_metrics({"trainable_params": trainable, "total_params": total,

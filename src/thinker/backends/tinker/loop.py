@@ -180,7 +180,7 @@ class TinkerTrainer:
         pending: deque[Submitted] = deque()
         next_index = self.progress.step
         self.clock = (time.perf_counter(), self.progress.trained_tokens)  # tokens/s since this attempt started
-        with step_progress(self.steps, self.progress.step) as advance:
+        with step_progress(self.steps, self.progress.step, float(self.cfg.trainer.progress_every_s)) as advance:
             while self.progress.step < self.steps:
                 boundary = min(self.steps, (self.progress.step // self.every + 1) * self.every)
                 while next_index < boundary and len(pending) < self.in_flight:
@@ -352,14 +352,18 @@ def wait_for_service(url: str, deadline: float) -> bool:
 
 
 class step_progress:  # noqa: N801 - used as a context manager, like open()
-    """One console line: optimizer steps, ETA, loss and tokens/s (the local backend's bar, without Lightning)."""
+    """One console line: optimizer steps, ETA, loss and tokens/s (the local backend's bar, without Lightning);
+    outside a terminal, where the bar shows only its last frame, a progress line every `every_s` seconds too."""
 
-    def __init__(self, total: int, done: int):
+    def __init__(self, total: int, done: int, every_s: float = 0.0):
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        from thinker.backends.progress_lines import ProgressLines
 
         self.bar = Progress(TextColumn("tinker"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                             TextColumn("{task.fields[status]}"), transient=False)
         self.task = self.bar.add_task("train", total=total, completed=done, status="")
+        self.lines = ProgressLines(total, every_s, done=done)
 
     def __enter__(self) -> Callable[[Progress], None]:
         self.bar.start()
@@ -368,6 +372,7 @@ class step_progress:  # noqa: N801 - used as a context manager, like open()
     def advance(self, p: Progress) -> None:
         status = f"loss {p.train_loss:.3f}  {p.tokens_per_sec:,.0f} tok/s" if p.train_loss is not None else ""
         self.bar.update(self.task, completed=p.step, status=status)
+        self.lines.update(p.step, p.train_loss, p.tokens_per_sec)
 
     def __exit__(self, *exc: object) -> None:
         self.bar.stop()

@@ -671,7 +671,11 @@ def test_datums_with_non_finite_or_malformed_tensors_are_refused(raw):
                                    "sparse_crow_indices": [0, 1], "sparse_col_indices": [7]}), "not a valid sparse CSR"),
                (raw_datum(weights={"data": [1.0, 1.0, 1.0], "dtype": "float32", "shape": [-3]}), "non-negative"),
                (raw_datum() | {"model_input": {"chunks": [{"type": "encoded_text", "tokens": ["5"]}]}},
-                "tokens must be a list of integers")]
+                "tokens must be a list of integers"),
+               (raw_datum(target_tokens={"data": [6, 7, 10**9], "dtype": "int64"}), "outside tiny-qwen's vocabulary"),
+               ({"model_input": {"chunks": [{"type": "encoded_text", "tokens": [5] * 1025}]},
+                 "loss_fn_inputs": {"target_tokens": {"data": [5] * 1025, "dtype": "int64"}}},
+                "has 1025 tokens, more than tiny-qwen's context of 1024")]
     for datum, fragment in hostile:
         refused(model.send("/forward_backward", forward_backward_input={"loss_fn": "cross_entropy", "data": [datum]}),
                 400, fragment)

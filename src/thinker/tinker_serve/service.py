@@ -34,7 +34,7 @@ from thinker.tinker_serve.checkpoints import (
     now,
     parse_checkpoint_id,
 )
-from thinker.tinker_serve.engine import AdamParams, BaseModel, LoraSpec, TrainingModel
+from thinker.tinker_serve.engine import AdamParams, BaseModel, LoraSpec, TrainingModel, check_datums
 from thinker.tinker_serve.errors import NotFound, ServeError, UserError
 from thinker.tinker_serve.futures import MAX_FINISHED, FutureEntry, FutureStore, SequencedWorker
 from thinker.tinker_serve.sampling import SamplerSource, SamplingParams, SamplingService, generate
@@ -242,6 +242,10 @@ class TinkerService:
         kind = "forward" if req.forward_only else "forward_backward"
         if req.error is not None:
             self.refuse(req.model_id, req.seq_id, kind, UserError(req.error))
+        try:  # sequence lengths, token ids and loss inputs against the model's base, before anything runs
+            check_datums(req.data, self.bases[self._slot(req.model_id).base], req.loss_fn)
+        except UserError as exc:
+            self.refuse(req.model_id, req.seq_id, kind, exc)
 
         def run(slot: ModelSlot) -> Any:
             model = slot.require()

@@ -40,7 +40,7 @@ HEADER = """\
 # Linux x86_64, with CPU torch: `torch==2.13.0` is satisfied by the 2.13.0+cpu build (`==` ignores a +local
 # label), and a CUDA 2.13.0 build satisfies it too.
 #
-# Use it as a constraints file, CPU torch first (see README, "Reproducible installs"; .ci/run does this):
+# Use it as a constraints file, CPU torch first (docs/development.md, "Reproducible installs"; .ci/run too):
 #   pip install -c requirements/lock.txt torch==2.13.0
 #   pip install -c requirements/lock.txt -e ".[dev]"
 #   pip install -c requirements/lock.txt --no-deps hydra-optuna-sweeper tinker-cookbook

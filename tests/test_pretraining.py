@@ -5,6 +5,7 @@ then a LoRA fine-tune of the registered model with the lineage recorded."""
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 from conftest import clean_env, compose, launch
@@ -58,8 +59,10 @@ def test_pretrain_register_then_fine_tune_the_pretrained_model(tmp_path, private
              "evaluation.max_samples=2", "evaluation.decoding.max_new_tokens=8"]
     out = launch(["experiment=cognate_pretrain", "trainer.max_steps=8", "trainer.evaluations=2",
                   "evaluation.enabled=true", "output.register_min_steps=1", "output.name=cognate-smoke",
-                  "hydra.run.dir=pre", *short], cwd=tmp_path, env=env)
+                  "trainer.progress_every_s=0.001", "hydra.run.dir=pre", *short], cwd=tmp_path, env=env)
     assert out.returncode == 0, out.stderr[-3000:]
+    # stdout is a pipe: the pretraining loop logs progress lines too (trainer.progress_every_s)
+    assert re.findall(r"step (\d)/8: loss \d+\.\d{4}", out.stdout) == [str(s) for s in range(1, 9)], out.stdout[-2000:]
     record = json.loads((tmp_path / "pre" / "run_record.json").read_text())
     train = record["stages"]["train"]
     assert train["total_params"] == 25_019_682 and train["trainable_params"] == 25_019_682

@@ -5,6 +5,7 @@ a full launch (train, register, evaluate, one MLflow run), loss parity with back
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import time
@@ -54,8 +55,11 @@ def mlflow_history(cwd: Path, key: str) -> tuple[str, list[tuple[int, float]], d
 
 def test_launch_backend_tinker_trains_registers_and_evaluates(server, models_dir, tmp_path):
     out = launch(["backend=tinker", "trainer.max_steps=6", "trainer.evaluations=2", "output.register_min_steps=1",
-                  "hydra.run.dir=run", *SHORT], cwd=tmp_path, env=run_env(server.base_url, models_dir))
+                  "trainer.progress_every_s=0.001", "hydra.run.dir=run", *SHORT], cwd=tmp_path,
+                 env=run_env(server.base_url, models_dir))
     assert out.returncode == 0, out.stderr[-3000:]
+    # stdout is a pipe: progress lines at trainer.progress_every_s (the bar alone would show only its last frame)
+    assert re.findall(r"step (\d)/6: loss \d+\.\d{4}, [\d,]+ tok/s", out.stdout) == ["1", "2", "3", "4", "5", "6"]
     record = json.loads((tmp_path / "run" / "run_record.json").read_text())
     train = record["stages"]["train"]
     assert train["status"] == "passed" and train["backend"] == "tinker" and train["method"] == "lora"

@@ -21,13 +21,14 @@ from __future__ import annotations
 import enum
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from thinker.config.job_configuration import JobConfiguration
-from thinker.config.ranges import PARAMETER_RANGES, Range
 from thinker.errors import ThinkerError
+from thinker.providers import checks
+from thinker.providers.capabilities import Capabilities, Finding
 
 # the metadata key / name fragment that ties a provider job to the config that made it (re-launches reattach)
 FINGERPRINT_KEY = "thinker_fingerprint"
@@ -45,65 +46,6 @@ class JobState(enum.StrEnum):
     @property
     def finished(self) -> bool:
         return self in (JobState.succeeded, JobState.failed, JobState.cancelled)
-
-
-@dataclass(frozen=True)
-class ParameterDefinition:
-    """A provider-specific parameter, set as provider.options.<name> (docs/decisions/0003-universal-job-configuration.md)."""
-
-    type: str  # string | number | boolean | enum
-    description: str
-    required: bool = False
-    default: Any = None
-    enum_values: list[str] | None = None
-    min: float | None = None
-    max: float | None = None
-
-
-@dataclass(frozen=True)
-class Capabilities:
-    """What the provider supports (the universal schema's keys and ranges), plus what the flow needs to know."""
-
-    provider: str
-    available: bool  # false: the provider runs no fine-tuning jobs (any more); `unavailable_reason` says why
-    supported_methods: list[str] = field(default_factory=list)
-    supported_optimizations: list[str] = field(default_factory=list)
-    supported_precisions: list[str] = field(default_factory=list)
-    supported_schedulers: list[str] = field(default_factory=list)
-    # stricter ranges than the universal table, keyed like thinker.config.ranges.PARAMETER_RANGES
-    # ("method.rank", "trainer.epochs", ...); a universal key absent here uses the universal range
-    parameter_ranges: dict[str, Range] = field(default_factory=dict)
-    # universal keys this provider has no setting for, with what happens instead: dropped with a warning
-    # unless the user's value differs from the seed default in a way that changes training (then refused):
-    # {"optimizer.max_grad_norm": "Together clips at 1.0"}
-    ignored_keys: dict[str, str] = field(default_factory=dict)
-    custom_parameters: dict[str, ParameterDefinition] = field(default_factory=dict)
-    # methods whose result can be sampled without a paid deployment (else eval needs evaluation.provider_deploy)
-    serverless_inference: list[str] = field(default_factory=list)
-    upload_format: str = "chat_messages_jsonl"
-    min_examples: int = 1
-    max_file_bytes: int | None = None
-    # how optimizer.lr becomes the provider's setting (OpenAI: a multiplier of its own base rate)
-    learning_rate_note: str | None = None
-    unavailable_reason: str | None = None
-    alternatives: list[str] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-
-    def as_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["parameter_ranges"] = {k: {"min": r.min, "max": r.max, "integer": r.integer}
-                                    for k, r in self.parameter_ranges.items()}
-        return data
-
-
-@dataclass(frozen=True)
-class Finding:
-    """One validation result. `error` stops the run at config check; a warning names what is dropped."""
-
-    key: str  # the config key it is about ("method", "method.rank", "optimizer.scheduler.type")
-    message: str  # what is wrong or dropped
-    fix: str = ""  # what to do (errors)
-    error: bool = True
 
 
 @dataclass(frozen=True)
@@ -193,8 +135,6 @@ class ProviderAdapter:
 
     def validate(self, job: JobConfiguration) -> list[Finding]:
         """Generic checks against capabilities(); subclasses extend with `super().validate(job) + [...]`."""
-        from thinker.providers import checks
-
         return checks.generic_findings(self.capabilities(), job)
 
     def translate(self, job: JobConfiguration, files: UploadedFiles) -> dict[str, Any]:
@@ -260,17 +200,3 @@ class ProviderAdapter:
             alternatives = ", ".join(f"provider={a}" for a in caps.alternatives) or "backend=local"
             raise ThinkerError(f"provider={self.name} runs no fine-tuning jobs: {caps.unavailable_reason}",
                                "provider", f"use {alternatives} (thinker providers list)")
-
-
-def universal_range(key: str, caps: Capabilities) -> Range:
-    return caps.parameter_ranges.get(key, PARAMETER_RANGES[key])
-
-
-def retry_delay(error: Any, attempt: int, first: float = 1.0, cap: float = 30.0) -> float:
-    """Seconds before retrying a rate-limited request: the answer's Retry-After (capped at a minute), else an
-    exponential backoff from `first` seconds, capped at `cap`."""
-    headers = getattr(getattr(error, "response", None), "headers", None) or {}
-    try:
-        return min(max(float(headers.get("retry-after", "")), 0.0), 60.0)
-    except (TypeError, ValueError):
-        return min(first * 2.0 ** attempt, cap)

@@ -10,7 +10,7 @@ from typing import Any
 
 from thinker.config.job_configuration import JobConfiguration
 from thinker.config.ranges import PARAMETER_RANGES
-from thinker.providers.adapter import Capabilities, Finding, universal_range
+from thinker.providers.capabilities import Capabilities, Finding, universal_range
 
 # config key -> where its value sits in the job configuration
 JOB_FIELDS: dict[str, tuple[str, ...]] = {

@@ -26,29 +26,17 @@ import math
 import os
 import re
 import time
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from thinker.config.job_configuration import JobConfiguration
 from thinker.config.ranges import Range
 from thinker.errors import ThinkerError
-from thinker.providers.adapter import (
-    Capabilities,
-    CreateOutcomeUnknown,
-    Finding,
-    JobEvent,
-    JobState,
-    JobStatus,
-    ParameterDefinition,
-    ProviderAdapter,
-    ProviderUnreachable,
-    UploadedFiles,
-    retry_delay,
-)
+from thinker.providers.adapter import JobEvent, JobState, JobStatus, UploadedFiles
+from thinker.providers.capabilities import Capabilities, Finding, ParameterDefinition
+from thinker.providers.sdk_adapter import SdkAdapter
 
 ACCOUNT_ENV = "FIREWORKS_ACCOUNT_ID"
-KEYS_PAGE = "https://app.fireworks.ai/settings/users/api-keys"
 MAX_UPLOAD_BYTES = 150 * 1000 * 1000  # the single-request dataset upload takes files up to 150 MB
 MIN_EXAMPLES = 3  # Fireworks refuses SFT datasets with fewer examples
 FIREWORKS_MODELS = "accounts/fireworks/models/"
@@ -99,12 +87,12 @@ SCHEDULERS = ["constant", "constant_with_warmup", "linear", "cosine"]
 HALF_COSINE = 0.5
 
 
-class FireworksAdapter(ProviderAdapter):
+class FireworksAdapter(SdkAdapter):
     """Fireworks AI supervised fine-tuning (LoRA) through `fireworks.Fireworks`."""
 
-    request_timeout = 60.0  # seconds per HTTP request (create included); tests shorten it
-    read_retries = 2  # the SDK's own retries (429, 5xx, dropped connections) on reads and uploads
-    create_rate_limit_retries = 3  # a 429 on create made nothing, so it is safe to send again
+    label, sdk_name, client_class = "Fireworks", "fireworks", "Fireworks"
+    keys_page = "https://app.fireworks.ai/settings/users/api-keys"
+    create_backoff = (0.5, 8.0)
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
@@ -113,9 +101,6 @@ class FireworksAdapter(ProviderAdapter):
         # job id -> state (or epoch) -> when this adapter first saw it: the milestones events are made of
         self._states: dict[str, dict[str, float]] = {}
         self._epochs: dict[str, dict[int, float]] = {}
-
-    def sdk_module(self) -> str:
-        return "fireworks"
 
     # ------------------------------------------------------------------ the adapter contract (docs/decisions/0003-universal-job-configuration.md)
 
@@ -200,7 +185,7 @@ class FireworksAdapter(ProviderAdapter):
         return payload
 
     def status(self, job_id: str) -> JobStatus:
-        remote = self._read(lambda client: client.supervised_fine_tuning_jobs.get(job_id), f"job {job_id}")
+        remote = self.request(lambda client: client.supervised_fine_tuning_jobs.get(job_id), f"read job {job_id}")
         provider_state = str(remote.state or "JOB_STATE_UNSPECIFIED")
         state = STATES.get(provider_state, JobState.running)
         progress = percent(remote.job_progress)
@@ -227,16 +212,16 @@ class FireworksAdapter(ProviderAdapter):
         examples = sum(1 for line in data.splitlines() if line.strip())
         dataset_id = dataset_id_of(data, examples, purpose)
         name = f"accounts/{self.account_id()}/datasets/{dataset_id}"
-        with self._client() as client:
+        with self.client() as client:
             if not self._dataset_ready(client, dataset_id, examples, path.name):
-                self._call(lambda: client.datasets.upload(dataset_id, file=path), f"upload of {path.name}")
+                self.call(lambda: client.datasets.upload(dataset_id, file=path), f"upload {path.name}")
         self.examples[name] = examples
         return name
 
     def find_job(self, job: JobConfiguration, fingerprint: str) -> str | None:
         """This config's live job: ids thinker-<fp>, thinker-<fp>-2, ... are tried in turn (a failed or cancelled
         job keeps its id, so the next launch takes the next one); the first free id is kept for create()."""
-        with self._client() as client:
+        with self.client() as client:
             for job_id in job_ids(fingerprint):
                 remote = self._get_job(client, job_id)
                 if remote is None:
@@ -244,47 +229,20 @@ class FireworksAdapter(ProviderAdapter):
                     return None
                 if STATES.get(str(remote.state), JobState.running) in LIVE:
                     return job_id
-        raise ThinkerError(f"every Fireworks job id for this config is taken ({job_id})", self._where(),
+        raise ThinkerError(f"every Fireworks job id for this config is taken ({job_id})", f"provider={self.name}",
                            "delete old thinker-* jobs (firectl supervised-fine-tuning-job delete) and re-launch",
                            stage="train")
 
     def create(self, payload: dict[str, Any], job: JobConfiguration, fingerprint: str) -> str:
-        """One POST, never re-sent by the SDK (max_retries=0): a lost response raises CreateOutcomeUnknown and
-        a 409 (the id exists: an earlier create did land) does too, so start() looks the job up again."""
-        from fireworks import APIConnectionError, ConflictError, InternalServerError, RateLimitError
-
+        """One POST with the id find_job left free: a 409 (the id exists: an earlier create did land) is
+        CreateOutcomeUnknown too, so start() looks the job up again."""
         job_id = self._next_job_id.pop(fingerprint, None) or self._free_job_id(fingerprint)
         body = {"display_name": f"thinker {fingerprint[:32]}", **payload}
-        with self._client(max_retries=0) as client:
-            for attempt in range(self.create_rate_limit_retries + 1):
-                try:
-                    created = client.supervised_fine_tuning_jobs.create(supervised_fine_tuning_job_id=job_id, **body)
-                    return job_id_of(created.name) or job_id
-                except (APIConnectionError, InternalServerError) as error:
-                    raise CreateOutcomeUnknown(f"create of {job_id}: {type(error).__name__}") from None
-                except ConflictError:
-                    raise CreateOutcomeUnknown(f"job {job_id} already exists") from None
-                except RateLimitError as error:  # nothing was created: wait as asked, then send it again
-                    if attempt == self.create_rate_limit_retries:
-                        raise self._api_error(error, f"create of {job_id}") from None
-                    time.sleep(retry_delay(error, attempt, first=0.5, cap=8.0))
-                except Exception as error:  # noqa: BLE001 - mapped to a one-line ThinkerError
-                    raise self._api_error(error, f"create of {job_id}") from None
-        raise AssertionError("unreachable")  # pragma: no cover
+        return self.create_once(lambda client: job_id_of(client.supervised_fine_tuning_jobs.create(
+            supervised_fine_tuning_job_id=job_id, **body).name) or job_id)
 
     def cancel(self, job_id: str) -> None:
-        self._read(lambda client: client.supervised_fine_tuning_jobs.cancel(job_id, body={}), f"cancel of {job_id}")
-
-    def chat(self, model: str, prompts: list[str], decoding: Mapping[str, Any], seed: int) -> list[str]:
-        sampling = sampling_kwargs(decoding, seed)
-        answers = []
-        with self._client() as client:
-            for prompt in prompts:
-                reply = self._call(lambda p=prompt: client.chat.completions.create(
-                    model=model, messages=[{"role": "user", "content": p}], **sampling), f"chat with {model}",
-                    stage="eval")
-                answers.append(message_text(reply))
-        return answers
+        self.request(lambda client: client.supervised_fine_tuning_jobs.cancel(job_id, body={}), f"cancel {job_id}")
 
     def deploy(self, model: str) -> str:
         """A dedicated deployment serving `model` (live merge of the LoRA into its base), waited for until
@@ -292,24 +250,26 @@ class FireworksAdapter(ProviderAdapter):
         from fireworks import ConflictError
 
         deployment_id = deployment_id_of(model)
-        with self._client() as client:
+
+        def create_deployment(client: Any) -> None:
             try:
                 client.deployments.create(base_model=model, deployment_id=deployment_id, min_replica_count=1,
                                           max_replica_count=1, display_name=deployment_id)
             except ConflictError:
                 pass  # made by an earlier launch: wait for that one
-            except Exception as error:  # noqa: BLE001 - mapped to a one-line ThinkerError
-                raise self._api_error(error, f"deployment of {model}", stage="eval") from None
+
+        with self.client("eval") as client:
+            self.call(lambda: create_deployment(client), f"deploy {model}", "eval")
             deadline = time.monotonic() + self.max_wait
             while True:
-                deployment = self._call(lambda: client.deployments.get(deployment_id), f"deployment {deployment_id}",
-                                        stage="eval")
+                deployment = self.call(lambda: client.deployments.get(deployment_id),
+                                       f"read deployment {deployment_id}", "eval")
                 if deployment.state == "READY":
                     return f"{model}#{deployment.name or self._deployment_name(deployment_id)}"
                 if deployment.state in ("FAILED", "DELETING", "DELETED") or time.monotonic() > deadline:
                     reason = (deployment.status.message if deployment.status else None) or deployment.state
                     raise ThinkerError(f"Fireworks deployment {deployment_id} did not become ready ({reason})",
-                                       self._where(), "check it in the Fireworks console, or set "
+                                       f"provider={self.name}", "check it in the Fireworks console, or set "
                                        "evaluation.provider_deploy=false to skip evaluation", stage="eval")
                 time.sleep(self.poll_interval)
 
@@ -319,13 +279,14 @@ class FireworksAdapter(ProviderAdapter):
 
         base, _, deployment = model.partition("#")
         deployment_id = deployment.rsplit("/", 1)[-1] if deployment else deployment_id_of(base)
-        with self._client() as client:
+
+        def delete(client: Any) -> None:
             try:
                 client.deployments.delete(deployment_id)
             except NotFoundError:
                 pass  # already gone
-            except Exception as error:  # noqa: BLE001 - mapped to a one-line ThinkerError
-                raise self._api_error(error, f"deletion of deployment {deployment_id}", stage="eval") from None
+
+        self.request(delete, f"delete deployment {deployment_id}", "eval")
 
     # ------------------------------------------------------------------ validation
 
@@ -372,7 +333,7 @@ class FireworksAdapter(ProviderAdapter):
         examples = self.examples.get(dataset) or examples_in(dataset)
         if not examples:
             raise ThinkerError(f"the number of examples in {dataset} is unknown, so warmup_ratio cannot become "
-                               "Fireworks' warmup steps", self._where(), "upload the data with this adapter first",
+                               "Fireworks' warmup steps", f"provider={self.name}", "upload the data with this adapter first",
                                stage="train")
         steps = math.ceil(examples / max(samples, 1)) * int(job.schedule.epochs)
         return round(ratio * steps)
@@ -421,40 +382,23 @@ class FireworksAdapter(ProviderAdapter):
     def account_id(self) -> str:
         return os.environ.get(ACCOUNT_ENV, "").strip()
 
-    def _where(self) -> str:
-        return f"provider={self.name}"
-
-    def _client(self, max_retries: int | None = None) -> Any:
+    def client_options(self, settings: dict[str, Any], stage: str) -> dict[str, Any]:
         import httpx
-        from fireworks import Fireworks
 
-        if not self.api_key():
-            raise ThinkerError(f"{self.api_key_env} is not set", self._where(),
-                               f"export {self.api_key_env}=<your Fireworks API key> ({KEYS_PAGE})", stage="train")
         if not self.account_id():
-            raise ThinkerError(f"{ACCOUNT_ENV} is not set", self._where(),
+            raise ThinkerError(f"{ACCOUNT_ENV} is not set", f"provider={self.name}",
                                f"export {ACCOUNT_ENV}=<your Fireworks account id> (firectl whoami shows it)",
-                               stage="train")
-        return Fireworks(api_key=self.api_key(), account_id=self.account_id(), base_url=self.base_url(),
-                         timeout=httpx.Timeout(self.request_timeout, connect=min(10.0, self.request_timeout)),
-                         max_retries=self.read_retries if max_retries is None else max_retries)
+                               stage=stage)
+        timeout = settings["timeout"]
+        return {"account_id": self.account_id(), "timeout": httpx.Timeout(timeout, connect=min(10.0, timeout))}
 
-    def _read(self, call: Any, what: str) -> Any:
-        """A read (or idempotent call) with the SDK's retries; transient failures become ProviderUnreachable."""
-        with self._client() as client:
-            return self._call(lambda: call(client), what)
-
-    def _call(self, call: Any, what: str, stage: str = "train") -> Any:
-        from fireworks import APIConnectionError, InternalServerError, RateLimitError
-
-        try:
-            return call()
-        except (APIConnectionError, InternalServerError, RateLimitError) as error:
-            if stage == "eval":
-                raise self._api_error(error, what, stage=stage) from None
-            raise ProviderUnreachable(f"Fireworks did not answer the {what} ({type(error).__name__})") from None
-        except Exception as error:  # noqa: BLE001 - mapped to a one-line ThinkerError
-            raise self._api_error(error, what, stage=stage) from None
+    def refusal(self, error: Any, what: str, stage: str, model: str | None = None,
+                fix: str | None = None) -> ThinkerError:
+        if getattr(error, "status_code", None) == 403:  # the key is valid, but not for this account
+            return ThinkerError(f"Fireworks denied the request to {what} (403): the key has no access to account "
+                                f"{self.account_id()}", f"provider={self.name}, {ACCOUNT_ENV}",
+                                f"set {ACCOUNT_ENV} to the account the key belongs to", stage=stage)
+        return super().refusal(error, what, stage, model, fix)
 
     def _get_job(self, client: Any, job_id: str) -> Any:
         """The job, or None when Fireworks has no job with this id (404)."""
@@ -466,10 +410,10 @@ class FireworksAdapter(ProviderAdapter):
             except NotFoundError:
                 return None
 
-        return self._call(get, f"lookup of job {job_id}")
+        return self.call(get, f"look up job {job_id}")
 
     def _free_job_id(self, fingerprint: str) -> str:
-        with self._client() as client:
+        with self.client() as client:
             for job_id in job_ids(fingerprint):
                 if self._get_job(client, job_id) is None:
                     return job_id
@@ -488,26 +432,10 @@ class FireworksAdapter(ProviderAdapter):
             except ConflictError:
                 return client.datasets.get(dataset_id).state == "READY"
 
-        return self._call(create_or_find, f"creation of dataset {dataset_id}")
+        return self.call(create_or_find, f"create dataset {dataset_id}")
 
     def _deployment_name(self, deployment_id: str) -> str:
         return f"accounts/{self.account_id()}/deployments/{deployment_id}"
-
-    def _api_error(self, error: BaseException, what: str, stage: str = "train") -> ThinkerError:
-        from fireworks import APIStatusError, AuthenticationError, PermissionDeniedError
-
-        if isinstance(error, AuthenticationError):
-            return ThinkerError(f"Fireworks refused the API key (401) during the {what}",
-                                f"{self._where()}, {self.api_key_env}",
-                                f"set {self.api_key_env} to a valid key ({KEYS_PAGE})", stage=stage)
-        if isinstance(error, PermissionDeniedError):
-            return ThinkerError(f"Fireworks denied the {what} (403): the key has no access to account "
-                                f"{self.account_id()}", f"{self._where()}, {ACCOUNT_ENV}",
-                                f"set {ACCOUNT_ENV} to the account the key belongs to", stage=stage)
-        status = f"{error.status_code}: " if isinstance(error, APIStatusError) else ""
-        detail = self.scrub(provider_message(error))
-        return ThinkerError(f"Fireworks refused the {what} ({status}{detail})", self._where(),
-                            "fix what the message names and re-launch (it reattaches to any job it made)", stage=stage)
 
 
 def job_ids(fingerprint: str, attempts: int = 20):
@@ -560,24 +488,6 @@ def lr_scheduler(job: JobConfiguration, decay_ratio: Any) -> dict[str, Any]:
     return {kind: knobs}
 
 
-def sampling_kwargs(decoding: Mapping[str, Any], seed: int) -> dict[str, Any]:
-    """evaluation.decoding -> chat completion parameters; greedy (do_sample false) is temperature 0."""
-    kwargs: dict[str, Any] = {"max_tokens": int(decoding.get("max_new_tokens", 256)), "seed": int(seed)}
-    if decoding.get("do_sample"):
-        kwargs["temperature"] = float(decoding.get("temperature", 1.0))
-        kwargs["top_p"] = float(decoding.get("top_p", 1.0))
-    else:
-        kwargs["temperature"] = 0.0
-    return kwargs
-
-
-def message_text(reply: Any) -> str:
-    content = reply.choices[0].message.content if reply.choices else ""
-    if isinstance(content, list):  # content parts
-        return "".join(str(getattr(part, "text", "") or "") for part in content)
-    return content or ""
-
-
 def parse_metrics(text: str) -> dict[int, dict[str, float]]:
     """Fireworks' metrics JSONL: one object per line with `step` and the values, flat or under `data`."""
     metrics: dict[int, dict[str, float]] = {}
@@ -598,15 +508,3 @@ def parse_metrics(text: str) -> dict[int, dict[str, float]]:
 
 def timestamp(value: Any) -> float | None:
     return value.timestamp() if hasattr(value, "timestamp") else None
-
-
-def provider_message(error: BaseException) -> str:
-    """The provider's own words: grpc-gateway bodies carry `message`, OpenAI-style ones `error.message`."""
-    body = getattr(error, "body", None)
-    if isinstance(body, dict):
-        inner = body.get("error")
-        if isinstance(inner, dict) and inner.get("message"):
-            return str(inner["message"])
-        if body.get("message"):
-            return str(body["message"])
-    return str(error).splitlines()[0][:300] if str(error) else type(error).__name__

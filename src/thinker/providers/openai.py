@@ -30,30 +30,15 @@ The SDK is imported inside the methods that call the API: capabilities/validate/
 from __future__ import annotations
 
 import re
-import time
-from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from thinker.config.job_configuration import JobConfiguration
 from thinker.config.ranges import PARAMETER_RANGES, Range
 from thinker.errors import ThinkerError
-from thinker.providers.adapter import (
-    FINGERPRINT_KEY,
-    Capabilities,
-    CreateOutcomeUnknown,
-    Finding,
-    JobEvent,
-    JobState,
-    JobStatus,
-    ParameterDefinition,
-    ProviderAdapter,
-    ProviderUnreachable,
-    UploadedFiles,
-    retry_delay,
-)
-
-T = TypeVar("T")
+from thinker.providers.adapter import FINGERPRINT_KEY, JobEvent, JobState, JobStatus, UploadedFiles
+from thinker.providers.capabilities import Capabilities, Finding, ParameterDefinition
+from thinker.providers.sdk_adapter import CREATE_JOB, SdkAdapter
 
 # OpenAI's supervised fine-tuning snapshots (its model-optimization guide); `ft:` models (earlier fine-tunes)
 # train further. Refused otherwise at config check: OpenAI stops adding models as it winds fine-tuning down,
@@ -81,16 +66,17 @@ KEY_PATTERN = re.compile(r"sk-[A-Za-z0-9_\-*.]+")
 FIND_SCAN_LIMIT = 1000  # jobs looked at by find_job (the metadata filter normally returns only this config's)
 
 
-class OpenAIAdapter(ProviderAdapter):
+class OpenAIAdapter(SdkAdapter):
     """provider=openai: supervised (full) fine-tuning of GPT models, evaluated serverless."""
 
-    # seconds; the create call is never retried by the SDK (a lost answer is looked up instead of re-sent)
-    create_timeout = 60.0
-    read_timeout = 60.0
+    label, sdk_name, client_class = "OpenAI", "openai", "OpenAI"
+    keys_page = "https://platform.openai.com/api-keys"
+    key_pattern = KEY_PATTERN  # OpenAI's key errors quote part of the key
+    create_timeout = 60.0  # seconds (tests lower it)
     upload_timeout = 600.0
     chat_timeout = 120.0
-    read_retries = 3  # the SDK's own retries of reads (429, 5xx, dropped connections), with backoff
-    create_rate_limit_retries = 3  # a 429 on create made nothing, so it is retried here
+    read_retries = 3
+    max_tokens_key = "max_completion_tokens"
     events_page = 100  # events per list call (the API's default is 20)
 
     def __init__(self, **kwargs: Any):
@@ -101,9 +87,6 @@ class OpenAIAdapter(ProviderAdapter):
         self._total_steps: dict[str, int] = {}
         self._checkpoints: dict[str, list[JobEvent]] = {}
         self._seen: dict[str, set[str]] = {}  # every event id recorded (metrics events included)
-
-    def sdk_module(self) -> str | None:
-        return "openai"
 
     # ------------------------------------------------------------------ capabilities and checks (no network)
 
@@ -187,13 +170,13 @@ class OpenAIAdapter(ProviderAdapter):
 
     def upload(self, path: Path, purpose: str) -> str:
         """Both files are uploaded with OpenAI's purpose "fine-tune"; the chat JSONL is OpenAI's own format."""
-        with self._client(self.upload_timeout, self.read_retries) as client:
-            uploaded = self._once(lambda: client.files.create(file=Path(path), purpose="fine-tune"),
-                                  f"uploading {Path(path).name}", stage="train")
+        with self.client(timeout=self.upload_timeout) as client:
+            uploaded = self.call(lambda: client.files.create(file=Path(path), purpose="fine-tune"),
+                                 f"upload {Path(path).name}")
         return str(uploaded.id)
 
     def find_job(self, job: JobConfiguration, fingerprint: str) -> str | None:
-        def scan() -> str | None:
+        def scan(client: Any) -> str | None:
             listed = client.fine_tuning.jobs.list(metadata={FINGERPRINT_KEY: fingerprint}, limit=100)
             for seen, item in enumerate(listed):
                 if seen >= FIND_SCAN_LIMIT:
@@ -202,53 +185,23 @@ class OpenAIAdapter(ProviderAdapter):
                     return str(item.id)  # newest first: the latest live job of this config
             return None
 
-        with self._client(self.read_timeout, self.read_retries) as client:
-            return self._read(scan, "looking for this config's job")
+        return self.request(scan, "look for this config's job")
 
     def create(self, payload: dict[str, Any], job: JobConfiguration, fingerprint: str) -> str:
-        import openai
-
         body = {**payload, "metadata": {FINGERPRINT_KEY: fingerprint}}
-        with self._client(self.create_timeout, max_retries=0) as client:
-            for attempt in range(self.create_rate_limit_retries + 1):
-                try:
-                    return str(client.fine_tuning.jobs.create(**body).id)
-                except openai.APIConnectionError as error:  # timeouts too: the job may exist
-                    raise CreateOutcomeUnknown(f"OpenAI's answer to create was lost ({type(error).__name__})") \
-                        from error
-                except openai.RateLimitError as error:
-                    if error.code == "insufficient_quota" or attempt == self.create_rate_limit_retries:
-                        raise self._refused(error, "creating the fine-tuning job", "train") from quoted(error)
-                    time.sleep(retry_delay(error, attempt))
-                except openai.APIStatusError as error:
-                    if outcome_unknown(error.status_code):
-                        raise CreateOutcomeUnknown(f"OpenAI answered {error.status_code} to create") from error
-                    raise self._create_refused(error) from quoted(error)
-        raise AssertionError("unreachable: the loop returns or raises")
+        return self.create_once(lambda client: str(client.fine_tuning.jobs.create(**body).id))
 
     def status(self, job_id: str) -> JobStatus:
-        with self._client(self.read_timeout, self.read_retries) as client:
-            job = self._read(lambda: client.fine_tuning.jobs.retrieve(job_id), f"reading job {job_id}")
-            self._read(lambda: self._fetch_events(client, job_id), f"reading job {job_id}'s events")
+        with self.client() as client:
+            job = self.call(lambda: client.fine_tuning.jobs.retrieve(job_id), f"read job {job_id}")
+            self.call(lambda: self._fetch_events(client, job_id), f"read job {job_id}'s events")
             if job.status == "succeeded" and job_id not in self._checkpoints:
-                self._checkpoints[job_id] = self._read(lambda: checkpoint_events(client, job_id),
-                                                       f"reading job {job_id}'s checkpoints")
+                self._checkpoints[job_id] = self.call(lambda: checkpoint_events(client, job_id),
+                                                      f"read job {job_id}'s checkpoints")
         return self._job_status(job)
 
     def cancel(self, job_id: str) -> None:
-        with self._client(self.read_timeout, self.read_retries) as client:
-            self._once(lambda: client.fine_tuning.jobs.cancel(job_id), f"cancelling job {job_id}", stage="train")
-
-    def chat(self, model: str, prompts: list[str], decoding: Mapping[str, Any], seed: int) -> list[str]:
-        settings = sampling(decoding)
-        answers = []
-        with self._client(self.chat_timeout, self.read_retries) as client:
-            for prompt in prompts:
-                reply = self._once(lambda p=prompt: client.chat.completions.create(
-                    model=model, messages=[{"role": "user", "content": p}], seed=int(seed), **settings),
-                    f"asking {model}", stage="eval")
-                answers.append((reply.choices[0].message.content or "") if reply.choices else "")
-        return answers
+        self.request(lambda client: client.fine_tuning.jobs.cancel(job_id), f"cancel job {job_id}")
 
     # ------------------------------------------------------------------ status pieces
 
@@ -297,75 +250,30 @@ class OpenAIAdapter(ProviderAdapter):
                          events=[*self._events.get(job_id, []), *self._checkpoints.get(job_id, [])],
                          metrics=metrics, total_steps=total, trained_tokens=job.trained_tokens)
 
-    # ------------------------------------------------------------------ client and errors
+    # ------------------------------------------------------------------ OpenAI's own refusals
 
-    def _client(self, timeout: float, max_retries: int) -> Any:
-        import openai
-
-        key = self.api_key()
-        if not key:
-            raise ThinkerError(f"{self.api_key_env} is not set", f"provider={self.name}",
-                               f"export {self.api_key_env}=<your OpenAI API key>")
-        return openai.OpenAI(api_key=key, base_url=self.base_url(), timeout=timeout, max_retries=max_retries)
-
-    def _read(self, call: Callable[[], T], action: str) -> T:
-        """A read after the SDK's retries: transient failures -> ProviderUnreachable, the rest -> ThinkerError."""
-        import openai
-
-        try:
-            return call()
-        except openai.APIConnectionError as error:
-            raise ProviderUnreachable(f"OpenAI unreachable while {action} ({type(error).__name__})") from error
-        except openai.APIStatusError as error:
-            if transient(error):
-                raise ProviderUnreachable(f"OpenAI answered {error.status_code} while {action}") from error
-            raise self._refused(error, action, "train") from quoted(error)
-
-    def _once(self, call: Callable[[], T], action: str, stage: str) -> T:
-        """A call whose failure ends the stage (upload, cancel, chat): every failure -> ThinkerError."""
-        import openai
-
-        try:
-            return call()
-        except openai.APIConnectionError as error:
-            raise ThinkerError(f"OpenAI unreachable while {action} ({type(error).__name__}, after retries)",
-                               f"provider={self.name}, {self.base_url() or 'https://api.openai.com/v1'}",
-                               "check the network (or provider.base_url) and launch again", stage=stage) from error
-        except openai.APIStatusError as error:
-            raise self._refused(error, action, stage) from quoted(error)
-
-    def _refused(self, error: Any, action: str, stage: str) -> ThinkerError:
-        status = error.status_code
-        where = f"provider={self.name}, {self.api_key_env}" if status in (401, 403) else f"provider={self.name}"
-        if status == 401:  # OpenAI's 401 text quotes part of the key: never repeated
-            return ThinkerError(f"OpenAI refused the API key (401) while {action}", where,
-                                f"set {self.api_key_env} to a valid key from https://platform.openai.com/api-keys",
-                                stage=stage)
-        if error.code == "insufficient_quota":
-            return ThinkerError(f"OpenAI says the organisation's quota is used up (429) while {action}", where,
+    def refusal(self, error: Any, what: str, stage: str, model: str | None = None,
+                fix: str | None = None) -> ThinkerError:
+        status = getattr(error, "status_code", None)
+        if getattr(error, "code", None) == "insufficient_quota":
+            return ThinkerError(f"OpenAI says the organisation's quota is used up (429) while trying to {what}",
+                                f"provider={self.name}",
                                 "add credit at https://platform.openai.com/settings/organization/billing",
                                 stage=stage)
-        fix = ("check that the key's project may use fine-tuning and models" if status == 403 else
-               "fix what OpenAI names above" if status < 500 else "try again later (OpenAI is failing)")
-        return ThinkerError(f"OpenAI refused {action} ({status}: {self._message(error)})", where, fix, stage=stage)
-
-    def _create_refused(self, error: Any) -> ThinkerError:
-        if error.status_code == 403:  # the wind-down: this organisation may not create jobs any more
+        if what == CREATE_JOB and status == 403:  # the wind-down: this organisation may not create jobs any more
             return ThinkerError(
                 f"provider no longer accepts fine-tuning jobs for this organisation (OpenAI answered 403: "
-                f"{self._message(error)})", f"provider={self.name}",
+                f"{self.message_of(error)})", f"provider={self.name}",
                 f"use provider={' or provider='.join(ALTERNATIVES)} (OpenAI is winding self-serve fine-tuning "
-                "down; no new jobs from 2027-01-06)", stage="train")
-        return self._refused(error, "creating the fine-tuning job", "train")
-
-    def _message(self, error: Any) -> str:
-        """OpenAI's own message for an error, with anything key-like removed."""
-        body = error.body if isinstance(error.body, dict) else {}
-        text = str(body.get("message") or error.message)
-        key = self.api_key()
-        if key:
-            text = text.replace(key, "[key]")
-        return KEY_PATTERN.sub("[key]", text)
+                "down; no new jobs from 2027-01-06)", stage=stage)
+        if status == 403:  # the key is valid, but its project may not do this
+            return ThinkerError(f"OpenAI refused to {what} (403: {self.message_of(error)})",
+                                f"provider={self.name}, {self.api_key_env}",
+                                "check that the key's project may use fine-tuning and models", stage=stage)
+        if what == CREATE_JOB and status not in (None, 401):
+            return ThinkerError(f"OpenAI refused creating the fine-tuning job ({status}: {self.message_of(error)})",
+                                f"provider={self.name}", fix or "fix what OpenAI names above", stage=stage)
+        return super().refusal(error, what, stage, model, fix)
 
 
 # ---------------------------------------------------------------- findings (no network)
@@ -466,17 +374,6 @@ def effective_batch(job: JobConfiguration) -> int:
     return int(job.schedule.batch_size) * int(job.schedule.gradient_accumulation or 1)
 
 
-def sampling(decoding: Mapping[str, Any]) -> dict[str, Any]:
-    """evaluation.decoding as chat-completion settings: greedy is temperature 0 (top_p left to OpenAI)."""
-    settings: dict[str, Any] = {"max_completion_tokens": int(decoding.get("max_new_tokens", 256))}
-    if decoding.get("do_sample"):
-        settings["temperature"] = float(decoding.get("temperature", 1.0))
-        settings["top_p"] = float(decoding.get("top_p", 1.0))
-    else:
-        settings["temperature"] = 0.0
-    return settings
-
-
 def steps_in_message(message: str) -> int | None:
     match = STEP_OF_MESSAGE.match(message or "")
     return int(match.group(2)) if match else None
@@ -487,19 +384,3 @@ def checkpoint_events(client: Any, job_id: str) -> list[JobEvent]:
     return [JobEvent(str(c.id), float(c.created_at),
                      f"checkpoint at step {c.step_number}: {c.fine_tuned_model_checkpoint}")
             for c in sorted(client.fine_tuning.jobs.checkpoints.list(job_id, limit=100), key=lambda c: c.step_number)]
-
-
-def quoted(error: Any) -> Any:
-    """The SDK error to chain to ours, except a 401's: OpenAI's 401 text quotes part of the key."""
-    return None if getattr(error, "status_code", None) == 401 else error
-
-
-def outcome_unknown(status: int) -> bool:
-    """Create answers that do not say whether the job was made: request/lock timeouts and server errors."""
-    return status in (408, 409) or status >= 500
-
-
-def transient(error: Any) -> bool:
-    return outcome_unknown(error.status_code) or (error.status_code == 429 and error.code != "insufficient_quota")
-
-

@@ -6,8 +6,8 @@ What the adapter maps, and why:
   are checked when the job is created, before anything is paid;
 - Together jobs carry no metadata, so the config fingerprint travels in the model-name `suffix`
   (`thinker-<12 hex>`) and `find_job` lists the account's jobs and matches it;
-- the create POST is sent once (SDK retries off): a lost response is CreateOutcomeUnknown, and the base class
-  looks the job up again before it creates one more; reads go through the SDK's own retries.
+- the create POST is sent once (SdkAdapter.create_once): a lost answer to the POST itself is
+  CreateOutcomeUnknown; a failed limits or price look-up before it made nothing and is retried.
 
 The SDK is imported inside methods only: capabilities, validate and translate work without it.
 """
@@ -16,33 +16,19 @@ from __future__ import annotations
 
 import hashlib
 import re
-import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from thinker.config.job_configuration import JobConfiguration
-from thinker.config.ranges import PARAMETER_RANGES, Range
+from thinker.config.ranges import Range
 from thinker.errors import ThinkerError
-from thinker.providers.adapter import (
-    Capabilities,
-    CreateOutcomeUnknown,
-    Finding,
-    JobEvent,
-    JobState,
-    JobStatus,
-    ParameterDefinition,
-    ProviderAdapter,
-    ProviderUnreachable,
-    UploadedFiles,
-    retry_delay,
-)
+from thinker.providers.adapter import JobEvent, JobState, JobStatus, UploadedFiles
+from thinker.providers.capabilities import Capabilities, Finding, ParameterDefinition
+from thinker.providers.checks import default_of
+from thinker.providers.sdk_adapter import SdkAdapter, first_line
 
-T = TypeVar("T")
-
-SDK = "together"
-KEY_PAGE = "https://api.together.ai/settings/api-keys"
 # Together's job states -> the universal ones (docs/decisions/0003-universal-job-configuration.md). cancel_requested already decides the outcome, so polling stops there.
 STATES: dict[str, JobState] = {
     "pending": JobState.queued,
@@ -75,18 +61,15 @@ METRIC_NAMES = {
     "eval/mean_token_accuracy": "val_accuracy",
 }
 STEP_KEYS = ("train/global_step", "eval/global_step", "global_step", "step")
-CREATE_ATTEMPTS = 4  # rate-limited (429) or failed before the POST: nothing was made, so trying again is safe
 EXAMPLE_MODEL = "meta-llama/Meta-Llama-3.1-8B-Instruct-Reference"
 
 
-class TogetherAdapter(ProviderAdapter):
+class TogetherAdapter(SdkAdapter):
     """provider=together. Instance settings tests may lower: request_timeout (seconds), read_retries."""
 
-    request_timeout: float = 60.0
-    read_retries: int = 2
-
-    def sdk_module(self) -> str | None:
-        return SDK
+    label, sdk_name, client_class = "Together", "together", "Together"
+    keys_page = "https://api.together.ai/settings/api-keys"
+    quote_key_refusal = True  # Together's 401 text names no part of the key
 
     # ------------------------------------------------------------------ capabilities and checks (no network)
 
@@ -187,65 +170,52 @@ class TogetherAdapter(ProviderAdapter):
         from together import FileTypeError
 
         path = Path(path)
-        client = self._client()
         try:
-            response = self._call(f"upload {path.name}",
-                                  lambda: client.files.upload(file=path, purpose="fine-tune", check=True))
+            response = self.request(lambda client: client.files.upload(file=path, purpose="fine-tune", check=True),
+                                    f"upload {path.name}")
         except FileTypeError as error:
-            raise ThinkerError(f"Together's file check refused {path.name} ({_first_line(error)})",
+            raise ThinkerError(f"Together's file check refused {path.name} ({first_line(error)})",
                                f"provider=together, {purpose} file",
                                "check data.format and the prepared file", stage="train") from None
         return str(response.id)
 
     def find_job(self, job: JobConfiguration, fingerprint: str) -> str | None:
         suffix = self.job_suffix(fingerprint)
-        client = self._client()
-        listing = self._call("list fine-tuning jobs", lambda: client.fine_tuning.list())
+        listing = self.request(lambda client: client.fine_tuning.list(), "list fine-tuning jobs")
         mine = [j for j in listing.data or [] if _suffix_of(j) == suffix and str(j.status) in REATTACHABLE]
         if not mine:
             return None
         return str(max(mine, key=lambda j: _timestamp(j.created_at)).id)
 
     def create(self, payload: dict[str, Any], job: JobConfiguration, fingerprint: str) -> str:
-        import together
-
         body = {**payload, "suffix": self.job_suffix(fingerprint)}
-        reader = self._client()
-        limits = self._call(f"read the fine-tuning limits of {body['model']}",
-                            lambda: reader.fine_tuning.model_limits(model_name=str(body["model"])),
-                            fix="set provider.base_model to a model Together fine-tunes "
-                                "(https://docs.together.ai/docs/fine-tuning-models)")
+        limits = self.request(lambda client: client.fine_tuning.model_limits(model_name=str(body["model"])),
+                              f"read the fine-tuning limits of {body['model']}",
+                              fix="set provider.base_model to a model Together fine-tunes "
+                                  "(https://docs.together.ai/docs/fine-tuning-models)")
         _check_limits(body, limits)
-        writer = self._client(retries=0)  # never re-POST a create whose answer was lost
-        last: Exception = Exception("no attempt")
-        for attempt in range(CREATE_ATTEMPTS):
+
+        def send(client: Any) -> str:
             try:
-                return str(writer.fine_tuning.create(**body, model_limits=limits).id)
+                return str(client.fine_tuning.create(**body, model_limits=limits).id)
             except ValueError as error:  # the SDK's own checks against the model's limits
-                raise ThinkerError(f"Together refuses this job: {_first_line(error)}",
+                raise ThinkerError(f"Together refuses this job: {first_line(error)}",
                                    f"provider=together, model {body['model']}",
                                    "change the setting it names (thinker providers capabilities together)",
                                    stage="train") from None
-            except (together.APIConnectionError, together.InternalServerError) as error:
-                if _is_create_post(error):
-                    lost = f"the create request got no answer ({_describe(error)})"
-                    raise CreateOutcomeUnknown(lost) from None
-                last = error  # the limits or price look-up before the POST failed: nothing was created
-            except together.RateLimitError as error:
-                last = error  # 429: nothing was created
-            except together.APIStatusError as error:
-                raise self._refusal("create the fine-tuning job", error, "train") from None
-            time.sleep(retry_delay(last, attempt))
-        raise ThinkerError(f"Together kept refusing to create the job ({_describe(last)})",
-                           "provider=together",
-                           "wait a minute and launch again (it reattaches if a job was made)", stage="train")
+
+        return self.create_once(send)
+
+    def create_may_have_landed(self, error: Any) -> bool:
+        # the SDK looks up limits and price before its POST: a failure there made nothing
+        return super().create_may_have_landed(error) and _is_create_post(error)
 
     def status(self, job_id: str) -> JobStatus:
-        client = self._client()
-        job = self._call(f"read job {job_id}", lambda: client.fine_tuning.retrieve(job_id))
-        events = self._call(f"read the events of {job_id}", lambda: client.fine_tuning.list_events(job_id))
-        events = events.data or []
-        metrics = self._metrics(client, job_id)
+        with self.client() as client:
+            job = self.call(lambda: client.fine_tuning.retrieve(job_id), f"read job {job_id}")
+            events = self.call(lambda: client.fine_tuning.list_events(job_id), f"read the events of {job_id}")
+            events = events.data or []
+            metrics = self._metrics(client, job_id)
         provider_state = str(job.status)
         state = STATES.get(provider_state, JobState.running)  # a state newer than this SDK: still going
         total = max((e.total_steps or 0 for e in events), default=0) or None
@@ -259,77 +229,27 @@ class TogetherAdapter(ProviderAdapter):
         )
 
     def cancel(self, job_id: str) -> None:
-        client = self._client()
-        self._call(f"cancel job {job_id}", lambda: client.fine_tuning.cancel(job_id))
-
-    def chat(self, model: str, prompts: list[str], decoding: Mapping[str, Any], seed: int) -> list[str]:
-        client = self._client(stage="eval")
-        sampling = _sampling(decoding)
-        answers = []
-        for prompt in prompts:
-            response = self._call(
-                f"sample {model}",
-                lambda p=prompt: client.chat.completions.create(
-                    model=model, messages=[{"role": "user", "content": p}], seed=int(seed), **sampling),
-                stage="eval", model=model)
-            message = response.choices[0].message if response.choices else None
-            answers.append((message.content if message is not None else None) or "")
-        return answers
+        self.request(lambda client: client.fine_tuning.cancel(job_id), f"cancel job {job_id}")
 
     # ------------------------------------------------------------------ helpers
 
-    def _client(self, retries: int | None = None, stage: str = "train") -> Any:
-        from together import Together
-
-        key = self.api_key()
-        if not key:
-            raise ThinkerError(f"{self.api_key_env} is not set", "provider=together",
-                               f"export {self.api_key_env}=<your key> ({KEY_PAGE})", stage=stage)
-        return Together(api_key=key, base_url=self._sdk_base_url(), timeout=self.request_timeout,
-                        max_retries=self.read_retries if retries is None else retries)
-
-    def _sdk_base_url(self) -> str | None:
+    def client_options(self, settings: dict[str, Any], stage: str) -> dict[str, Any]:
         # the 3.x SDK's paths start with /v1; a base URL written for older SDKs (.../v1) would double it
-        url = self.base_url()
-        return re.sub(r"/v1/?$", "", url) if url else None
+        url = settings["base_url"]
+        return {"base_url": re.sub(r"/v1/?$", "", url) if url else None}
 
-    def _call(self, what: str, fn: Callable[[], T], stage: str = "train", model: str | None = None,
-              fix: str | None = None) -> T:
-        """One SDK call: transient failures -> ProviderUnreachable (at eval: ThinkerError); refusals ->
-        ThinkerError."""
-        import together
-
-        try:
-            return fn()
-        except (together.APIConnectionError, together.RateLimitError, together.InternalServerError) as error:
-            if stage == "eval":
-                raise ThinkerError(f"Together did not answer while trying to {what} ({_describe(error)})",
-                                   "provider=together", "evaluate again later", stage=stage) from None
-            raise ProviderUnreachable(f"Together did not answer while trying to {what}: "
-                                      f"{_describe(error)}") from None
-        except together.APIStatusError as error:
-            raise self._refusal(what, error, stage, model, fix) from None
-
-    def _refusal(self, what: str, error: Any, stage: str, model: str | None = None,
-                 fix: str | None = None) -> ThinkerError:
-        status = getattr(error, "status_code", None)
-        message = self.scrub(_provider_message(error))
-        if status in (401, 403):
-            return ThinkerError(f"Together refused the API key ({status}: {message}) while trying to {what}",
-                                f"provider=together, {self.api_key_env}",
-                                f"set {self.api_key_env} to a valid key from {KEY_PAGE}", stage=stage)
-        if model and "non-serverless" in message.lower():
+    def refusal(self, error: Any, what: str, stage: str, model: str | None = None,
+                fix: str | None = None) -> ThinkerError:
+        if model and "non-serverless" in self.message_of(error).lower():
             return ThinkerError(f"Together serves {model} only on a dedicated endpoint",
                                 "provider=together, evaluation",
                                 f"start one at https://api.together.ai/models/{model} and evaluate again, or "
                                 "train method=lora on a base model with serverless LoRA", stage=stage)
-        return ThinkerError(f"Together refused to {what} ({status}: {message})", "provider=together",
-                            fix or "fix what Together names, then launch again", stage=stage)
+        return super().refusal(error, what, stage, model, fix)
 
     def _metrics(self, client: Any, job_id: str) -> dict[int, dict[str, float]]:
         try:
-            rows = self._call(f"read the metrics of {job_id}",
-                              lambda: client.fine_tuning.list_metrics(job_id))
+            rows = self.call(lambda: client.fine_tuning.list_metrics(job_id), f"read the metrics of {job_id}")
         except ThinkerError:
             return {}  # a job without metrics (older jobs): its state and events still tell the story
         return _step_metrics(rows.metrics or [])
@@ -354,10 +274,10 @@ def _scheduler_findings(job: JobConfiguration) -> list[Finding]:
     scheduler = job.optimizer.scheduler
     kind = str(scheduler.type)
     found = []
-    if kind != "cosine" and scheduler.cycles != _default("optimizer.scheduler.cycles"):
+    if kind != "cosine" and scheduler.cycles != default_of("optimizer.scheduler.cycles"):
         found.append(Finding("optimizer.scheduler.cycles", f"optimizer.scheduler.cycles={scheduler.cycles} "
                              "is dropped: only the cosine schedule has cycles", error=False))
-    if kind in CONSTANT_SCHEDULERS and scheduler.min_lr_ratio != _default("optimizer.scheduler.min_lr_ratio"):
+    if kind in CONSTANT_SCHEDULERS and scheduler.min_lr_ratio != default_of("optimizer.scheduler.min_lr_ratio"):
         found.append(Finding("optimizer.scheduler.min_lr_ratio", f"optimizer.scheduler.min_lr_ratio="
                              f"{scheduler.min_lr_ratio} is dropped: a {kind} rate never decays", error=False))
     return found
@@ -371,7 +291,7 @@ def _schedule_findings(job: JobConfiguration) -> list[Finding]:
         found.append(Finding("trainer.evaluations", f"trainer.evaluations={evaluations} is dropped: with "
                              "data.validation_split=0 there is no validation file", error=False))
     options = dict(job.metadata or {})
-    if options.get("max_batch_size") is True and job.schedule.batch_size != _default("trainer.batch_size"):
+    if options.get("max_batch_size") is True and job.schedule.batch_size != default_of("trainer.batch_size"):
         found.append(Finding("trainer.batch_size", f"trainer.batch_size={job.schedule.batch_size} is "
                              "dropped: provider.options.max_batch_size=true lets Together choose",
                              error=False))
@@ -385,10 +305,6 @@ def _schedule_findings(job: JobConfiguration) -> list[Finding]:
                                  f"set trainer.evaluations={needed} or more with data.validation_split > 0, "
                                  "or remove the option"))
     return found
-
-
-def _default(key: str) -> Any:
-    return PARAMETER_RANGES[key].default
 
 
 def _check_limits(body: dict[str, Any], limits: Any) -> None:
@@ -449,16 +365,6 @@ def _method_kwargs(job: JobConfiguration) -> dict[str, Any]:
     lora = job.method.lora
     return {"lora": True, "lora_r": int(lora.rank), "lora_alpha": int(float(lora.alpha)),
             "lora_dropout": float(lora.dropout), "lora_trainable_modules": str(lora.trainable_modules)}
-
-
-def _sampling(decoding: Mapping[str, Any]) -> dict[str, Any]:
-    """evaluation.decoding -> chat kwargs; greedy is temperature 0 (top_p does not matter then)."""
-    settings: dict[str, Any] = {"max_tokens": int(decoding["max_new_tokens"])}
-    if decoding.get("do_sample"):
-        settings.update(temperature=float(decoding["temperature"]), top_p=float(decoding["top_p"]))
-    else:
-        settings["temperature"] = 0.0
-    return settings
 
 
 def _suffix_of(job: Any) -> str | None:
@@ -537,23 +443,3 @@ def _is_create_post(error: Any) -> bool:
     except Exception:  # noqa: BLE001 - an error without its request: assume the worst
         return True
     return request.method == "POST" and request.url.path.rstrip("/").endswith("/fine-tunes")
-
-
-def _provider_message(error: Any) -> str:
-    body = getattr(error, "body", None)
-    if isinstance(body, Mapping):
-        inner = body.get("error", body)
-        if isinstance(inner, Mapping) and inner.get("message"):
-            return str(inner["message"])
-        if isinstance(inner, str):
-            return inner
-    return _first_line(error)
-
-
-def _describe(error: Exception) -> str:
-    status = getattr(error, "status_code", None)
-    return f"{status} {type(error).__name__}" if status else type(error).__name__
-
-
-def _first_line(error: Exception) -> str:
-    return (str(error).strip().splitlines() or [type(error).__name__])[0]

@@ -73,20 +73,21 @@ def answer_accuracy_fn(fmt: Any, held_out: list[Any], tokenizer: Any, cfg: DictC
 def pretrain(cfg: DictConfig, run_dir: Path, session: Any = None) -> TrainingReport:
     import lightning.pytorch as pl
     import torch
-    from lightning.pytorch.callbacks import ModelCheckpoint
 
-    from thinker.backends.local.backend import (
-        _quiet_lightning,
-        checkpoint_interval,
-        resume_checkpoint,
-        save_weights_atomically,
+    from thinker.backends.local.backend import _quiet_lightning, checkpoint_interval, save_weights_atomically
+    from thinker.backends.local.checkpointing import (
+        LOAD_WEIGHTS_ONLY,
+        AtomicCheckpointIO,
+        GracefulStop,
+        periodic_checkpoints,
     )
-    from thinker.backends.local.checkpointing import AtomicCheckpointIO, GracefulStop
     from thinker.backends.local.progress import progress_callbacks
+    from thinker.backends.local.resume import resume_checkpoint
     from thinker.models.loading import count_parameters, load_causal_lm, load_tokenizer, resolve_model_path
     from thinker.pretraining.blocks import collate, to_blocks
     from thinker.pretraining.module import PretrainModule
-    from thinker.tracking.mlflow_logger import BatchedMlflowLogger
+    from thinker.resume_command import resume_command
+    from thinker.tracking.mlflow_logger import BatchedMlflowLogger, session_logger
     from thinker.tracking.mlflow_run import log_params
 
     _quiet_lightning()
@@ -124,10 +125,9 @@ def pretrain(cfg: DictConfig, run_dir: Path, session: Any = None) -> TrainingRep
 
     ckpt_dir = run_dir / CHECKPOINTS
     stopper = GracefulStop(ckpt_dir)
-    checkpoints = ModelCheckpoint(dirpath=ckpt_dir, filename="step{step:06d}", auto_insert_metric_name=False,
-                                  every_n_train_steps=every, save_top_k=int(cfg.trainer.save_total_limit),
-                                  monitor="step", mode="max", save_last=True)
-    logger = BatchedMlflowLogger(session.client, session.run_id) if session is not None else False
+    checkpoints = periodic_checkpoints(ckpt_dir, every, int(cfg.trainer.save_total_limit))
+    # resumed: what the interrupted run already logged is not logged again (one point per step)
+    logger = session_logger(session, bool(cfg.resume))
     trainer = pl.Trainer(
         accelerator="gpu" if str(cfg.trainer.accelerator) == "gpu" else "cpu", devices=1,
         max_steps=steps, max_epochs=-1 if max_steps > 0 else int(cfg.trainer.epochs),
@@ -141,7 +141,8 @@ def pretrain(cfg: DictConfig, run_dir: Path, session: Any = None) -> TrainingRep
              "every %d", steps, batch, length, len(train_ex), len(held_out), every)
     ckpt = resume_checkpoint(run_dir) if cfg.resume else None
     started = time.perf_counter()
-    trainer.fit(module, train_dataloaders=loader, val_dataloaders=val_loader, ckpt_path=str(ckpt) if ckpt else None)
+    trainer.fit(module, train_dataloaders=loader, val_dataloaders=val_loader, ckpt_path=str(ckpt) if ckpt else None,
+                weights_only=LOAD_WEIGHTS_ONLY)
     seconds = time.perf_counter() - started
     if val_loader is not None and not stopper.requested and (not module.val_history
                                                               or module.val_history[-1][0] != trainer.global_step):
@@ -151,8 +152,7 @@ def pretrain(cfg: DictConfig, run_dir: Path, session: Any = None) -> TrainingRep
     if stopper.requested:
         raise ThinkerError(f"pretraining stopped by {stopper.requested} at step {trainer.global_step}; "
                            "checkpoint saved", f"{ckpt_dir / 'last.ckpt'}",
-                           f"continue with: python launch.py <same overrides> hydra.run.dir={run_dir} resume=true",
-                           stage="train", code=ExitCode.INTERRUPTED)
+                           f"continue with: {resume_command(run_dir)}", stage="train", code=ExitCode.INTERRUPTED)
 
     metrics: dict[str, float] = {"total_params": float(total), "trainable_params": float(trainable),
                                  "optimizer_steps": float(trainer.global_step),

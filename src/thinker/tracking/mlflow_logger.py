@@ -4,6 +4,10 @@ Per-step metrics are buffered and sent with MlflowClient.log_batch(synchronous=F
 `flush_every` steps (or seconds), so logging costs a training step almost nothing; the time spent inside
 log_metrics is measured and reported as `logging_overhead_fraction`. finalize() flushes, waits for the
 writes; the run itself stays open for the pipeline's later stages and is closed by MlflowSession.
+
+A resumed run logs into the interrupted run's MLflow run, and trains again the steps after its checkpoint
+that the interrupted run had already logged: `logged_through` (logged_steps()) holds, per metric, the last
+step the run has, and points up to it are dropped, so every step keeps exactly one point.
 """
 
 from __future__ import annotations
@@ -15,9 +19,26 @@ from lightning.pytorch.loggers.logger import Logger
 from lightning.pytorch.utilities import rank_zero_only
 
 
+def logged_steps(client, run_id: str) -> dict[str, int]:
+    """The last step each metric of the run already has a point at."""
+    metrics = client.get_run(run_id).data.metrics
+    return {key: max(m.step for m in client.get_metric_history(run_id, key)) for key in metrics}
+
+
+def session_logger(session: Any, resuming: bool) -> BatchedMlflowLogger | bool:
+    """The training loop's logger for an MLflow session (False without one: Lightning's "no logger"); when
+    `resuming`, it leaves out what the interrupted run already logged."""
+    if session is None:
+        return False
+    logged = logged_steps(session.client, session.run_id) if resuming else {}
+    return BatchedMlflowLogger(session.client, session.run_id, logged_through=logged)
+
+
 class BatchedMlflowLogger(Logger):
-    def __init__(self, client, run_id: str, flush_every: int = 20, flush_seconds: float = 5.0):
+    def __init__(self, client, run_id: str, flush_every: int = 20, flush_seconds: float = 5.0,
+                 logged_through: dict[str, int] | None = None):
         super().__init__()
+        self.logged_through = dict(logged_through or {})
         self._client = client
         self._run_id = run_id
         self._flush_every = flush_every
@@ -54,10 +75,11 @@ class BatchedMlflowLogger(Logger):
 
         start = time.perf_counter()
         now_ms = int(time.time() * 1000)
+        step = int(step or 0)
         for key, value in metrics.items():
-            if key == "epoch":
+            if key == "epoch" or step <= self.logged_through.get(key, -1):
                 continue
-            self._buffer.append(Metric(key=key, value=float(value), timestamp=now_ms, step=int(step or 0)))
+            self._buffer.append(Metric(key=key, value=float(value), timestamp=now_ms, step=step))
         if len(self._buffer) >= self._flush_every or time.monotonic() - self._last_flush > self._flush_seconds:
             self.flush(wait=False)
         self.seconds_in_logging += time.perf_counter() - start

@@ -19,7 +19,6 @@ from thinker.backends import Backend, Generate, TrainingReport, WeightsRef
 from thinker.errors import ExitCode, ThinkerError
 from thinker.paths import resolve_input
 from thinker.tracking.atomic import atomic_directory
-from thinker.tracking.run_record import RECORD_NAME
 
 log = logging.getLogger("thinker")
 
@@ -164,27 +163,6 @@ def _evaluated_at(module: Any, step: int) -> bool:
     return bool(module.val_history) and module.val_history[-1][0] == step
 
 
-def resume_checkpoint(run_dir: Path) -> Path | None:
-    """last.ckpt of an interrupted run; None when it stopped before its first checkpoint.
-
-    The pipeline has already checked that `run_dir` holds the interrupted run's record (so a run that
-    crashed before any checkpoint restarts from scratch into the same MLflow run); without a record either,
-    there is nothing to resume.
-    """
-    last = run_dir / CHECKPOINTS / "last.ckpt"
-    if last.exists():
-        return last
-    if (run_dir / RECORD_NAME).exists():
-        log.warning("resume=true: %s has no checkpoint yet; training restarts from step 0 in the same run", run_dir)
-        return None
-    raise ThinkerError(
-        f"resume=true but there is no checkpoint at {last}",
-        "resume",
-        "pass hydra.run.dir=<the interrupted run's folder> with resume=true, or drop resume",
-        stage="train",
-    )
-
-
 def _quiet_lightning() -> None:
     """Lightning adds its own console handler; Hydra's root handler already prints (and files) its records."""
     for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
@@ -207,16 +185,22 @@ def train(cfg: DictConfig, run_dir: Path, session: Any = None, callbacks: tuple 
     """Fine-tune per `cfg` into `run_dir`. `callbacks`: extra Lightning callbacks (tools and tests)."""
     import lightning.pytorch as pl
     import torch
-    from lightning.pytorch.callbacks import ModelCheckpoint
 
-    from thinker.backends.local.checkpointing import AtomicCheckpointIO, GracefulStop
+    from thinker.backends.local.checkpointing import (
+        LOAD_WEIGHTS_ONLY,
+        AtomicCheckpointIO,
+        GracefulStop,
+        periodic_checkpoints,
+    )
     from thinker.backends.local.datamodule import FineTuneDataModule
     from thinker.backends.local.module import FineTuneModule
     from thinker.backends.local.progress import progress_callbacks
+    from thinker.backends.local.resume import resume_checkpoint
     from thinker.data.prepare import prepare_training_data
     from thinker.models.adapter_weights import training_start_point
     from thinker.models.loading import count_parameters, load_causal_lm, load_tokenizer, resolve_model_path
-    from thinker.tracking.mlflow_logger import BatchedMlflowLogger
+    from thinker.resume_command import resume_command
+    from thinker.tracking.mlflow_logger import BatchedMlflowLogger, session_logger
 
     method = str(cfg.method.name)
     if method == "pretrain":
@@ -268,16 +252,14 @@ def train(cfg: DictConfig, run_dir: Path, session: Any = None, callbacks: tuple 
     ckpt_dir = run_dir / CHECKPOINTS
     stopper = GracefulStop(ckpt_dir)
     # save_total_limit periodic checkpoints are kept (newest first); last.ckpt is always kept for resume
-    periodic = ModelCheckpoint(
-        dirpath=ckpt_dir, filename="step{step:06d}", auto_insert_metric_name=False,
-        every_n_train_steps=every, save_top_k=int(cfg.trainer.save_total_limit), monitor="step", mode="max",
-        save_last=True,
-    )
+    periodic = periodic_checkpoints(ckpt_dir, every, int(cfg.trainer.save_total_limit))
     all_callbacks: list[Any] = [stopper, periodic, *progress_callbacks(cfg.trainer), *callbacks]
-    logger = BatchedMlflowLogger(session.client, session.run_id) if session is not None else False
-    if session is not None:
-        session.log_metrics({"trainable_params": trainable, "total_params": total,
-                             "train_examples": prepared.read_train_examples, "train_tokens": st.tokens})
+    # resumed: what the interrupted run already logged is not logged again (one point per step)
+    logger = session_logger(session, bool(cfg.resume))
+    if isinstance(logger, BatchedMlflowLogger):
+        sizes = {"trainable_params": trainable, "total_params": total,
+                 "train_examples": prepared.read_train_examples, "train_tokens": st.tokens}
+        session.log_metrics({k: v for k, v in sizes.items() if k not in logger.logged_through})
     trainer = pl.Trainer(
         accelerator="gpu" if device == "cuda" else "cpu",
         devices=lightning_devices(cfg),
@@ -304,7 +286,8 @@ def train(cfg: DictConfig, run_dir: Path, session: Any = None, callbacks: tuple 
     log.info("training: %d optimizer steps of %s%d x %d rows, %s every %d", steps, ranks, grad_accum,
              int(cfg.trainer.batch_size), "held-out eval + checkpoint" if val_rows else "checkpoint", every)
     started = time.perf_counter()
-    trainer.fit(module, datamodule=data, ckpt_path=str(ckpt_path) if ckpt_path else None)
+    trainer.fit(module, datamodule=data, ckpt_path=str(ckpt_path) if ckpt_path else None,
+                weights_only=LOAD_WEIGHTS_ONLY)
     fit_seconds = time.perf_counter() - started
 
     if val_rows and not stopper.requested and not _evaluated_at(module, trainer.global_step):
@@ -326,8 +309,7 @@ def train(cfg: DictConfig, run_dir: Path, session: Any = None, callbacks: tuple 
         raise ThinkerError(
             f"training stopped by {stopper.requested} at step {trainer.global_step}; checkpoint saved",
             f"{ckpt_dir / 'last.ckpt'}",
-            f"continue with: python launch.py <same overrides> hydra.run.dir={run_dir} resume=true",
-            stage="train", code=ExitCode.INTERRUPTED,
+            f"continue with: {resume_command(run_dir)}", stage="train", code=ExitCode.INTERRUPTED,
         )
 
     gathered = None

@@ -4,6 +4,13 @@ AtomicCheckpointIO writes each checkpoint to a temporary file in the same folder
 place, so the newest complete checkpoint is always loadable. GracefulStop replaces the signal handlers
 for the duration of training: a signal sets a flag, and at the next batch boundary a checkpoint is saved
 and Lightning is asked to stop; the backend then closes the MLflow run as KILLED and exits non-zero.
+periodic_checkpoints is the ModelCheckpoint both local loops (fine-tuning and pretraining) save with;
+thinker.backends.local.resume picks the checkpoint a resumed run continues from.
+
+Loading and saving say `weights_only` explicitly (Lightning otherwise logs that it was not set): our
+checkpoints hold tensors and plain Python values only, so resume loads them with weights_only=True, which
+cannot run code from a file; the stop save writes a full checkpoint (weights_only=False: optimizer,
+schedule and loop states too), as ModelCheckpoint's saves do.
 """
 
 from __future__ import annotations
@@ -14,11 +21,24 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from thinker.tracking.atomic import atomic_write
 
 LAST = "last.ckpt"
+# what trainer.fit(weights_only=...) loads a resumed checkpoint with (see the module docstring)
+LOAD_WEIGHTS_ONLY = True
+
+
+def periodic_checkpoints(ckpt_dir: Path, every: int, keep: int) -> ModelCheckpoint:
+    """`stepNNNNNN.ckpt` every `every` steps, the newest `keep` kept, and last.ckpt always (for resume).
+
+    A step's file name is unique to its step, so a resumed run that reaches a step again overwrites that
+    step's file (enable_version_counter=False) rather than writing a `-v1` copy that nothing would delete."""
+    return ModelCheckpoint(dirpath=ckpt_dir, filename="step{step:06d}", auto_insert_metric_name=False,
+                           every_n_train_steps=every, save_top_k=keep, monitor="step", mode="max", save_last=True,
+                           enable_version_counter=False)
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -55,7 +75,7 @@ class GracefulStop(pl.Callback):
             if stop and self.requested is None:
                 self.requested = "a stop signal on another rank"
         if stop and not trainer.should_stop:
-            trainer.save_checkpoint(self.checkpoint_dir / LAST)
+            trainer.save_checkpoint(self.checkpoint_dir / LAST, weights_only=False)
             trainer.should_stop = True
 
     def restore_handlers(self) -> None:

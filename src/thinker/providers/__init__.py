@@ -2,7 +2,10 @@
 
 - adapter.py: the adapter contract (capabilities, validate, translate, start, status) and its types
   (docs/decisions/0003-universal-job-configuration.md);
+- capabilities.py: what a provider supports and what validation finds (the types adapter and checks share);
 - checks.py: the checks every provider shares, driven by its capabilities;
+- sdk_adapter.py: the plumbing of the providers reached through a Stainless-generated SDK (client and key
+  check, call errors, the create POST, chat), so a provider module keeps only what is its own;
 - upload_format.py: our data as the provider's upload file (chat messages JSONL), checked against its limits;
 - flow.py: validate -> convert -> upload -> reattach or create -> poll -> mirror into MLflow -> result;
 - jobs_ledger.py: the jobs this project started (`thinker jobs`);

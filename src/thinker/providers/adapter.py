@@ -12,7 +12,8 @@ Contract for a subclass:
 - `upload(path, purpose)`, `find_job(job)`, `create(payload, job)`, `status(job_id)`, `cancel(job_id)`,
   `chat(model, prompts, decoding)`: the SDK calls. `start(job, files)` combines find/translate/create.
 
-SDK imports happen inside methods: instantiating an adapter (at config check) imports nothing heavy. Keys are
+Providers reached through an official SDK subclass thinker.providers.sdk_adapter.SdkAdapter, which makes
+these calls' clients and errors the same for all of them. SDK imports happen inside methods: instantiating an adapter (at config check) imports nothing heavy. Keys are
 read from the environment when a client is made and never stored in anything that is logged or recorded.
 """
 

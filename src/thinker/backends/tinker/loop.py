@@ -144,12 +144,14 @@ class TinkerTrainer:
                 self.run_steps()
                 break
             except KeyboardInterrupt:
+                from thinker.resume_command import resume_command
+
                 last = self.ledger.last_state()
                 raise ThinkerError(
                     f"training stopped by SIGINT at step {self.progress.step}; the last saved state is from step "
                     f"{last.step if last else 0}", str(self.ledger.file),
-                    f"continue with: python launch.py <same overrides> hydra.run.dir={self.run_dir} resume=true",
-                    stage="train", code=ExitCode.INTERRUPTED) from None
+                    f"continue with: {resume_command(self.run_dir)}", stage="train",
+                    code=ExitCode.INTERRUPTED) from None
             except Exception as error:  # noqa: BLE001 - sorted by recoverable() below
                 if not recoverable(error):
                     raise

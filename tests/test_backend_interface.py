@@ -110,7 +110,7 @@ def test_a_backend_whose_module_is_missing_fails_at_config_check():
 
 
 def test_a_backend_that_has_not_landed_says_so_at_config_check():
-    cfg = compose(["backend._target_=thinker.backends.NotLandedBackend"])
+    cfg = compose(["backend._target_=support.backends.NotLandedBackend"])
     with pytest.raises(ThinkerError) as info:
         check_config(cfg, env={})
     assert info.value.exit_code == ExitCode.NOT_AVAILABLE and "not available yet" in str(info.value)

@@ -369,10 +369,11 @@ def _save_tiny_qwen(folder: Path) -> Path:
 
 
 def test_registry_entries_load_through_their_architectures_adapter(tmp_path):
+    from thinker.models.adapter_weights import training_start_point
     from thinker.models.adapters import get_adapter
     from thinker.models.adapters.cognate import CognateAdapter
     from thinker.models.adapters.hf_causal import HFCausalLMAdapter
-    from thinker.models.loading import load_causal_lm, load_registered
+    from thinker.models.loading import load_causal_lm, load_model_adapter
     from thinker.models.registry import Registry, RegistryEntry
     from thinker.models.registry_options import model_config_for
 
@@ -385,7 +386,12 @@ def test_registry_entries_load_through_their_architectures_adapter(tmp_path):
             supports_4bit=get_adapter(a).supports_4bit))
 
     ids = batch(2, 8)
-    loaded = {name: load_registered(name, registry=registry) for name in ("my-cognate", "my-qwen")}
+
+    def load_registered(name):  # a LoRA fine-tune's folder holds an adapter: its merged weights are loaded
+        entry = registry.get(name)
+        return load_model_adapter(training_start_point(entry.local_path), family=entry.architecture)
+
+    loaded = {name: load_registered(name) for name in ("my-cognate", "my-qwen")}
     assert type(loaded["my-cognate"]) is CognateAdapter and type(loaded["my-qwen"]) is HFCausalLMAdapter
     for adapter in loaded.values():
         out = adapter.forward(ids, labels=ids)

@@ -145,10 +145,10 @@ def test_loss_parity_with_the_local_backend(server, models_dir, tmp_path, monkey
 
 
 def test_injected_5xx_and_429_answers_are_retried_and_nothing_is_lost(models_dir, tmp_path):
-    from thinker.tinker_serve.server import start_in_thread
+    from support.faults import start_with_faults
 
     faults = "forward_backward=503x2,optim_step=429x2,save_weights=500x1,asample=503x1"
-    with start_in_thread("tiny-qwen", tmp_path / "state", faults=faults) as srv:
+    with start_with_faults("tiny-qwen", tmp_path / "state", faults=faults) as srv:
         out = launch(["backend=tinker", "trainer.max_steps=4", "trainer.evaluations=2", "hydra.run.dir=run", *SHORT],
                      cwd=tmp_path, env=run_env(srv.base_url, models_dir))
         assert out.returncode == 0, out.stderr[-3000:]

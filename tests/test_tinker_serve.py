@@ -44,9 +44,9 @@ def state_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def server(private_models_dir, state_dir):
-    from thinker.tinker_serve.server import start_in_thread
+    from support.faults import start_with_faults
 
-    with start_in_thread(models=["tiny-qwen"], state_dir=state_dir) as running:
+    with start_with_faults(models=["tiny-qwen"], state_dir=state_dir) as running:
         yield running
 
 
@@ -739,7 +739,7 @@ def test_injected_503_and_429_are_retried_by_the_sdk(server, service, batch):
 
 
 def test_fault_spec_parsing():
-    from thinker.tinker_serve.faults import FaultInjector, parse_faults
+    from support.faults import FaultInjector, parse_faults
 
     faults = parse_faults("forward_backward=503x2, /api/v1/optim_step=429x1")
     assert {k: (f.status, f.remaining) for k, f in faults.items()} == {"forward_backward": (503, 2),
@@ -759,8 +759,9 @@ def test_cli_help(capsys):
         main(["tinker-serve", "--help"])
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
-    for option in ("--port", "--models", "--state-dir", "--device", "--dtype", "--faults", "THINKER_SERVE_API_KEYS"):
+    for option in ("--port", "--models", "--state-dir", "--device", "--dtype", "THINKER_SERVE_API_KEYS"):
         assert option in out
+    assert "--faults" not in out  # fault injection is the tests' (tests/support/faults.py), not the product's
 
 
 def test_cli_refuses_a_port_in_use_with_one_error_line(capsys, private_models_dir):

@@ -251,10 +251,6 @@ _parent_uri: str | None = None  # the parent's tracking URI, unmasked (this proc
 _storage: str | None = None  # an Optuna sweep's study storage URL, unmasked (this process only)
 
 
-def last_outcome() -> SweepOutcome | None:
-    return _last
-
-
 def report() -> SweepOutcome | None:
     """Summarise the sweep this process launched (once): the summary files, the parent run's outcome, then the
     `sweep:` line; None outside a sweep."""

@@ -6,7 +6,7 @@ connection while a client polls), and inject faults per route.
         server.faults.arm("create_job=503x2")    # the next 2 create_job requests answer 503 (Retry-After: 0)
         server.stop(); server.start()            # same port, same app state: the connection drops meanwhile
 
-Handlers call `server.faults.take("<route>")` (thinker.tinker_serve.faults.FaultInjector) and answer its status
+Handlers call `server.faults.take("<route>")` (support.faults.FaultInjector) and answer its status
 with `fault_response(status)` before doing any work.
 """
 
@@ -17,7 +17,7 @@ import threading
 import time
 from typing import Any
 
-from thinker.tinker_serve.faults import FaultInjector
+from support.faults import FaultInjector
 
 
 def free_port() -> int:

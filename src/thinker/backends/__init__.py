@@ -24,7 +24,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from thinker.errors import NotAvailableYet, ThinkerError
+from thinker.errors import ThinkerError
 
 Generate = Callable[[list[str]], list[str]]
 
@@ -104,13 +104,6 @@ class Backend:
             raise ThinkerError("the run produced no weights to evaluate", f"backend={self.name}",
                                "train first (stage=train or stage=run)", stage="eval")
         return report.weights
-
-
-class NotLandedBackend(Backend):
-    """A backend whose option composes but whose code comes in a later release: refused at config check."""
-
-    def check(self, cfg: DictConfig, env: Mapping[str, str]) -> None:
-        raise NotAvailableYet(f"backend={self.name}", f"the {self.name} training backend", "use backend=local for now")
 
 
 def instantiate_backend(cfg: DictConfig) -> Backend:

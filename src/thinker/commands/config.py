@@ -41,12 +41,6 @@ def _resolved(cfg: Any, node: Any, path: str) -> Any:
     return value
 
 
-def resolved_config(overrides: list[str]) -> dict[str, Any]:
-    """The config for `overrides` as plain data, every interpolation resolved (Hydra runtime keys None)."""
-    cfg = compose_config(overrides)
-    return _resolved(cfg, cfg, "")
-
-
 def show(overrides: list[str]) -> int:
     """Print the resolved config as YAML, secrets masked; a bad override is one `[thinker] error:` line and
     exit code 2."""

@@ -16,17 +16,14 @@ EPILOG = """\
 examples:
   thinker tinker-serve                                  # tiny-qwen on http://127.0.0.1:8000
   thinker tinker-serve --models tiny-qwen,qwen-0.5b --port 8001
-  TINKER_BASE_URL=http://127.0.0.1:8000 TINKER_API_KEY=tml-local python my_tinker_loop.py
-
-testing aid: --faults (or THINKER_SERVE_FAULTS) "forward_backward=503x2,optim_step=429x1" answers the first
-N requests of a route with that HTTP status; the tinker SDK retries them."""
+  TINKER_BASE_URL=http://127.0.0.1:8000 TINKER_API_KEY=tml-local python my_tinker_loop.py"""
 
 
 def _serve(args: argparse.Namespace) -> int:
     from thinker.tinker_serve.server import ServeOptions, parse_models, serve_forever
 
     options = ServeOptions(models=parse_models(args.models), state_dir=Path(args.state_dir), host=args.host,
-                           port=args.port, device=args.device, dtype=args.dtype, faults=args.faults)
+                           port=args.port, device=args.device, dtype=args.dtype)
     return serve_forever(options)
 
 
@@ -51,6 +48,4 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="where the models run (default auto: cuda when available)")
     parser.add_argument("--dtype", choices=["fp32", "bf16"], default=None,
                         help="weights dtype (default fp32 on cpu, bf16 on cuda)")
-    parser.add_argument("--faults", default=None, metavar="ROUTE=STATUSxN,...",
-                        help="testing aid: answer the first N requests of a route with an HTTP error")
     parser.set_defaults(func=_serve)

@@ -117,25 +117,6 @@ def load_model_adapter(path_or_id: str, *, family: str | None = None, method: st
     return adapter_for(path_or_id, family).load(str(path_or_id), method=method, quant=quant, **kwargs)
 
 
-def load_registered(name: str, *, method: str = "full", quant: Mapping[str, Any] | None = None,
-                    dtype: str = "fp32", registry: Any = None) -> Any:
-    """A registry model through the adapter of its `architecture`: a Cognate entry and a Qwen entry take the
-    same path. A LoRA fine-tune's folder holds an adapter, so its merged weights (cached) are loaded."""
-    from thinker.models.adapter_weights import training_start_point
-    from thinker.models.registry import Registry
-
-    entry = (registry or Registry()).get(name)
-    if not entry.local_path:
-        raise ThinkerError(
-            f"registry model {name} has remote weights ({entry.weights_uri})",
-            f"model={name}",
-            "use it through the backend that made it (e.g. backend=tinker)",
-            stage="train",
-        )
-    path = training_start_point(entry.local_path)
-    return load_model_adapter(path, family=entry.architecture, method=method, quant=quant, dtype=dtype)
-
-
 def bnb_4bit_config(quant: Mapping[str, Any]) -> Any:
     from transformers import BitsAndBytesConfig
 

@@ -9,14 +9,13 @@ on this machine: LoRA training with Tinker's losses and AdamW, checkpoints on di
 
 Modules, one job each:
     errors       the errors a request can fail with (user / not found / server)
-    faults       THINKER_SERVE_FAULTS: answer the first N requests of a route with an error (a testing aid)
     wire         protobuf / JSON request decoding and response encoding
     futures      the future registry (long-poll) and the per-model worker that runs requests in seq-id order
     engine       base models, LoRA, Tinker's losses, AdamW
     checkpoints  the state folder: training runs, tinker:// paths, saved weights and optimizer state
     sampling     sampling sessions and generation
     service      the server's state and operations, independent of HTTP
-    app          the FastAPI routes, API-key check and fault injection
+    app          the FastAPI routes and the API-key check
     server       start and stop: in a thread (tests), as a subprocess, or in the foreground (the CLI)
 
 Importing this package is light; torch, transformers, peft and fastapi load in the modules that need them.

@@ -1,4 +1,4 @@
-"""The HTTP routes of the tinker protocol (SDK 0.38), the API-key check and fault injection.
+"""The HTTP routes of the tinker protocol (SDK 0.38) and the API-key check.
 
 Every request needs an `X-API-Key` that starts with `tml-` (or, when THINKER_SERVE_API_KEYS lists keys, one
 of those); otherwise 401 with a JSON error. Keys are compared, never logged. Routes the SDK has but this
@@ -20,8 +20,6 @@ from fastapi.responses import JSONResponse, Response
 
 from thinker.tinker_serve import wire
 from thinker.tinker_serve.errors import PayloadTooLarge, ServeError, UserError
-from thinker.tinker_serve.faults import ENV as FAULTS_ENV
-from thinker.tinker_serve.faults import FaultInjector
 from thinker.tinker_serve.futures import FutureEntry
 from thinker.tinker_serve.service import TinkerService
 
@@ -56,7 +54,7 @@ def key_accepted(key: str | None, allowed: set[str] | None) -> bool:
     return key.startswith(KEY_PREFIX) and len(key) > len(KEY_PREFIX)
 
 
-def create_app(service: TinkerService, *, faults: FaultInjector, api_keys: set[str] | None = None,
+def create_app(service: TinkerService, *, api_keys: set[str] | None = None,
                long_poll_s: float = 20.0) -> FastAPI:
     state = {"stopping": False}
 
@@ -76,10 +74,6 @@ def create_app(service: TinkerService, *, faults: FaultInjector, api_keys: set[s
             which = f"one of the keys in {KEYS_ENV}" if api_keys else f"a key that starts with {KEY_PREFIX}"
             return _error(401, f"missing or rejected X-API-Key: this thinker tinker-serve accepts {which} "
                                "(pass api_key= to tinker.ServiceClient, or set TINKER_API_KEY)")
-        status = faults.take(path.rstrip("/").rsplit("/", 1)[-1])
-        if status is not None:
-            headers = {"Retry-After": "0"} if status == 429 else None
-            return _error(status, f"injected fault ({FAULTS_ENV})", "server", headers)
         return await call_next(request)
 
     @app.exception_handler(ServeError)

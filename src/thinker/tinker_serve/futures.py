@@ -139,7 +139,6 @@ class SequencedWorker:
         self._tiebreak = itertools.count()
         self._next = next_seq
         self._highest = next_seq - 1
-        self._seen: set[int] = set()
         self._stopped = False
         self._draining = False
         self._thread = threading.Thread(target=self._loop, name=f"tinker-serve {name}", daemon=True)
@@ -150,21 +149,11 @@ class SequencedWorker:
         with self._cond:
             return self._highest + 1 if seq_id is None else int(seq_id)
 
-    def already_taken(self, seq_id: int) -> bool:
-        """True if a request with this seq id was submitted (or has run) already."""
-        with self._cond:
-            return seq_id < self._next or seq_id in self._seen
-
     def submit(self, seq_id: int, job: Callable[[], None]) -> None:
         with self._cond:
-            self._seen.add(seq_id)
             self._highest = max(self._highest, seq_id)
             heapq.heappush(self._heap, (seq_id, next(self._tiebreak), job))
             self._cond.notify_all()
-
-    def waiting_for(self) -> int:
-        with self._cond:
-            return self._next
 
     def stop(self, drain: bool = False) -> None:
         """Stop the thread: at once, or (`drain`) once every job that can run has run."""
@@ -185,7 +174,6 @@ class SequencedWorker:
                 if self._stopped:
                     return
                 seq_id, _, job = heapq.heappop(self._heap)
-                self._seen.discard(seq_id)
                 self._next = max(self._next, seq_id + 1)
             try:
                 job()

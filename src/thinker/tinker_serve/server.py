@@ -48,9 +48,11 @@ class ServeOptions:
     port: int = 8000
     device: str = "auto"  # auto | cpu | cuda
     dtype: str | None = None  # fp32 | bf16; None: fp32 on cpu, bf16 on cuda
-    faults: str | None = None  # None: $THINKER_SERVE_FAULTS
     api_keys: set[str] | None = None  # None: $THINKER_SERVE_API_KEYS (comma-separated); empty: any tml- key
     long_poll_s: float = 20.0  # how long retrieve_future waits for a result before answering try_again
+    # ASGI middleware around the routes (starlette.middleware.Middleware, the last one outermost): a hook for
+    # embedding the server, e.g. the tests put their fault injection in front of it (tests/support/faults.py)
+    middleware: Sequence[Any] = ()
 
 
 def parse_models(text: str | Iterable[str]) -> list[str]:
@@ -114,16 +116,14 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def build(options: ServeOptions, model_configs: dict[str, Any]) -> tuple[Any, Any, Any]:
-    """Load the models and make (service, faults, app). Imports torch, transformers, peft and fastapi."""
+def build(options: ServeOptions, model_configs: dict[str, Any]) -> tuple[Any, Any]:
+    """Load the models and make (service, app). Imports torch, transformers, peft and fastapi."""
     from thinker.quiet import quiet_third_party
 
     quiet_third_party()
     from thinker.tinker_serve.app import create_app
     from thinker.tinker_serve.checkpoints import CheckpointStore
     from thinker.tinker_serve.engine import default_dtype, load_base_model, resolve_device
-    from thinker.tinker_serve.faults import ENV as FAULTS_ENV
-    from thinker.tinker_serve.faults import FaultInjector
     from thinker.tinker_serve.futures import FutureStore
     from thinker.tinker_serve.service import TinkerService
 
@@ -132,11 +132,6 @@ def build(options: ServeOptions, model_configs: dict[str, Any]) -> tuple[Any, An
     except ValueError as exc:
         raise ThinkerError(str(exc), f"--device {options.device}", "use --device cpu (or auto)") from exc
     dtype = options.dtype or default_dtype(device)
-    faults_text = options.faults if options.faults is not None else os.environ.get(FAULTS_ENV)
-    try:
-        faults = FaultInjector(faults_text)
-    except ValueError as exc:
-        raise ThinkerError(str(exc), f"--faults / {FAULTS_ENV}", "write route=STATUSxCOUNT, comma-separated") from exc
     store = CheckpointStore(Path(options.state_dir))
     bases, tokenizer_dirs = {}, {}
     for name, cfg in model_configs.items():
@@ -147,8 +142,10 @@ def build(options: ServeOptions, model_configs: dict[str, Any]) -> tuple[Any, An
         bases[name], tokenizer_dirs[name] = base, str(tokenizer_dir)
     service = TinkerService(bases, store, FutureStore(), tokenizer_dirs)
     keys = options.api_keys if options.api_keys is not None else api_keys_from_env()
-    app = create_app(service, faults=faults, api_keys=keys, long_poll_s=options.long_poll_s)
-    return service, faults, app
+    app = create_app(service, api_keys=keys, long_poll_s=options.long_poll_s)
+    for middleware in options.middleware:
+        app.add_middleware(middleware.cls, *middleware.args, **middleware.kwargs)
+    return service, app
 
 
 def _uvicorn_server(app: Any, on_ready: Any = None) -> Any:
@@ -192,7 +189,7 @@ def serve_forever(options: ServeOptions) -> int:
         log.warning("tinker-serve listens on %s: anyone who can reach this machine can use it with a tml- key; "
                     "set THINKER_SERVE_API_KEYS to restrict the keys", options.host)
     try:
-        service, _faults, app = build(options, model_configs)
+        service, app = build(options, model_configs)
         url = url_of(sock)
         server = _uvicorn_server(app, lambda: print(ready_line(url, list(model_configs), options.state_dir), flush=True))
         try:
@@ -214,7 +211,7 @@ class ThreadServer:
         self.sock = bind(options.host, options.port)
         self.base_url = url_of(self.sock)
         try:
-            self.service, self.faults, self.app = build(options, model_configs)
+            self.service, self.app = build(options, model_configs)
         except BaseException:
             self.sock.close()
             raise
@@ -256,17 +253,16 @@ class ThreadServer:
 
 def start_in_thread(models: Sequence[str] | str = DEFAULT_MODELS, state_dir: str | Path = DEFAULT_STATE_DIR, *,
                     host: str = "127.0.0.1", port: int = 0, device: str = "cpu", dtype: str | None = None,
-                    faults: str | None = "", api_keys: set[str] | None = None, long_poll_s: float = 20.0,
+                    api_keys: set[str] | None = None, long_poll_s: float = 20.0, middleware: Sequence[Any] = (),
                     timeout: float = 120.0) -> ThreadServer:
     """Start a server on a thread and return it once it answers (`.base_url`, `.stop()`, a context manager).
 
-    Defaults suit tests: a free port, the CPU, no injected faults unless `faults` says so, any tml- key unless
-    `api_keys` lists keys. The environment's THINKER_SERVE_FAULTS / THINKER_SERVE_API_KEYS are not read
-    (pass faults=None to read THINKER_SERVE_FAULTS).
+    Defaults suit tests: a free port, the CPU, any tml- key unless `api_keys` lists keys (the environment's
+    THINKER_SERVE_API_KEYS is not read); `middleware` wraps the routes (ServeOptions.middleware).
     """
     options = ServeOptions(models=parse_models(models), state_dir=Path(state_dir), host=host, port=port,
-                           device=device, dtype=dtype, faults=faults, api_keys=set(api_keys or ()),
-                           long_poll_s=long_poll_s)
+                           device=device, dtype=dtype, api_keys=set(api_keys or ()), long_poll_s=long_poll_s,
+                           middleware=tuple(middleware))
     return ThreadServer(options).start(timeout=timeout)
 
 

@@ -102,9 +102,24 @@ def test_limit_and_colour(capsys, data_file):
     assert "\x1b[1;35mCLAIM[c1]: Aspirin lowers fever." in out  # the largest weight's colour
 
 
-def test_chat_data_is_refused_in_one_line(capsys):
-    code, out, err = preview(capsys, "data=chat")
+@pytest.mark.usefixtures("private_models_dir")
+def test_chat_data_shows_the_template_with_masked_turns_and_trained_replies(capsys):
+    code, out, _ = preview(capsys, "data=chat", "-n", "1")
+    assert code == 0
+    block = example_block(out, 1)
+    # the rendered ChatML: system and user turns and each role header masked, the reply and its end trained
+    assert "[masked]<|im_start|>system\nYou extract claims" in block
+    assert "<|im_start|>user\nExtract the claims" in block
+    masked_header, trained = block.split("<|im_start|>assistant\n", 1)
+    assert masked_header.rfind("[masked]") > masked_header.rfind("{w=")  # the header is in a masked segment
+    assert trained.startswith("{w=1}CLAIM[c1]: ") and "<|im_end|>" in trained
+    assert "[masked]" not in trained.split("<|im_end|>", 1)[0]
+    assert int(stats_line(out)["trained_tokens"]) > 0
+
+
+def test_pretraining_data_is_refused_in_one_line(capsys):
+    code, out, err = preview(capsys, "data=hotpotqa")
     assert code == 2
     assert out == ""
     lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("[thinker] error: data.format=chat is not trainable locally")
+    assert len(lines) == 1 and lines[0].startswith("[thinker] error: data.format=multihop_qa is not trainable")

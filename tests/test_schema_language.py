@@ -583,21 +583,31 @@ def test_an_unimportable_validator_is_one_error_line_from_the_launcher(tmp_path)
     assert len(lines) == 1 and lines[0].startswith("[thinker] error: data.schema field 'prompt': validator"), out.stderr
 
 
-# ---------------------------------------------------------------- chat data and the local backend
+# ---------------------------------------------------------------- which backend trains which data
 
 
+@pytest.mark.parametrize("backend", ["local", "tinker", "provider"])
 @pytest.mark.parametrize("stage", ["train", "run"])
-def test_chat_data_cannot_train_on_the_local_backend(stage):
-    found = list(rules.data_format_trainable_by_backend(compose(["data=chat", f"stage={stage}"]), {}))
-    assert len(found) == 1
-    assert "data.format=chat: backend=local trains prompt_completion" in found[0].what
-    error = config_error(["data=chat", f"stage={stage}"])
-    assert error.exit_code == ExitCode.CONFIG and "not chat" in error.what
+def test_chat_data_trains_on_every_backend(backend, stage):
+    assert not list(rules.data_format_trainable_by_backend(
+        compose(["data=chat", f"stage={stage}", f"backend={backend}"]), {}))
+
+
+def test_a_backend_refuses_a_format_it_does_not_list():
+    cfg = compose(["data=chat", "stage=train"])
+    cfg.backend.data_formats = ["prompt_completion"]
+    found = list(rules.data_format_trainable_by_backend(cfg, {}))
+    assert len(found) == 1 and "data.format=chat: backend=local trains prompt_completion" in found[0].what
+
+
+def test_an_unknown_data_format_is_one_config_error():
+    error = config_error(["data=jsonl", "data.path=data/sample/claims.jsonl", "data.format=tabular"])
+    assert error.exit_code == ExitCode.CONFIG and "data.format=tabular is not a data format" in error.what
 
 
 @pytest.mark.parametrize("overrides", [["data=chat", "stage=validate"], ["data=chat", "stage=eval"],
                                        ["data=sample", "stage=run"]])
-def test_chat_rule_lets_the_rest_through(overrides):
+def test_format_rule_lets_the_rest_through(overrides):
     assert not list(rules.data_format_trainable_by_backend(compose(overrides), {}))
 
 

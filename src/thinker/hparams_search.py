@@ -27,6 +27,8 @@ from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from thinker.tasks.base import HELDOUT_METRICS
+
 DIRECTIONS = ("minimize", "maximize")
 STUDY_FILE = "optuna.db"  # the default study storage, beside mlflow.db
 STORAGE_RESOLVER = "thinker_optuna_storage"
@@ -36,9 +38,6 @@ LR_RANGE_FACTOR = 10.0  # the searched learning rates: recommended_lr / 10 .. re
 LR_MAX = 1.0  # optimizer.lr's valid range is (0, 1] (thinker.config.ranges)
 
 TRAINING_METRICS = ("train_loss", "val_loss")
-HELDOUT_METRICS = ("heldout_loss", "perplexity")  # stage eval on data that is not claim extraction
-REASONING_METRICS = ("answer_accuracy", "answers")  # ... and on reasoning (GSM8K-style) data
-CLAIM_FORMAT = "claim_extraction"
 
 Problem = tuple[str, str, str]  # what, where, what to do
 
@@ -53,10 +52,11 @@ def objective_setting(cfg: Any) -> str | None:
     return str(name) if name else None
 
 
-def claim_metric_names() -> tuple[str, ...]:
-    from thinker.evaluation.metrics import METRIC_NAMES
+def data_task(cfg: Any) -> Any:
+    from thinker.tasks import task_of
 
-    return tuple(METRIC_NAMES)
+    data = OmegaConf.select(cfg, "data", default=None)
+    return task_of(data if data is not None else OmegaConf.create({"format": "prompt_completion"}))
 
 
 def produced_metrics(cfg: Any) -> tuple[list[str], dict[str, str]]:
@@ -65,10 +65,7 @@ def produced_metrics(cfg: Any) -> tuple[list[str], dict[str, str]]:
     stage = _value(cfg.stage)
     produced: list[str] = []
     missing: dict[str, str] = {}
-    data_format = _value(OmegaConf.select(cfg, "data.format", default="prompt_completion"))
-    eval_names = list(claim_metric_names() if data_format == CLAIM_FORMAT else HELDOUT_METRICS)
-    if data_format == "reasoning":
-        eval_names += REASONING_METRICS
+    eval_names = list(data_task(cfg).eval_metrics)  # what the data task's eval stage reports
     if stage == "validate":
         for name in [*TRAINING_METRICS, *eval_names]:
             missing[name] = "stage=validate trains and evaluates nothing"
@@ -108,7 +105,9 @@ def search_problems(cfg: Any) -> list[Problem]:
     objective = str(search.objective or "")
     produced, missing = produced_metrics(cfg)
     if objective not in produced:
-        choose = (f"choose one this run reports ({', '.join(produced)})" if produced
+        default = data_task(cfg).default_objective  # the data task's own choice, when this run reports it
+        choose = (f"choose one this run reports ({', '.join(produced)})"
+                  + (f", {default} is this data's default" if default in produced else "") if produced
                   else "search over stage=run or stage=train")
         if objective in missing:
             problems.append((f"hparams_search.objective={objective} is not reported by this run: "

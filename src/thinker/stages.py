@@ -348,8 +348,11 @@ def stage_eval(ctx: StageContext) -> None:
     if not ev.enabled:
         record.stage_update("eval", "skipped", reason="evaluation.enabled=false")
         return
-    if str(cfg.data.format) != CLAIM_FORMAT:
-        stage_eval_heldout(ctx)
+    from thinker.tasks import task_of
+
+    task = task_of(cfg.data)
+    if not task.scores_claims:
+        stage_eval_heldout(ctx, task)
         return
     if not ev.claims_file or not ev.corpus_file:
         raise ThinkerError("evaluation needs SciFact claims and corpus files", "evaluation.claims_file / corpus_file",
@@ -416,30 +419,28 @@ def record_claim_scores(ctx: StageContext, weights: str, samples: list[Any], res
                         **result.per_sample)
 
 
-CLAIM_FORMAT = "claim_extraction"  # the data format the SciFact claim metrics describe
-
-
-def stage_eval_heldout(ctx: StageContext) -> None:
-    """Data without SciFact-style claims: held-out loss and perplexity from training, plus final-answer
-    accuracy on the held-out split for reasoning (GSM8K-style) data."""
+def stage_eval_heldout(ctx: StageContext, task: Any) -> None:
+    """Data without SciFact-style claims: held-out loss and perplexity from training, plus the data task's
+    generation check on the held-out split when it has one (final-answer accuracy, chat replies)."""
     from thinker.backends import instantiate_backend
     from thinker.data.source import effective_data_path
-    from thinker.evaluation.heldout import answer_accuracy, heldout_examples, loss_metrics
+    from thinker.evaluation.heldout import generation_check, heldout_examples, loss_metrics
 
     cfg, record = ctx.cfg, ctx.record
     metrics = loss_metrics(record.metrics.get("val_loss"))
-    if str(cfg.data.format) == "reasoning":
+    if task.generation_metrics:
         report = weights_to_evaluate(ctx)
         backend = instantiate_backend(cfg)
         skip = backend.eval_skip_reason(report, cfg)
         if skip:
-            log.warning("answer accuracy skipped: %s", skip)
+            log.warning("the generation check (%s) is skipped: %s", ", ".join(task.generation_metrics), skip)
         else:
             examples = heldout_examples(cfg, effective_data_path(cfg, ctx.run_dir))
             record.stage_update("eval", "running", weights=report.weights.uri, samples=len(examples))
             try:
                 generate = backend.sampler(report, cfg)
-                metrics.update(answer_accuracy(examples, generate, int(cfg.evaluation.batch_size)))
+                metrics.update(generation_check(task, examples, generate, int(cfg.evaluation.batch_size),
+                                                lambda: eval_tokenizer(cfg)))
             finally:
                 backend.close()
     if not metrics:
@@ -455,6 +456,13 @@ def stage_eval_heldout(ctx: StageContext) -> None:
     if session is not None:
         session.log_metrics(metrics, step=last_step(record))
     record.stage_update("eval", "passed", metrics=metrics)
+
+
+def eval_tokenizer(cfg: DictConfig) -> Any:
+    """The model's tokenizer, for tasks whose prompts it renders (chat templates)."""
+    from thinker.data.preview import load_training_tokenizer
+
+    return load_training_tokenizer(cfg)
 
 
 def evaluation_device() -> str:

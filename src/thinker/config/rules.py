@@ -48,13 +48,33 @@ def pretrain_needs_buildable_model(cfg: DictConfig, env: Mapping[str, str]) -> I
         )
 
 
+def data_task_known(cfg: DictConfig, env: Mapping[str, str]) -> Iterator[Violation]:
+    # data.format (or data.task) names the task that reads, tokenises and evaluates the data (thinker.tasks)
+    from thinker.errors import ThinkerError
+    from thinker.tasks import task_of
+
+    try:
+        task_of(cfg.data)
+    except ThinkerError as error:
+        yield Violation(error.what, error.where, error.fix)
+
+
+def _task(cfg: DictConfig):  # noqa: ANN202 - a thinker.tasks.base.Task, or None when data_task_known objects
+    from thinker.errors import ThinkerError
+    from thinker.tasks import task_of
+
+    try:
+        return task_of(cfg.data)
+    except ThinkerError:
+        return None
+
+
 def pretrain_needs_reasoning_data(cfg: DictConfig, env: Mapping[str, str]) -> Iterator[Violation]:
     # pretraining has its own data processors (docs/decisions/0010-cognate-pretraining-path.md) (GSM8K, HotpotQA), not fine-tuning's formats
     if _s(cfg.method.name) != TrainingMethod.pretrain:
         return
-    from thinker.pretraining.reasoning_data import FORMATS
-
-    if _s(cfg.data.format) not in FORMATS:
+    task = _task(cfg)
+    if task is not None and not task.pretrains:
         yield Violation(
             f"method=pretrain trains on reasoning data, not data.format={_s(cfg.data.format)} (data={cfg.data.name})",
             "method, data",
@@ -275,11 +295,15 @@ def data_format_trainable_by_backend(cfg: DictConfig, env: Mapping[str, str]) ->
         return
     formats = cfg.backend.get("data_formats")
     stage, backend, fmt = _s(cfg.stage), _s(cfg.backend.name), str(cfg.data.format)
-    if formats is None or stage not in ("train", "run") or fmt in [str(f) for f in formats]:
+    task = _task(cfg)
+    # a task of the user's own (data.task) gives the backend tokens like any built-in one
+    restricted = formats is not None and not cfg.data.get("task") and fmt not in [str(f) for f in formats]
+    if stage not in ("train", "run") or task is None or (task.fine_tunes and not restricted):
         return
+    trains = (f"backend={backend} trains {', '.join(str(f) for f in formats)} data, not {fmt}" if restricted
+              else f"{task.describe()} is pretraining data, not fine-tuned")
     yield Violation(
-        f"data.format={fmt}: backend={backend} trains {', '.join(str(f) for f in formats)} data, not {fmt} "
-        f"(stage={stage} trains; the file can still be checked with stage=validate)",
+        f"data.format={fmt}: {trains} (stage={stage} trains; the file can still be checked with stage=validate)",
         f"data={cfg.data.name}, backend={backend}",
         "use stage=validate to check the file, or train on prompt/completion data (data=sample, data=jsonl)",
     )
@@ -310,6 +334,7 @@ RULES: list[Rule] = [
     evaluation_settings_valid,
     data_source_valid,
     input_files_regular,
+    data_task_known,
     data_schema_valid,
     data_format_trainable_by_backend,
     hparams_search_valid,

@@ -144,6 +144,8 @@ class DataConfig:
     name: str = MISSING
     path: str = MISSING  # JSONL file, one record per line
     format: str = "prompt_completion"  # prompt_completion | claim_extraction | reasoning | multihop_qa | chat
+    # a data task of your own: a module on PYTHONPATH defining TASK (thinker.tasks); null: data.format's task
+    task: str | None = None
     schema: list[SchemaField] = field(default_factory=list)
     max_examples: int | None = None  # validate (and train on) at most this many records
     # a longer line is a validation problem, not parsed (a huge record would crash the tokenizer later)

@@ -13,10 +13,10 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from thinker.data.examples import Example
 from thinker.data.packing import Row, pack_rows, single_rows
-from thinker.data.tokenize import LossWeights, TokenizedExample, tokenize_example
+from thinker.data.tokenize import TokenizedExample
 from thinker.errors import ThinkerError
+from thinker.tasks import Task, task_of
 
 log = logging.getLogger("thinker")
 
@@ -30,13 +30,11 @@ class TokenStats:
     rows: int
 
 
-def tokenize_all(tokenizer: Any, examples: list[Example], max_length: int, weights: LossWeights,
+def tokenize_all(task: Task, tokenizer: Any, examples: list[Any], max_length: int, data: Any,
                  train_on_inputs: bool) -> list[TokenizedExample]:
-    return [
-        tokenize_example(tokenizer, ex.prompt, ex.completion, max_length=max_length, weights=weights,
-                         train_on_inputs=train_on_inputs)
-        for ex in examples
-    ]
+    """The data task's tokens, labels and loss weights for each example (thinker.tasks)."""
+    return [task.tokenize(tokenizer, ex, max_length=max_length, data=data, train_on_inputs=train_on_inputs)
+            for ex in examples]
 
 
 def make_rows(tokenized: list[TokenizedExample], max_length: int, packed: bool) -> list[Row]:
@@ -66,19 +64,18 @@ class PreparedData:
 def prepare_training_data(cfg: DictConfig, run_dir: Path, tokenizer: Any, packed: bool) -> PreparedData:
     """The run's train / held-out rows. Held-out is empty with trainer.evaluations=0 (sweepers then use
     train_loss); an example whose completion max_seq_length cuts off entirely teaches nothing and is left out."""
-    from thinker.data.examples import read_examples, split_examples
+    from thinker.data.examples import split_examples
     from thinker.data.source import effective_data_path
 
-    examples = read_examples(effective_data_path(cfg, run_dir), cfg.data.prompt_field, cfg.data.completion_field,
-                             cfg.data.max_examples)
+    task = task_of(cfg.data)
+    examples = task.read(effective_data_path(cfg, run_dir), cfg.data, cfg.data.max_examples)
     train_ex, val_ex = split_examples(examples, float(cfg.data.validation_split), int(cfg.seed))
     if int(cfg.trainer.evaluations) == 0:
         val_ex = []
-    weights = LossWeights(float(cfg.data.claim_c1_weight), float(cfg.data.evidence_weight))
     max_len = int(cfg.trainer.max_seq_length)
     on_inputs = str(cfg.trainer.train_on_inputs) == "enabled"
-    train_tok = [t for t in tokenize_all(tokenizer, train_ex, max_len, weights, on_inputs) if t.trained_tokens]
-    val_tok = [t for t in tokenize_all(tokenizer, val_ex, max_len, weights, on_inputs) if t.trained_tokens]
+    train_tok = [t for t in tokenize_all(task, tokenizer, train_ex, max_len, cfg.data, on_inputs) if t.trained_tokens]
+    val_tok = [t for t in tokenize_all(task, tokenizer, val_ex, max_len, cfg.data, on_inputs) if t.trained_tokens]
     train_rows, val_rows = make_rows(train_tok, max_len, packed), make_rows(val_tok, max_len, packed)
     st = stats(train_tok, train_rows)
     log.info("data: %d train / %d held-out examples, %d tokens in %d rows (packing %s), %d truncated, "

@@ -68,13 +68,16 @@ def check_previewable(cfg: DictConfig) -> None:
     from thinker.config.check import check_complete
 
     check_complete(cfg)
+    from thinker.tasks import task_of
+
     fmt, trained = str(cfg.data.format), cfg.backend.get("data_formats")
-    if trained is not None and fmt not in [str(f) for f in trained]:  # what the backend declares it trains
+    fine_tuned = task_of(cfg.data).fine_tunes  # pretraining-only data has its own processors, not this view
+    if not fine_tuned or (trained is not None and fmt not in [str(f) for f in trained]):
         raise ThinkerError(
             f"data.format={fmt} is not trainable locally (backend={cfg.backend.name} trains "
             f"{', '.join(str(f) for f in trained)} data), so there is no training view of data={cfg.data.name}",
             f"data={cfg.data.name}",
-            "check the file with `thinker validate`, or preview prompt/completion data (data=sample, data=jsonl)",
+            "check the file with `thinker validate`, or preview fine-tuning data (data=sample, data=jsonl, data=chat)",
         )
 
 
@@ -93,18 +96,18 @@ def load_training_tokenizer(cfg: DictConfig) -> Any:
 
 
 def read_data(path: Path, cfg: DictConfig, limit: int | None) -> list[Any]:
-    from thinker.data.examples import read_examples
     from thinker.paths import check_input_file
+    from thinker.tasks import task_of
 
     check_input_file(path, "data.path", stage="validate")  # a named pipe would block the preview forever
     if not path.is_file():
         raise ThinkerError(f"data file {path} does not exist", f"data.path={cfg.data.path}",
                            "pass data.path=<a prompt/completion JSONL file>", stage="validate")
     try:
-        return read_examples(path, cfg.data.prompt_field, cfg.data.completion_field, limit)
+        return task_of(cfg.data).read(path, cfg.data, limit)
     except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError) as exc:
         raise ThinkerError(
-            f"{path} is not {cfg.data.prompt_field}/{cfg.data.completion_field} JSONL ({type(exc).__name__}: {exc})",
+            f"{path} is not data.format={cfg.data.format} JSONL ({type(exc).__name__}: {exc})",
             f"data.path={cfg.data.path}", "run `thinker validate` with the same overrides to see each bad line",
             stage="validate") from exc
 
@@ -208,8 +211,10 @@ def preview(overrides: list[str], n: int = 3, limit: int | None = None, color: b
 
     from thinker.backends.local.datamodule import make_rows, stats, tokenize_all
     from thinker.data.source import prepare_data
-    from thinker.data.tokenize import LossWeights, tokenize_example
+    from thinker.data.tokenize import LossWeights
+    from thinker.tasks import task_of
 
+    task = task_of(cfg.data)
     tokenizer = load_training_tokenizer(cfg)
     weights = LossWeights(float(cfg.data.claim_c1_weight), float(cfg.data.evidence_weight))
     max_len = int(cfg.trainer.max_seq_length)
@@ -227,19 +232,18 @@ def preview(overrides: list[str], n: int = 3, limit: int | None = None, color: b
           f"trainer.max_seq_length={max_len}, train_on_inputs={cfg.trainer.train_on_inputs}, "
           f"loss weights: CLAIM[c1] line {fmt_weight(weights.claim_c1)}, evidence lines {fmt_weight(weights.evidence)})",
           file=out)
-    tokenized_shown = tokenize_all(tokenizer, shown, max_len, weights, on_inputs)
+    tokenized_shown = tokenize_all(task, tokenizer, shown, max_len, cfg.data, on_inputs)
     all_segs = [segments(tokenizer, t.input_ids, t.labels, t.weights) for t in tokenized_shown]
     colours = weight_colours({s.weight for segs in all_segs for s in segs if s.weight is not MASKED})
     if shown:
         print(legend(color, colours), file=out)
     for i, (ex, tok, segs) in enumerate(zip(shown, tokenized_shown, all_segs, strict=True), start=1):
-        full = tokenize_example(tokenizer, ex.prompt, ex.completion, max_length=sys.maxsize, weights=weights,
-                                train_on_inputs=on_inputs)
+        full = task.tokenize(tokenizer, ex, max_length=sys.maxsize, data=cfg.data, train_on_inputs=on_inputs)
         print("\n".join(describe_example(i, tok, len(full), segs, max_len)), file=out)
         out.write(render_segments(segs, color, colours))
 
     # the dataset as training packs it: examples without a trained token are left out first
-    tokenized = tokenize_all(tokenizer, examples, max_len, weights, on_inputs)
+    tokenized = tokenize_all(task, tokenizer, examples, max_len, cfg.data, on_inputs)
     kept = [t for t in tokenized if t.trained_tokens]
     rows = make_rows(kept, max_len, packed)
     st = stats(kept, rows)

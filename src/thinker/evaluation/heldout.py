@@ -1,5 +1,5 @@
-"""Evaluation for data that is not SciFact claim extraction: held-out loss and perplexity, and for GSM8K-style
-reasoning data the final-answer accuracy on the held-out split. Claim metrics are never computed on data
+"""Evaluation for data that is not SciFact claim extraction: held-out loss and perplexity, and the data task's
+generation check on the held-out split (GSM8K-style final-answer accuracy, chat replies; thinker.tasks). Claim metrics are never computed on data
 they do not describe.
 """
 
@@ -30,24 +30,30 @@ def loss_metrics(val_loss: float | None) -> dict[str, float]:
     return {"heldout_loss": float(val_loss), "perplexity": math.exp(min(float(val_loss), 50.0))}
 
 
+def generation_check(task: Any, examples: list[Any], generate: Callable[[list[str]], list[str]], batch_size: int,
+                     tokenizer: Callable[[], Any] = lambda: None) -> dict[str, float]:
+    """The data task's generation metrics: each held-out example's prompt (as the task renders it) completed
+    through the backend's sampler, scored by the task."""
+    completions: list[str] = []
+    step = max(1, batch_size)
+    for start in range(0, len(examples), step):
+        completions += generate([task.generation_prompt(ex, tokenizer) for ex in examples[start : start + step]])
+    return task.score_generations(examples, completions)
+
+
 def answer_accuracy(examples: list[Any], generate: Callable[[list[str]], list[str]], batch_size: int) -> dict[str, float]:
     """Share of held-out examples whose generated final answer equals the gold one."""
-    from thinker.data.tokenize import render_prompt
+    from thinker.tasks.reasoning import TASK
 
-    correct = 0
-    for start in range(0, len(examples), max(1, batch_size)):
-        batch = examples[start : start + batch_size]
-        completions = generate([render_prompt(ex.prompt) for ex in batch])
-        correct += sum(1 for ex, out in zip(batch, completions, strict=True)
-                       if final_answer(out) is not None and final_answer(out) == final_answer(ex.completion))
-    return {"answers": float(len(examples)), "answer_accuracy": correct / len(examples) if examples else 0.0}
+    return generation_check(TASK, examples, generate, batch_size)
 
 
 def heldout_examples(cfg: Any, data_path: Any) -> list[Any]:
     """The held-out split exactly as training made it (same seed), first evaluation.max_samples of it."""
-    from thinker.data.examples import read_examples, split_examples
+    from thinker.data.examples import split_examples
+    from thinker.tasks import task_of
 
-    examples = read_examples(data_path, cfg.data.prompt_field, cfg.data.completion_field, cfg.data.max_examples)
+    examples = task_of(cfg.data).read(data_path, cfg.data, cfg.data.max_examples)
     _train, held_out = split_examples(examples, float(cfg.data.validation_split), int(cfg.seed))
     limit = cfg.evaluation.max_samples
     return held_out[:limit] if limit else held_out

@@ -2,8 +2,9 @@
 
 All three live providers accept this shape for supervised fine-tuning (OpenAI's chat format, Together's
 "conversational" format, Fireworks' messages format). The split is the one every backend uses
-(thinker.data.examples.split_examples with the run's seed), and the user turn is the prompt exactly as evaluation
-renders it, so a hosted fine-tune sees the same text as a local one and is scored on the same prompts.
+(thinker.data.examples.split_examples with the run's seed), and the data task writes each example's
+conversation (thinker.tasks: chat data as it is; a prompt as the user turn exactly as evaluation renders it),
+so a hosted fine-tune sees the same text as a local one and is scored on the same prompts.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from thinker.data.tokenize import render_prompt
 from thinker.errors import ThinkerError
 from thinker.providers.adapter import Capabilities
 from thinker.tracking.atomic import atomic_write_text
@@ -28,11 +28,6 @@ class UploadFiles:
     validation_examples: int
 
 
-def conversation(prompt: str, completion: str) -> dict:
-    return {"messages": [{"role": "user", "content": render_prompt(prompt)},
-                         {"role": "assistant", "content": completion}]}
-
-
 def write_jsonl(path: Path, rows: list[dict]) -> None:
     # written beside and renamed into place: never a half-written upload file
     atomic_write_text(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
@@ -40,11 +35,12 @@ def write_jsonl(path: Path, rows: list[dict]) -> None:
 
 def prepare_upload(cfg: DictConfig, run_dir: Path, caps: Capabilities) -> UploadFiles:
     """Write `<run>/provider/train.jsonl` (+ validation.jsonl) and check them against the provider's limits."""
-    from thinker.data.examples import read_examples, split_examples
+    from thinker.data.examples import split_examples
     from thinker.data.source import effective_data_path
+    from thinker.tasks import task_of
 
-    examples = read_examples(effective_data_path(cfg, run_dir), cfg.data.prompt_field, cfg.data.completion_field,
-                             cfg.data.max_examples)
+    task = task_of(cfg.data)  # chat data is uploaded as it is; prompt/completion as one user + assistant turn
+    examples = task.read(effective_data_path(cfg, run_dir), cfg.data, cfg.data.max_examples)
     train, held_out = split_examples(examples, float(cfg.data.validation_split), int(cfg.seed))
     where = f"provider={caps.provider}, data={cfg.data.name}"
     if len(train) < caps.min_examples:
@@ -52,11 +48,11 @@ def prepare_upload(cfg: DictConfig, run_dir: Path, caps: Capabilities) -> Upload
                            where, "add examples, or lower data.validation_split", stage="train")
     folder = run_dir / "provider"
     train_path = folder / "train.jsonl"
-    write_jsonl(train_path, [conversation(e.prompt, e.completion) for e in train])
+    write_jsonl(train_path, [task.conversation(e) for e in train])
     val_path = None
     if held_out and int(cfg.trainer.evaluations) > 0:
         val_path = folder / "validation.jsonl"
-        write_jsonl(val_path, [conversation(e.prompt, e.completion) for e in held_out])
+        write_jsonl(val_path, [task.conversation(e) for e in held_out])
     for path in filter(None, (train_path, val_path)):
         size = path.stat().st_size
         if caps.max_file_bytes is not None and size > caps.max_file_bytes:

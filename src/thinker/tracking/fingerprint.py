@@ -67,6 +67,7 @@ DATA_KEYS = (
     "claim_c1_weight",
     "evidence_weight",
     "source_format",  # scifact: the training file is converted from claims_file + corpus_file
+    "task",  # a task module of the user's own reads and tokenises the data (only when set)
 )
 
 # trainer.* keys that change the trained weights.
@@ -210,6 +211,8 @@ def _data_identity(cfg: DictConfig) -> dict[str, Any]:
     from thinker.paths import resolve_input
 
     out: dict[str, Any] = {key: _plain(_select(cfg, f"data.{key}")) for key in DATA_KEYS}
+    if out.get("task") is None:  # unset: the fingerprints from before the key existed stay what they were
+        del out["task"]
     if out.get("source_format"):
         for key in ("claims_file", "corpus_file"):
             configured = _select(cfg, f"data.{key}")

@@ -1,0 +1,43 @@
+"""Prompt/completion records ({"prompt": ..., "completion": ...}; the field names are data.prompt_field /
+data.completion_field): loss on the completion (docs/data.md)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from thinker.tasks.base import Task, read_jsonl
+
+
+class PromptCompletionTask(Task):
+    name = "prompt_completion"
+
+    def read(self, path: str | Path, data: Any, limit: int | None = None) -> list[Any]:
+        from thinker.data.examples import Example
+
+        return [Example(r[data.prompt_field], r[data.completion_field]) for r in read_jsonl(path, limit)]
+
+    def loss_weights(self, data: Any) -> Any:
+        from thinker.data.tokenize import LossWeights
+
+        return LossWeights()
+
+    def tokenize(self, tokenizer: Any, example: Any, *, max_length: int, data: Any, train_on_inputs: bool) -> Any:
+        from thinker.data.tokenize import tokenize_example
+
+        return tokenize_example(tokenizer, example.prompt, example.completion, max_length=max_length,
+                                weights=self.loss_weights(data), train_on_inputs=train_on_inputs)
+
+    def conversation(self, example: Any) -> dict:
+        from thinker.data.tokenize import render_prompt
+
+        return {"messages": [{"role": "user", "content": render_prompt(example.prompt)},
+                             {"role": "assistant", "content": example.completion}]}
+
+    def generation_prompt(self, example: Any, tokenizer: Any) -> str:
+        from thinker.data.tokenize import render_prompt
+
+        return render_prompt(example.prompt)
+
+
+TASK = PromptCompletionTask()

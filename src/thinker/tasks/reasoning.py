@@ -1,0 +1,26 @@
+"""GSM8K-style reasoning records (prompt/completion, the completion ending in `#### <answer>`): fine-tuned like
+prompt/completion data, its held-out split also scored by final-answer accuracy; method=pretrain trains on it
+with thinker.pretraining's processors (docs/decisions/0010-cognate-pretraining-path.md)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from thinker.tasks.prompt_completion import PromptCompletionTask
+
+
+class ReasoningTask(PromptCompletionTask):
+    name = "reasoning"
+    pretrains = True
+    generation_metrics = ("answer_accuracy", "answers")
+
+    def score_generations(self, examples: Sequence[Any], completions: Sequence[str]) -> dict[str, float]:
+        from thinker.evaluation.heldout import final_answer
+
+        correct = sum(1 for ex, out in zip(examples, completions, strict=True)
+                      if final_answer(out) is not None and final_answer(out) == final_answer(ex.completion))
+        return {"answers": float(len(examples)), "answer_accuracy": correct / len(examples) if examples else 0.0}
+
+
+TASK = ReasoningTask()

@@ -1,6 +1,6 @@
 """The config fingerprints of the shipped options, pinned: a refactor of conf/ or of the code that reads it
 (optimizers and loggers by `_target_`, tasks, ...) must leave them as they are, so re-launched sweeps still
-reuse their finished runs (README "Sweeps": a job whose fingerprint matches a finished run is reused).
+reuse their finished runs (docs/sweeps.md: a job whose fingerprint matches a finished run is reused).
 
 A deliberate change to what trains (a new default, a new hashed input) updates these values in the same commit.
 """

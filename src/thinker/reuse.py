@@ -52,7 +52,7 @@ class Reusable:
 
 def wanted(cfg: DictConfig, record: RunRecord) -> bool:
     """Whether this job may reuse a finished run (the pipeline also requires a multirun)."""
-    return (bool(OmegaConf.select(cfg, "sweep.reuse", default=True)) and str(cfg.logger.name) == "mlflow"
+    return (bool(OmegaConf.select(cfg, "sweep.reuse", default=True)) and bool(cfg.logger.mlflow)
             and not bool(cfg.resume) and Stage(cfg.stage) in (Stage.train, Stage.run)
             and bool(record.config_fingerprint) and not record.history)
 

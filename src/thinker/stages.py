@@ -34,9 +34,9 @@ class StageContext:
     session: Any = None  # the MLflow run of this job, opened by the first stage that logs
 
     def open_session(self) -> Any:
-        """Open this job's MLflow run; None with logger=none. A continued record (resume=true, or stage=eval
+        """Open this job's MLflow run; None unless the logger option sets `mlflow: true`. A continued record (resume=true, or stage=eval
         in a trained run's folder) reopens the MLflow run it already has, so one run holds the whole story."""
-        if self.session is not None or str(self.cfg.logger.name) != "mlflow":
+        if self.session is not None or not self.cfg.logger.mlflow:
             return self.session
         from thinker.sweeps import current_sweep
         from thinker.tracking.mlflow_run import MlflowSession, tracking_uri

@@ -220,10 +220,11 @@ def close_orphaned_parents(client: Any, experiment_id: str) -> list[str]:
 
 
 def open_parent(config: Any, info: SweepInfo) -> str | None:
-    """Create the sweep's parent run (logger=mlflow) and note it in `info`; returns the tracking URI used."""
+    """Create the sweep's parent run (a logger with `mlflow: true`) and note it in `info`; returns the tracking URI
+    used."""
     from omegaconf import OmegaConf
 
-    if str(OmegaConf.select(config, "logger.name", default="none")) != "mlflow":
+    if not bool(OmegaConf.select(config, "logger.mlflow", default=False)):
         return None
     if not bool(OmegaConf.select(config, "debug", default=False)):
         from thinker.quiet import quiet_third_party

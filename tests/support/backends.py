@@ -12,7 +12,7 @@ from thinker.errors import NotAvailableYet
 
 class NotLandedBackend(Backend):
     """A backend whose option composes but whose code comes in a later release: refused at config check
-    (README "Config groups": an option can ship its config before its code)."""
+    (docs/configuration.md: an option can ship its config before its code)."""
 
     def check(self, cfg: DictConfig, env: Mapping[str, str]) -> None:
         raise NotAvailableYet(f"backend={self.name}", f"the {self.name} training backend", "use backend=local for now")

@@ -19,7 +19,6 @@ from thinker.config.enums import (
     LRSchedulerType,
     ModelPrecision,
     OptimizationFeature,
-    OptimizerName,
     Stage,
     TrainingMethod,
     TrainOnInputs,
@@ -206,7 +205,11 @@ class SchedulerConfig:
 
 @dataclass
 class OptimizerConfig:
-    name: OptimizerName = MISSING
+    name: str = MISSING  # the option's name (adamw, ..., or one of your own)
+    # the optimizer class (or factory); it gets the keys below that its signature accepts and, at build time,
+    # the model's parameters (thinker.backends.local.optimizers)
+    _target_: str = MISSING
+    _partial_: bool = True
     lr: float = seed_default("optimizer.lr")
     weight_decay: float = seed_default("optimizer.weight_decay")
     max_grad_norm: float = seed_default("optimizer.max_grad_norm")
@@ -256,7 +259,11 @@ class TrainerConfig:
 
 @dataclass
 class LoggerConfig:
-    name: str = MISSING  # mlflow | none
+    name: str = MISSING  # mlflow | csv | none, or one of your own
+    # the training loop's Lightning logger (class or factory; thinker.tracking.loggers); None: no logger
+    _target_: str | None = None
+    _partial_: bool = True
+    mlflow: bool = False  # the pipeline opens an MLflow run (params, metrics, artifacts, run reuse in sweeps)
     # None: $MLFLOW_TRACKING_URI, else a SQLite file in the working directory
     tracking_uri: str | None = None
     experiment_name: str = "thinker"

@@ -176,3 +176,11 @@ def _adamw_step(optimizer: torch.optim.Optimizer) -> None:
     while getattr(step, "hooked", False):
         step = step.__wrapped__  # type: ignore[attr-defined]
     step(optimizer)
+
+
+def grokfast_adamw(params: Iterable[Any], lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
+                   eps: float = 1e-8, weight_decay: float = 1e-2, grokfast_alpha: float = DEFAULT_ALPHA,
+                   grokfast_lamb: float = DEFAULT_LAMB) -> GrokFastAdamW:
+    """optimizer=grokfast's `_target_`: GrokFastAdamW from the option's keys (optimizer.grokfast_alpha, _lamb)."""
+    return GrokFastAdamW(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, alpha=grokfast_alpha,
+                         lamb=grokfast_lamb)

@@ -114,14 +114,7 @@ def progress_metrics(out: Any) -> dict[str, float]:
 
 
 def build_pretrain_optimizer(cfg: Any, params: list[torch.nn.Parameter]) -> torch.optim.Optimizer:
-    """optimizer=grokfast: AdamW behind the GrokFast-EMA filter; any other: torch's own (adamw, adam, sgd)."""
-    lr, wd = float(cfg.lr), float(cfg.weight_decay)
-    betas = tuple(float(b) for b in cfg.betas)
-    if str(cfg.name) == "grokfast":
-        from thinker.pretraining.grokfast import GrokFastAdamW
-
-        return GrokFastAdamW(params, lr=lr, betas=betas, eps=float(cfg.eps), weight_decay=wd,
-                             alpha=float(cfg.grokfast_alpha), lamb=float(cfg.grokfast_lamb))
+    """The option's `_target_`, as fine-tuning builds it (optimizer=grokfast: AdamW behind the GrokFast-EMA filter)."""
     from thinker.backends.local.optimizers import build_optimizer
 
     return build_optimizer(cfg, params, "cpu" if not torch.cuda.is_available() else "cuda")

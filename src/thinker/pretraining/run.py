@@ -87,7 +87,8 @@ def pretrain(cfg: DictConfig, run_dir: Path, session: Any = None) -> TrainingRep
     from thinker.pretraining.blocks import collate, to_blocks
     from thinker.pretraining.module import PretrainModule
     from thinker.resume_command import resume_command
-    from thinker.tracking.mlflow_logger import BatchedMlflowLogger, session_logger
+    from thinker.tracking.loggers import training_logger
+    from thinker.tracking.mlflow_logger import BatchedMlflowLogger
     from thinker.tracking.mlflow_run import log_params
 
     _quiet_lightning()
@@ -127,7 +128,7 @@ def pretrain(cfg: DictConfig, run_dir: Path, session: Any = None) -> TrainingRep
     stopper = GracefulStop(ckpt_dir)
     checkpoints = periodic_checkpoints(ckpt_dir, every, int(cfg.trainer.save_total_limit))
     # resumed: what the interrupted run already logged is not logged again (one point per step)
-    logger = session_logger(session, bool(cfg.resume))
+    logger = training_logger(cfg.logger, run_dir=run_dir, session=session, resuming=bool(cfg.resume))
     trainer = pl.Trainer(
         accelerator="gpu" if str(cfg.trainer.accelerator) == "gpu" else "cpu", devices=1,
         max_steps=steps, max_epochs=-1 if max_steps > 0 else int(cfg.trainer.epochs),

@@ -29,6 +29,7 @@ Imports stay light: no torch, transformers or mlflow (huggingface_hub only for h
 from __future__ import annotations
 
 import enum
+import functools
 import hashlib
 import json
 import logging
@@ -151,7 +152,7 @@ def fingerprint_inputs(cfg: DictConfig) -> dict[str, Any]:
         "model": _model_identity(cfg, backend),
         "data": _data_identity(cfg),
         "method": _plain(_select(cfg, "method")),
-        "optimizer": _plain(_select(cfg, "optimizer")),
+        "optimizer": _optimizer_identity(cfg),
         "trainer": _trainer_identity(cfg),
         "backend": backend,
         "provider": _provider_identity(cfg),
@@ -160,6 +161,31 @@ def fingerprint_inputs(cfg: DictConfig) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------- parts
+
+
+def _optimizer_identity(cfg: DictConfig) -> Any:
+    """optimizer.*, less how it is built: `_partial_` never changes the weights, and a shipped option's own
+    `_target_` is already said by its name. Both keys came after the fingerprints of earlier runs, which stay
+    valid (docs/sweeps.md: a finished run with the same fingerprint is reused); a target of your own counts."""
+    out = _plain(_select(cfg, "optimizer"))
+    if isinstance(out, dict):
+        out.pop("_partial_", None)
+        if out.get("_target_") is not None and out.get("_target_") == _shipped_target("optimizer", out.get("name")):
+            del out["_target_"]
+    return out
+
+
+@functools.cache
+def _shipped_target(group: str, option: Any) -> str | None:
+    """The `_target_` conf/<group>/<option>.yaml ships, or None for an option the project does not ship."""
+    from thinker.paths import project_root
+
+    root = project_root()
+    path = root / "conf" / group / f"{option}.yaml" if root is not None and isinstance(option, str) else None
+    if path is None or not path.is_file():
+        return None
+    target = OmegaConf.load(path).get("_target_")
+    return None if target is None else str(target)
 
 
 def _select(cfg: Any, key: str) -> Any:

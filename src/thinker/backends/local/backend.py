@@ -200,7 +200,8 @@ def train(cfg: DictConfig, run_dir: Path, session: Any = None, callbacks: tuple 
     from thinker.models.adapter_weights import training_start_point
     from thinker.models.loading import count_parameters, load_causal_lm, load_tokenizer, resolve_model_path
     from thinker.resume_command import resume_command
-    from thinker.tracking.mlflow_logger import BatchedMlflowLogger, session_logger
+    from thinker.tracking.loggers import training_logger
+    from thinker.tracking.mlflow_logger import BatchedMlflowLogger
 
     method = str(cfg.method.name)
     if method == "pretrain":
@@ -255,7 +256,7 @@ def train(cfg: DictConfig, run_dir: Path, session: Any = None, callbacks: tuple 
     periodic = periodic_checkpoints(ckpt_dir, every, int(cfg.trainer.save_total_limit))
     all_callbacks: list[Any] = [stopper, periodic, *progress_callbacks(cfg.trainer), *callbacks]
     # resumed: what the interrupted run already logged is not logged again (one point per step)
-    logger = session_logger(session, bool(cfg.resume))
+    logger = training_logger(cfg.logger, run_dir=run_dir, session=session, resuming=bool(cfg.resume))
     if isinstance(logger, BatchedMlflowLogger):
         sizes = {"trainable_params": trainable, "total_params": total,
                  "train_examples": prepared.read_train_examples, "train_tokens": st.tokens}

@@ -142,7 +142,7 @@ class SchemaField:
 class DataConfig:
     name: str = MISSING
     path: str = MISSING  # JSONL file, one record per line
-    format: str = "prompt_completion"  # prompt_completion | claim_extraction | reasoning | multihop_qa | chat
+    format: str = "prompt_completion"  # the data task: a module of thinker/tasks (docs/data.md, "Data tasks")
     # a data task of your own: a module on PYTHONPATH defining TASK (thinker.tasks); null: data.format's task
     task: str | None = None
     schema: list[SchemaField] = field(default_factory=list)

@@ -7,19 +7,16 @@ config as `data.task: mypkg.mytask`; it then decides everything a built-in forma
 from __future__ import annotations
 
 import importlib
+import pkgutil
 from typing import Any
 
 from thinker.errors import ThinkerError
 from thinker.tasks.base import Task
 
-# data.format -> the module that defines its TASK (imported on first use)
-BUILTIN_TASKS = {
-    "prompt_completion": "thinker.tasks.prompt_completion",
-    "claim_extraction": "thinker.tasks.claim_extraction",
-    "reasoning": "thinker.tasks.reasoning",
-    "multihop_qa": "thinker.tasks.multihop_qa",
-    "chat": "thinker.tasks.chat",
-}
+# data.format -> the module that defines its TASK, imported on first use: thinker/tasks/<format>.py, so a new
+# built-in format is one module and nothing else names it
+BUILTIN_TASKS = {info.name: f"{__name__}.{info.name}" for info in pkgutil.iter_modules(__path__)
+                 if info.name != "base"}
 
 
 def task_module(data: Any) -> str:

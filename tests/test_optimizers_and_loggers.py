@@ -140,3 +140,13 @@ def test_a_run_with_logger_csv_writes_its_metrics_into_the_run_folder(tmp_path):
     steps = {int(row["step"]) for row in rows if row.get("train_loss")}
     assert steps and all(float(row["train_loss"]) > 0 for row in rows if row.get("train_loss"))
     assert any(row.get("val_loss") for row in rows)
+
+
+@pytest.mark.parametrize("group", ["optimizer", "logger"])
+def test_a_target_of_an_uninstalled_package_fails_at_the_config_check(group):
+    from thinker.errors import ExitCode
+
+    with pytest.raises(ThinkerError) as info:
+        check_config(compose([f"{group}._target_=not_installed_pkg.Thing"]), env={})
+    assert info.value.exit_code == ExitCode.CONFIG
+    assert f"{group}._target_=not_installed_pkg.Thing names package not_installed_pkg" in str(info.value)

@@ -309,6 +309,17 @@ def data_format_trainable_by_backend(cfg: DictConfig, env: Mapping[str, str]) ->
     )
 
 
+def targets_installed(cfg: DictConfig, env: Mapping[str, str]) -> Iterator[Violation]:
+    # an optimizer or logger of an uninstalled package fails here, not once the model has loaded
+    from thinker.config.targets import missing_package
+
+    for group in ("optimizer", "logger"):
+        target = OmegaConf.select(cfg, f"{group}._target_", default=None)
+        if target and (package := missing_package(str(target))):
+            yield Violation(f"{group}._target_={target} names package {package}, which is not installed",
+                            f"{group}._target_", "install it, or fix the name (a module of your own goes on PYTHONPATH)")
+
+
 def hparams_search_valid(cfg: DictConfig, env: Mapping[str, str]) -> Iterator[Violation]:
     # hparams_search=<option>: a direction the sweeper knows, an objective this run reports, an RDB URL
     from thinker.hparams_search import search_problems
@@ -337,6 +348,7 @@ RULES: list[Rule] = [
     data_task_known,
     data_schema_valid,
     data_format_trainable_by_backend,
+    targets_installed,
     hparams_search_valid,
 ]
 

@@ -36,3 +36,16 @@ def partial_from(node: Any, leave_out: Collection[str] = ()) -> Any:
     kwargs = {key: value for key, value in data.items()
               if not key.startswith("_") and key not in leave_out and (accepted is None or key in accepted)}
     return instantiate({"_target_": path, "_partial_": True, **kwargs})
+
+
+def missing_package(path: str) -> str | None:
+    """The top-level package of a `_target_` path when it is not installed; found without importing it (the
+    config check stays light)."""
+    import importlib.util
+
+    package = path.split(".", 1)[0]
+    try:
+        found = bool(package) and importlib.util.find_spec(package) is not None
+    except (ImportError, ValueError):
+        found = False
+    return None if found else (package or path)

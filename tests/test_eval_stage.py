@@ -118,7 +118,8 @@ def test_data_without_claims_is_scored_by_held_out_loss_never_by_claim_metrics(t
 
 def test_answer_accuracy_compares_final_answers():
     from thinker.data.examples import Example
-    from thinker.evaluation.heldout import answer_accuracy, final_answer
+    from thinker.evaluation.heldout import answer_accuracy
+    from thinker.tasks.reasoning import final_answer
 
     examples = [Example("q1", "so 3 + 4 = 7\n#### 7"), Example("q2", "#### 1,200")]
     assert answer_accuracy(examples, lambda prompts: ["#### 7", "the answer is #### 1200"], 8)["answer_accuracy"] == 1.0

@@ -3,34 +3,19 @@
 Hydra reports a bad override or an unknown option itself, before our task function runs, as a multi-line
 message and exit status 1. guarded_main holds stderr back while Hydra composes; if composition fails, the
 held message is folded into `[thinker] error: ...` with the config stage's exit code. The pipeline calls
-release_stderr() as its first act, so everything a running job prints goes straight through.
+release_stderr() (thinker.console) as its first act, so everything a running job prints goes straight through.
 """
 
 from __future__ import annotations
 
-import io
 import os
 import re
 import sys
 from collections.abc import Callable
 
+from thinker.console import hold_stderr, release_stderr, take_held_stderr
 from thinker.errors import ERROR_PREFIX, ExitCode
 from thinker.wording import did_you_mean
-
-_held: io.StringIO | None = None
-_real_stderr = None
-
-
-def release_stderr() -> None:
-    """Stop holding stderr back and pass on whatever Hydra printed meanwhile (warnings, deprecations)."""
-    global _held, _real_stderr
-    if _held is None:
-        return
-    held_text = _held.getvalue()
-    sys.stderr = _real_stderr
-    _held, _real_stderr = None, None
-    if held_text:
-        sys.stderr.write(held_text)
 
 
 def _wants_raw_errors(argv: list[str]) -> bool:
@@ -140,7 +125,6 @@ def format_job_failure(text: str, code: object) -> str:
 
 
 def guarded_main(hydra_main: Callable[[], object], argv: list[str] | None = None) -> None:
-    global _held, _real_stderr
     from thinker.backends.local.ranks import worker_overrides
     from thinker.paths import project_root
 
@@ -156,17 +140,14 @@ def guarded_main(hydra_main: Callable[[], object], argv: list[str] | None = None
         hydra_main()
         _exit_if_sweep_failed()
         return
-    _real_stderr, _held = sys.stderr, io.StringIO()
-    sys.stderr = _held
+    hold_stderr()
     try:
         hydra_main()
     except SystemExit as exc:
         if exc.code not in (0, None):
             _exit_if_sweep_failed()  # the sweeper gave up after failed jobs: report them, not a config error
-        if _held is not None and exc.code not in (0, None):
-            text = _held.getvalue()
-            _held = None
-            sys.stderr = _real_stderr
+        text = take_held_stderr() if exc.code not in (0, None) else None
+        if text is not None:
             from thinker.tracking.secrets import mask_text
 
             if is_composition_error(text, exc.code):

@@ -17,8 +17,8 @@ from omegaconf import DictConfig, OmegaConf
 from thinker.backends.local.ranks import rank_name
 from thinker.config.check import check_config
 from thinker.config.enums import Stage
+from thinker.console import release_stderr
 from thinker.disk_full import DiskFull, disk_full_error, quiet_log_files_when_full
-from thinker.entry import release_stderr
 from thinker.errors import ExitCode, ThinkerError
 from thinker.paths import project_root
 from thinker.tracking.fingerprint import config_fingerprint
@@ -197,7 +197,7 @@ def run(cfg: DictConfig) -> float | None:
     register_config_secrets(_plain(cfg))  # a credential in the config is masked wherever it shows, key or not
     debug = bool(OmegaConf.select(cfg, "debug", default=False))
     if not debug:
-        from thinker.quiet import quiet_third_party
+        from thinker.console import quiet_third_party
 
         quiet_third_party()
     run_dir = _run_dir(cfg)

@@ -227,7 +227,7 @@ def open_parent(config: Any, info: SweepInfo) -> str | None:
     if not bool(OmegaConf.select(config, "logger.mlflow", default=False)):
         return None
     if not bool(OmegaConf.select(config, "debug", default=False)):
-        from thinker.quiet import quiet_third_party
+        from thinker.console import quiet_third_party
 
         quiet_third_party()  # MLflow's "Creating initial database tables" and alembic's migrations
     from thinker.paths import project_root

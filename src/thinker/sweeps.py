@@ -334,7 +334,7 @@ def check_search(config: Any) -> None:
     problems = launch_problems(config)
     if not problems:
         return
-    from thinker.entry import release_stderr
+    from thinker.console import release_stderr
     from thinker.errors import ThinkerError
     from thinker.tracking.secrets import mask_text
 

@@ -196,7 +196,7 @@ def apply_overrides(cfg: DictConfig, overrides: list[str], max_new_tokens: int |
 def build_generate(target: Target, cfg: DictConfig) -> Generate:
     """The eval stage's sampler for these weights: the run's backend, its sampler(report, cfg)."""
     from thinker.backends import TrainingReport, instantiate_backend
-    from thinker.quiet import quiet_third_party
+    from thinker.console import quiet_third_party
 
     quiet_third_party()  # what loading a model prints says nothing a chat user acts on
 

@@ -6,21 +6,8 @@ they do not describe.
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Callable
 from typing import Any
-
-# GSM8K's convention: the answer's last line is "#### <number>"
-FINAL_ANSWER = re.compile(r"####\s*(-?[\d,]*\.?\d+)")
-
-
-def final_answer(text: str) -> str | None:
-    """The number after the last `####`, without thousands separators or a trailing `.0`; None without one."""
-    found = FINAL_ANSWER.findall(text)
-    if not found:
-        return None
-    number = found[-1].replace(",", "")
-    return number[:-2] if number.endswith(".0") else number
 
 
 def loss_metrics(val_loss: float | None) -> dict[str, float]:

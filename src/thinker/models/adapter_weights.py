@@ -63,7 +63,7 @@ def load_base_as_trained(weights_dir: Path) -> Any:
     if quant is None:
         return load_causal_lm(base_path, method="full", quant=None)
     quantized = load_causal_lm(base_path, method="qlora", quant=quant)
-    return quantized.dequantize()  # its dtype note is turned down with the rest of the noise (thinker.quiet)
+    return quantized.dequantize()  # its dtype note is turned down with the rest of the noise (thinker.console)
 
 
 def load_adapter_model(weights_dir: str | Path) -> Any:

@@ -4,10 +4,23 @@ with thinker.pretraining's processors (docs/decisions/0010-cognate-pretraining-p
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any
 
 from thinker.tasks.prompt_completion import PromptCompletionTask
+
+# GSM8K's convention: the answer's last line is "#### <number>"
+FINAL_ANSWER = re.compile(r"####\s*(-?[\d,]*\.?\d+)")
+
+
+def final_answer(text: str) -> str | None:
+    """The number after the last `####`, without thousands separators or a trailing `.0`; None without one."""
+    found = FINAL_ANSWER.findall(text)
+    if not found:
+        return None
+    number = found[-1].replace(",", "")
+    return number[:-2] if number.endswith(".0") else number
 
 
 class ReasoningTask(PromptCompletionTask):
@@ -16,8 +29,6 @@ class ReasoningTask(PromptCompletionTask):
     generation_metrics = ("answer_accuracy", "answers")
 
     def score_generations(self, examples: Sequence[Any], completions: Sequence[str]) -> dict[str, float]:
-        from thinker.evaluation.heldout import final_answer
-
         correct = sum(1 for ex, out in zip(examples, completions, strict=True)
                       if final_answer(out) is not None and final_answer(out) == final_answer(ex.completion))
         return {"answers": float(len(examples)), "answer_accuracy": correct / len(examples) if examples else 0.0}

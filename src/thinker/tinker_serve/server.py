@@ -118,7 +118,7 @@ def bind(host: str, port: int) -> socket.socket:
 
 def build(options: ServeOptions, model_configs: dict[str, Any]) -> tuple[Any, Any]:
     """Load the models and make (service, app). Imports torch, transformers, peft and fastapi."""
-    from thinker.quiet import quiet_third_party
+    from thinker.console import quiet_third_party
 
     quiet_third_party()
     from thinker.tinker_serve.app import create_app

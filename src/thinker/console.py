@@ -1,11 +1,16 @@
-"""Quiet by default: third-party chatter is turned down at its source, one logger or warning at a time.
+"""The console: third-party chatter turned down, and Hydra's output held back until a job starts.
 
-Each entry names the library's own logger or the exact warning, never all warnings at once, so anything
+Quiet by default: third-party chatter is turned down at its source, one logger or warning at a time. Each
+entry names the library's own logger or the exact warning, never all warnings at once, so anything
 unexpected still shows. `debug=true` skips all of this and shows everything.
+
+Held stderr: thinker.entry holds stderr back while Hydra composes (to fold a composition error into one
+line); a job calls release_stderr() as its first act, so everything it prints goes straight through.
 """
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import sys
@@ -43,3 +48,32 @@ def quiet_third_party() -> None:
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     if "transformers.utils.logging" in sys.modules:
         sys.modules["transformers.utils.logging"].disable_progress_bar()
+
+
+_held: io.StringIO | None = None
+_real_stderr = None
+
+
+def hold_stderr() -> None:
+    """Hold what is written to stderr back (until release_stderr or take_held_stderr)."""
+    global _held, _real_stderr
+    _real_stderr, _held = sys.stderr, io.StringIO()
+    sys.stderr = _held
+
+
+def take_held_stderr() -> str | None:
+    """Stop holding stderr back and return what was held, unwritten; None when nothing was held."""
+    global _held, _real_stderr
+    if _held is None:
+        return None
+    held_text = _held.getvalue()
+    sys.stderr = _real_stderr
+    _held, _real_stderr = None, None
+    return held_text
+
+
+def release_stderr() -> None:
+    """Stop holding stderr back and pass on whatever Hydra printed meanwhile (warnings, deprecations)."""
+    held_text = take_held_stderr()
+    if held_text:
+        sys.stderr.write(held_text)

@@ -46,8 +46,8 @@ def batch(rows: int = 3, length: int = 24, seed: int = 0) -> torch.Tensor:
 
 
 def test_the_25m_specification_builds_with_25m_parameters_and_the_option_mirrors_it():
-    from thinker.models.adapters.cognate import PARAM_BUDGETS, SPEC_25M, budget_range, parameter_count
     from thinker.models.adapters.cognate_model import CognateConfig, CognateForCausalLM
+    from thinker.models.adapters.cognate_spec import PARAM_BUDGETS, SPEC_25M, budget_range, parameter_count
 
     model = CognateForCausalLM(CognateConfig())
     total = sum(p.numel() for p in model.parameters())  # the tied LM head counts once
@@ -81,7 +81,7 @@ def test_the_parameter_formula_matches_what_is_built(changes):
 
 
 def test_the_cognate_25m_option_refuses_another_arch():
-    from thinker.models.adapters.cognate import config_settings, spec_violation
+    from thinker.models.adapters.cognate_spec import config_settings, spec_violation
 
     assert spec_violation(compose(["model=cognate-25m"]).model) is None
     changed = compose(["model=cognate-25m", "model.arch.d_model=256"]).model

@@ -174,7 +174,7 @@ def guarded_main(hydra_main: Callable[[], object], argv: list[str] | None = None
 
 def _exit_if_sweep_failed() -> None:
     """A sweep whose jobs failed (each already reported) exits with the first failed job's stage code."""
-    from thinker.sweeps import report
+    from thinker.sweep_summary import report
 
     outcome = report()
     if outcome is not None and outcome.failed:

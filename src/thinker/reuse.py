@@ -59,9 +59,8 @@ def wanted(cfg: DictConfig, record: RunRecord) -> bool:
 
 def result_params(cfg: DictConfig) -> dict[str, str]:
     """This job's values of the params (as MLflow holds them) that a reusable run must share."""
-    from thinker.stages import PARAMS_LEFT_OUT
     from thinker.tracking.fingerprint import resolved_container
-    from thinker.tracking.mlflow_run import flatten
+    from thinker.tracking.mlflow_run import PARAMS_LEFT_OUT, flatten
 
     flat = flatten(resolved_container(cfg, drop=PARAMS_LEFT_OUT))
     return {k: v for k, v in flat.items()

@@ -161,13 +161,9 @@ def wait_for_training_data(cfg: DictConfig, run_dir: Path, timeout_s: float = 60
         time.sleep(1.0)
 
 
-# config keys that describe validation, not the experiment: kept in the config artifact, not as params
-PARAMS_LEFT_OUT = ("data.schema",)
-
-
 def log_run_metadata(session: Any, cfg: DictConfig, record: RunRecord) -> None:
     from thinker.tracking.fingerprint import resolved_container
-    from thinker.tracking.mlflow_run import flatten, log_dataset, log_params
+    from thinker.tracking.mlflow_run import PARAMS_LEFT_OUT, flatten, log_dataset, log_params
 
     if not session.reopened:  # params are immutable in MLflow; a reopened run already has them
         log_params(session.client, session.run_id, flatten(resolved_container(cfg, drop=PARAMS_LEFT_OUT)))
@@ -460,7 +456,7 @@ def stage_eval_heldout(ctx: StageContext, task: Any) -> None:
 
 def eval_tokenizer(cfg: DictConfig) -> Any:
     """The model's tokenizer, for tasks whose prompts it renders (chat templates)."""
-    from thinker.data.preview import load_training_tokenizer
+    from thinker.models.loading import load_training_tokenizer
 
     return load_training_tokenizer(cfg)
 

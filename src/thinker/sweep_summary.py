@@ -1,4 +1,5 @@
-"""A sweep's MLflow parent run and its summary (the launching process; thinker.sweeps calls in).
+"""A sweep's MLflow parent run and its summary: the SweepSummary Hydra callback (the launching process; what
+every job needs to know about its sweep is thinker.sweeps).
 
 open_parent creates the parent run when the multirun starts (logger=mlflow only). finish_sweep, once every job
 has ended, builds one row per job from the run records (job, overrides, objective, status, time, MLflow run),
@@ -19,11 +20,24 @@ import io
 import logging
 import os
 import socket
+import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from thinker.sweeps import job_label, job_records, objective_of
+from hydra.experimental.callback import Callback
+from omegaconf import OmegaConf
+
+from thinker.sweeps import (
+    SWEEP_FILE,
+    check_search,
+    job_label,
+    job_records,
+    objective_of,
+    plan,
+    quiet_optuna,
+    summarize,
+)
 from thinker.tracking.atomic import atomic_write, atomic_write_json, atomic_write_text
 from thinker.tracking.secrets import mask, mask_text
 
@@ -315,3 +329,58 @@ def finish_sweep(sweep_dir: Path, info: SweepInfo | None, uri: str | None, outco
     interrupted = any(r.status == "interrupted" for r in rows)
     status = "FINISHED" if rows and not outcome.failed else "KILLED" if interrupted else "FAILED"
     client.set_terminated(parent, status)
+
+
+_last: SweepOutcome | None = None
+_sweep_dir: Path | None = None  # set when a multirun starts, in the launching process
+_info: SweepInfo | None = None
+_parent_uri: str | None = None  # the parent's tracking URI, unmasked (this process only)
+_storage: str | None = None  # an Optuna sweep's study storage URL, unmasked (this process only)
+
+
+def report() -> SweepOutcome | None:
+    """Summarise the sweep this process launched (once): the summary files, the parent run's outcome, then the
+    `sweep:` line; None outside a sweep."""
+    global _last
+    if _last is None and _sweep_dir is not None and _sweep_dir.is_dir():
+        _last = summarize(_sweep_dir)
+        try:
+            finish_sweep(_sweep_dir, _info, _parent_uri, _last, _storage)
+        except Exception as exc:  # noqa: BLE001 - the summary must not hide the sweep's own outcome
+            from thinker.tracking.secrets import mask_text
+
+            log.warning("could not write the sweep summary: %s", mask_text(str(exc)))
+        stream = sys.stderr if _last.failed else sys.stdout
+        print(_last.line(), file=stream, flush=True)
+    return _last
+
+
+class SweepSummary(Callback):
+    """Opens the sweep's MLflow parent run when a multirun starts; prints `sweep: N of M jobs succeeded;
+    failed: #i <error>` and writes the summary when it ends. If the sweeper itself gives up (Optuna raises
+    when no trial completed), guarded_main calls report() instead."""
+
+    def on_multirun_start(self, config: Any, **kwargs: Any) -> None:
+        global _sweep_dir, _last, _info, _parent_uri, _storage
+        check_search(config)  # before the sweeper creates its study with them
+        _sweep_dir, _last, _info, _parent_uri = Path(str(config.hydra.sweep.dir)), None, None, None
+        _storage = OmegaConf.select(config, "hydra.sweeper.storage", default=None)
+        from thinker.tracking.secrets import install_log_masking, mask_text
+
+        install_log_masking()  # the launcher logs each job's overrides, a tracking URI's password included
+        if not bool(OmegaConf.select(config, "debug", default=False)):
+            quiet_optuna()
+        info = plan(config)
+        try:
+            _parent_uri = open_parent(config, info)
+        except Exception as exc:  # noqa: BLE001 - jobs still run, as runs of their own
+            log.warning("could not open the sweep's MLflow parent run (its jobs are logged as separate runs): %s",
+                        mask_text(str(exc)))
+        _info = info
+        try:
+            info.write()  # (creates the sweep folder)
+        except OSError as exc:
+            log.warning("could not write %s: %s", Path(info.sweep_dir) / SWEEP_FILE, mask_text(str(exc)))
+
+    def on_multirun_end(self, config: Any, **kwargs: Any) -> None:
+        report()

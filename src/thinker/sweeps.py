@@ -1,7 +1,8 @@
 """Sweeps (-m): one MLflow parent run per sweep, a child per job, a progress line per job, a summary at the end.
 
 A failed job never stops a sweep: the pipeline records it (run record, MLflow run FAILED) and returns to the
-launcher, which starts the next job. The SweepSummary Hydra callback runs in the launching process:
+launcher, which starts the next job. The SweepSummary Hydra callback (thinker.sweep_summary) runs in the
+launching process:
 
 - when the multirun starts, it writes `<sweep dir>/sweep_run.json` (SweepInfo: the sweep's name, overrides, swept
   keys, number of jobs and, with logger=mlflow, the parent run it opens). Every job reads that file through its
@@ -26,7 +27,6 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from hydra.experimental.callback import Callback
 from omegaconf import OmegaConf
 
 from thinker.errors import ERROR_PREFIX, ExitCode
@@ -244,32 +244,6 @@ def job_records(sweep_dir: Path) -> list[tuple[Path, dict[str, Any] | None]]:
     return out
 
 
-_last: SweepOutcome | None = None
-_sweep_dir: Path | None = None  # set when a multirun starts, in the launching process
-_info: SweepInfo | None = None
-_parent_uri: str | None = None  # the parent's tracking URI, unmasked (this process only)
-_storage: str | None = None  # an Optuna sweep's study storage URL, unmasked (this process only)
-
-
-def report() -> SweepOutcome | None:
-    """Summarise the sweep this process launched (once): the summary files, the parent run's outcome, then the
-    `sweep:` line; None outside a sweep."""
-    global _last
-    if _last is None and _sweep_dir is not None and _sweep_dir.is_dir():
-        _last = summarize(_sweep_dir)
-        try:
-            from thinker.sweep_summary import finish_sweep
-
-            finish_sweep(_sweep_dir, _info, _parent_uri, _last, _storage)
-        except Exception as exc:  # noqa: BLE001 - the summary must not hide the sweep's own outcome
-            from thinker.tracking.secrets import mask_text
-
-            log.warning("could not write the sweep summary: %s", mask_text(str(exc)))
-        stream = sys.stderr if _last.failed else sys.stdout
-        print(_last.line(), file=stream, flush=True)
-    return _last
-
-
 def sweep_name(sweep_dir: Path) -> str:
     """multirun/2026-01-01/12-00-00 -> sweep-2026-01-01-12-00-00; any other folder -> sweep-<its name>."""
     import re
@@ -341,36 +315,3 @@ def check_search(config: Any) -> None:
     release_stderr()  # the line goes out as it is, not folded into a launcher failure
     print(mask_text(ThinkerError(*problems[0]).line()), file=sys.stderr, flush=True)
     raise SystemExit(int(ExitCode.CONFIG))
-
-
-class SweepSummary(Callback):
-    """Opens the sweep's MLflow parent run when a multirun starts; prints `sweep: N of M jobs succeeded;
-    failed: #i <error>` and writes the summary when it ends. If the sweeper itself gives up (Optuna raises
-    when no trial completed), guarded_main calls report() instead."""
-
-    def on_multirun_start(self, config: Any, **kwargs: Any) -> None:
-        global _sweep_dir, _last, _info, _parent_uri, _storage
-        check_search(config)  # before the sweeper creates its study with them
-        _sweep_dir, _last, _info, _parent_uri = Path(str(config.hydra.sweep.dir)), None, None, None
-        _storage = OmegaConf.select(config, "hydra.sweeper.storage", default=None)
-        from thinker.tracking.secrets import install_log_masking, mask_text
-
-        install_log_masking()  # the launcher logs each job's overrides, a tracking URI's password included
-        if not bool(OmegaConf.select(config, "debug", default=False)):
-            quiet_optuna()
-        info = plan(config)
-        try:
-            from thinker.sweep_summary import open_parent
-
-            _parent_uri = open_parent(config, info)
-        except Exception as exc:  # noqa: BLE001 - jobs still run, as runs of their own
-            log.warning("could not open the sweep's MLflow parent run (its jobs are logged as separate runs): %s",
-                        mask_text(str(exc)))
-        _info = info
-        try:
-            info.write()  # (creates the sweep folder)
-        except OSError as exc:
-            log.warning("could not write %s: %s", Path(info.sweep_dir) / SWEEP_FILE, mask_text(str(exc)))
-
-    def on_multirun_end(self, config: Any, **kwargs: Any) -> None:
-        report()

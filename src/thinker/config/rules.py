@@ -85,7 +85,7 @@ def pretrain_needs_reasoning_data(cfg: DictConfig, env: Mapping[str, str]) -> It
 def model_spec_fixed(cfg: DictConfig, env: Mapping[str, str]) -> Iterator[Violation]:
     # cognate-25m's architecture is one fixed specification (docs/decisions/0010-cognate-pretraining-path.md) (its 25M parameters are checked when built)
     if _s(cfg.model.family) == "cognate":
-        from thinker.models.adapters.cognate import spec_violation
+        from thinker.models.adapters.cognate_spec import spec_violation
 
         problem = spec_violation(cfg.model)
         if problem:

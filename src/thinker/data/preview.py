@@ -81,20 +81,6 @@ def check_previewable(cfg: DictConfig) -> None:
         )
 
 
-def load_training_tokenizer(cfg: DictConfig) -> Any:
-    """The tokenizer the local backend trains with (the builtin model is built on first use, as in training).
-
-    Training loads it from training_start_point(path); for a registered LoRA fine-tune that is its parent
-    merged into the base, whose tokenizer is copied from the adapter folder, so loading it from `path`
-    itself gives the same tokenizer without merging any weights.
-    """
-    from thinker.models.loading import load_tokenizer, resolve_model_path
-    from thinker.paths import resolve_input
-
-    path = resolve_model_path(cfg.model, int(cfg.seed), [resolve_input(p) for p in cfg.model.tokenizer_corpus])
-    return load_tokenizer(path, cfg.model.revision)
-
-
 def read_data(path: Path, cfg: DictConfig, limit: int | None) -> list[Any]:
     from thinker.paths import check_input_file
     from thinker.tasks import task_of
@@ -212,6 +198,7 @@ def preview(overrides: list[str], n: int = 3, limit: int | None = None, color: b
     from thinker.backends.local.datamodule import make_rows, stats, tokenize_all
     from thinker.data.source import prepare_data
     from thinker.data.tokenize import LossWeights
+    from thinker.models.loading import load_training_tokenizer
     from thinker.tasks import task_of
 
     task = task_of(cfg.data)

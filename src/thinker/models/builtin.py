@@ -46,7 +46,7 @@ def builtin_dir(model_cfg: Any, seed: int, corpus_files: list[Path]) -> Path:
         "format": FORMAT_VERSION,
     }
     if str(model_cfg.family) == "cognate":  # its own code version: a change to the architecture rebuilds
-        from thinker.models.adapters.cognate import FORMAT_VERSION as COGNATE_FORMAT
+        from thinker.models.adapters.cognate_spec import FORMAT_VERSION as COGNATE_FORMAT
 
         key["cognate_format"] = COGNATE_FORMAT
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
@@ -147,8 +147,8 @@ def _model_config(model_cfg: Any, arch: dict[str, Any], tokenizer: Any) -> Any:
     import transformers
 
     if str(model_cfg.family) == "cognate":
-        from thinker.models.adapters.cognate import config_settings
         from thinker.models.adapters.cognate_model import CognateConfig
+        from thinker.models.adapters.cognate_spec import config_settings
 
         # a fixed vocab_size (the spec's parameter count must not depend on the corpus); the tokenizer fits in it
         return CognateConfig(**config_settings(model_cfg, tokenizer))
@@ -213,7 +213,7 @@ def _check_builtin_config(model_cfg: Any, corpus_files: list[Path]) -> None:
             stage="train",
         )
     if family == "cognate":
-        from thinker.models.adapters.cognate import config_settings
+        from thinker.models.adapters.cognate_spec import config_settings
 
         config_settings(model_cfg)  # a changed fixed specification stops here, before the tokenizer is trained
     if not corpus_files:

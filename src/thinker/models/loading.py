@@ -86,6 +86,19 @@ def load_tokenizer(path_or_id: str, revision: str | None = None) -> Any:
     return tokenizer
 
 
+def load_training_tokenizer(cfg: Any) -> Any:
+    """The tokenizer the local backend trains with (the builtin model is built on first use, as in training).
+
+    Training loads it from training_start_point(path); for a registered LoRA fine-tune that is its parent
+    merged into the base, whose tokenizer is copied from the adapter folder, so loading it from `path`
+    itself gives the same tokenizer without merging any weights.
+    """
+    from thinker.paths import resolve_input
+
+    path = resolve_model_path(cfg.model, int(cfg.seed), [resolve_input(p) for p in cfg.model.tokenizer_corpus])
+    return load_tokenizer(path, cfg.model.revision)
+
+
 def load_causal_lm(
     path_or_id: str,
     *,

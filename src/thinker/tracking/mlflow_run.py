@@ -27,6 +27,10 @@ def tracking_uri(configured: str | None) -> str:
     return configured or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
 
 
+# config keys that describe validation, not the experiment: kept in the config artifact, not as params
+PARAMS_LEFT_OUT = ("data.schema",)
+
+
 def flatten(data: Any, prefix: str = "") -> dict[str, str]:
     """Nested config -> {"optimizer.lr": "0.0002", ...}, secrets masked, values cut to MLflow's limit."""
     out: dict[str, str] = {}

@@ -36,7 +36,7 @@ from transformers import initialization as init
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.utils import ModelOutput
 
-from thinker.models.adapters.cognate import (
+from thinker.models.adapters.cognate_spec import (
     FORMAT_VERSION,
     PARAM_TOLERANCE,
     SPEC_25M,

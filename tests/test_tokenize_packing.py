@@ -100,7 +100,7 @@ def test_split_is_seeded_and_keeps_both_sides():
 
 @pytest.mark.parametrize("kind", ["cosine", "linear", "constant", "constant_with_warmup", "polynomial"])
 def test_schedules_warm_up_and_respect_the_floor(kind):
-    from thinker.backends.local.schedules import lr_multiplier
+    from thinker.backends.schedules import lr_multiplier
 
     values = [lr_multiplier(s, 100, kind, warmup_ratio=0.1, min_lr_ratio=0.2) for s in range(100)]
     if kind == "constant":

@@ -17,7 +17,7 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 
-from thinker.backends.local.schedules import scheduled_multiplier
+from thinker.backends.schedules import scheduled_multiplier
 
 log = logging.getLogger("thinker")
 

@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 
 from thinker.backends.local.optimizers import build_optimizer
-from thinker.backends.local.schedules import scheduled_multiplier
+from thinker.backends.schedules import scheduled_multiplier
 from thinker.data.tokenize import IGNORE_INDEX
 
 log = logging.getLogger("thinker")

@@ -196,7 +196,7 @@ class TinkerTrainer:
     def submit(self, index: int) -> Submitted:
         from tinker import types
 
-        from thinker.backends.local.schedules import scheduled_multiplier
+        from thinker.backends.schedules import scheduled_multiplier
 
         epoch, item = divmod(index, self.steps_per_epoch)
         rows = [row for micro in self.loader.rows_of(item, epoch) for row in micro]

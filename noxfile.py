@@ -67,8 +67,10 @@ def lock(session: nox.Session) -> None:
 
 @nox.session(python="3.11")
 def lint(session: nox.Session) -> None:
-    session.install("-c", LOCK, "ruff")
+    session.install("-c", LOCK, "ruff", "import-linter")
     session.run("ruff", "check", "src", "tests", "bench", "scripts", "launch.py", "noxfile.py")
+    # the import contracts of pyproject.toml; grimp finds the package on the path (src/, not installed here)
+    session.run("lint-imports", "--no-cache", env={"PYTHONPATH": "src"})
 
 
 @nox.session(python="3.11")

@@ -33,7 +33,7 @@ def _add_preview_options(parser: argparse.ArgumentParser, defaults: bool) -> Non
 
 
 def _preview(args: argparse.Namespace) -> int:
-    from thinker.data.preview import preview
+    from thinker.commands.data_preview import preview
 
     # options may come after the first override (`data=jsonl -n 5`): argparse hands those over unparsed
     late = argparse.ArgumentParser(prog="thinker data preview", add_help=False)

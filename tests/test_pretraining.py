@@ -45,6 +45,7 @@ def test_collate_pads_and_masks_the_padding_out_of_the_loss():
     (["experiment=cognate_pretrain", "model=qwen-0.5b"], "cannot"),
     (["method=lora", "optimizer=grokfast"], "optimizer=grokfast only works with method=pretrain"),
     (["experiment=cognate_pretrain", "model.arch.n_layers=12"], "fixed cognate-25m specification"),
+    (["experiment=cognate_pretrain", "trainer=ddp_cpu"], "method=pretrain trains in one process"),
 ])
 def test_pretraining_refusals_at_config_check(overrides, says):
     with pytest.raises(ThinkerError) as info:

@@ -12,20 +12,16 @@ from __future__ import annotations
 
 import logging
 import math
-import time
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig
 
 from thinker.backends import TrainingReport, WeightsRef
-from thinker.errors import ExitCode, ThinkerError
+from thinker.errors import ThinkerError
 from thinker.paths import resolve_input
 
 log = logging.getLogger("thinker")
-
-WEIGHTS = "weights"
-CHECKPOINTS = "checkpoints"
 
 
 def reasoning_examples(cfg: DictConfig, run_dir: Path) -> tuple[Any, list[Any], list[Any]]:
@@ -74,24 +70,20 @@ def pretrain(cfg: DictConfig, run_dir: Path, session: Any = None) -> TrainingRep
     import lightning.pytorch as pl
     import torch
 
-    from thinker.backends.local.backend import _quiet_lightning, checkpoint_interval, save_weights_atomically
-    from thinker.backends.local.checkpointing import (
-        LOAD_WEIGHTS_ONLY,
-        AtomicCheckpointIO,
-        GracefulStop,
-        periodic_checkpoints,
+    from thinker.backends.local.lightning_run import (
+        WEIGHTS,
+        LightningRun,
+        checkpoint_interval,
+        quiet_lightning,
+        save_weights_atomically,
     )
-    from thinker.backends.local.progress import progress_callbacks
     from thinker.backends.local.resume import resume_checkpoint
     from thinker.models.loading import count_parameters, load_causal_lm, load_tokenizer, resolve_model_path
     from thinker.pretraining.blocks import collate, to_blocks
     from thinker.pretraining.module import PretrainModule
-    from thinker.resume_command import resume_command
-    from thinker.tracking.loggers import training_logger
-    from thinker.tracking.mlflow_logger import BatchedMlflowLogger
     from thinker.tracking.mlflow_run import log_params
 
-    _quiet_lightning()
+    quiet_lightning()
     seed = int(cfg.seed)
     path = resolve_model_path(cfg.model, seed, [resolve_input(p) for p in cfg.model.tokenizer_corpus])
     pl.seed_everything(seed, workers=True, verbose=False)
@@ -124,40 +116,23 @@ def pretrain(cfg: DictConfig, run_dir: Path, session: Any = None) -> TrainingRep
     accuracy = answer_accuracy_fn(fmt, held_out, tokenizer, cfg) if cfg.evaluation.enabled else None
     module = PretrainModule(model, cfg.optimizer, steps, accuracy)
 
-    ckpt_dir = run_dir / CHECKPOINTS
-    stopper = GracefulStop(ckpt_dir)
-    checkpoints = periodic_checkpoints(ckpt_dir, every, int(cfg.trainer.save_total_limit))
-    # resumed: what the interrupted run already logged is not logged again (one point per step)
-    logger = training_logger(cfg.logger, run_dir=run_dir, session=session, resuming=bool(cfg.resume))
-    trainer = pl.Trainer(
-        accelerator="gpu" if str(cfg.trainer.accelerator) == "gpu" else "cpu", devices=1,
-        max_steps=steps, max_epochs=-1 if max_steps > 0 else int(cfg.trainer.epochs),
-        gradient_clip_val=float(cfg.optimizer.max_grad_norm) or None,
-        val_check_interval=min(every, per_epoch) if val_loader else None,
-        check_val_every_n_epoch=None if val_loader else 1, limit_val_batches=1.0 if val_loader else 0,
-        num_sanity_val_steps=0, logger=logger, callbacks=[stopper, checkpoints, *progress_callbacks(cfg.trainer)],
-        plugins=[AtomicCheckpointIO()], enable_model_summary=False, default_root_dir=str(run_dir),
-        log_every_n_steps=int(cfg.trainer.log_every_n_steps))
+    # one process on one device, whatever trainer.devices says: PretrainModule's held-out loss and token
+    # counts are its own process's, and the steps above are planned for one (config check refuses more)
+    run = LightningRun(cfg, run_dir, session, steps=steps, every=every, steps_per_epoch=per_epoch,
+                       has_val=val_loader is not None, max_epochs=-1 if max_steps > 0 else int(cfg.trainer.epochs),
+                       single_process=True, gradient_clip_val=float(cfg.optimizer.max_grad_norm) or None)
+    trainer = run.trainer
     log.info("pretraining: %d steps of %d blocks x %d tokens (%d train / %d held-out examples), evaluation "
              "every %d", steps, batch, length, len(train_ex), len(held_out), every)
-    ckpt = resume_checkpoint(run_dir) if cfg.resume else None
-    started = time.perf_counter()
-    trainer.fit(module, train_dataloaders=loader, val_dataloaders=val_loader, ckpt_path=str(ckpt) if ckpt else None,
-                weights_only=LOAD_WEIGHTS_ONLY)
-    seconds = time.perf_counter() - started
-    if val_loader is not None and not stopper.requested and (not module.val_history
-                                                              or module.val_history[-1][0] != trainer.global_step):
-        trainer.validate(module, dataloaders=val_loader, verbose=False)  # the reported numbers: final weights
-    if isinstance(logger, BatchedMlflowLogger):
-        logger.flush(wait=True)
-    if stopper.requested:
-        raise ThinkerError(f"pretraining stopped by {stopper.requested} at step {trainer.global_step}; "
-                           "checkpoint saved", f"{ckpt_dir / 'last.ckpt'}",
-                           f"continue with: {resume_command(run_dir)}", stage="train", code=ExitCode.INTERRUPTED)
+    run.fit(module, resume_checkpoint(run_dir) if cfg.resume else None,
+            {"train_dataloaders": loader, "val_dataloaders": val_loader},
+            {"dataloaders": val_loader} if val_loader is not None else None)
+    logged = run.finish("pretraining")
 
     metrics: dict[str, float] = {"total_params": float(total), "trainable_params": float(trainable),
                                  "optimizer_steps": float(trainer.global_step),
-                                 "trained_tokens": float(module.trained_tokens), "train_seconds": seconds}
+                                 "trained_tokens": float(module.trained_tokens), "train_seconds": run.fit_seconds,
+                                 **logged}
     if module.last_train_loss is not None:
         metrics["train_loss"] = module.last_train_loss
     if module.val_history:

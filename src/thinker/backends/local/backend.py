@@ -9,49 +9,31 @@ from __future__ import annotations
 
 import logging
 import math
-import time
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig
 
 from thinker.backends import Backend, Generate, TrainingReport, WeightsRef
-from thinker.errors import ExitCode, ThinkerError
+from thinker.backends.local.lightning_run import (
+    WEIGHTS,
+    LightningRun,
+    checkpoint_interval,
+    device_type,
+    lightning_devices,
+    quiet_lightning,
+    save_weights_atomically,
+)
+from thinker.errors import ThinkerError
 from thinker.paths import resolve_input
-from thinker.tracking.atomic import atomic_directory
 
 log = logging.getLogger("thinker")
-
-PRECISION = {"fp32": "32-true", "bf16": "bf16-mixed", "fp16": "16-mixed"}
-CHECKPOINTS = "checkpoints"
-WEIGHTS = "weights"
-
-
-def lightning_precision(precision: str) -> str:
-    """Lightning's precision flag; the config check has already refused weight-only formats (int4, fp8...)."""
-    return PRECISION[precision]
 
 
 def base_weights_dtype(method: str, precision: str) -> str:
     """Frozen base weights load in the training precision (bf16 halves a GPU's memory for LoRA); a full
     fine-tune keeps fp32 master weights and lets Lightning's mixed precision cast per operation."""
     return "fp32" if method == "full" else precision
-
-
-def device_type(cfg: DictConfig) -> str:
-    import torch
-
-    wants_gpu = str(cfg.trainer.accelerator) in ("gpu", "cuda")
-    if wants_gpu and not torch.cuda.is_available():
-        raise ThinkerError(
-            f"trainer={cfg.trainer.name} needs a CUDA GPU and none is visible",
-            "trainer.accelerator=gpu",
-            "use trainer=cpu on this machine",
-            stage="train",
-        )
-    if str(cfg.trainer.accelerator) == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return "cuda" if wants_gpu else "cpu"
 
 
 def apply_method(model: Any, method: DictConfig, checkpointing: bool) -> Any:
@@ -88,14 +70,6 @@ def apply_method(model: Any, method: DictConfig, checkpointing: bool) -> Any:
             f"LoRA could not be applied: {exc}", f"method.target_modules={targets}",
             "use all-linear or module names that exist in this model (e.g. q_proj,v_proj)", stage="train",
         ) from exc
-
-
-def lightning_devices(cfg: DictConfig) -> Any:
-    """trainer.devices as Lightning takes it (a list stays a plain list)."""
-    from omegaconf import ListConfig
-
-    devices = cfg.trainer.devices
-    return list(devices) if isinstance(devices, ListConfig) else devices
 
 
 def planned_world_size(cfg: DictConfig, device: str) -> int:
@@ -140,67 +114,17 @@ def total_optimizer_steps(n_batches: int, cfg: DictConfig) -> int:
     return min(by_epochs, max_steps) if max_steps > 0 else by_epochs
 
 
-def checkpoint_interval(steps: int, cfg: DictConfig) -> int:
-    """Steps between checkpoints (and held-out evaluations, when there are any): 1/evaluations of the run."""
-    return max(1, steps // max(1, int(cfg.trainer.evaluations)))
-
-
-def save_weights_atomically(model: Any, tokenizer: Any, target: Path, metadata: dict[str, Any],
-                            state_dict: dict[str, Any] | None = None) -> Path:
-    """save_pretrained into a temp folder beside `target`, then rename: never a half-written adapter.
-    `state_dict`: the weights to write when `model` holds only this rank's shard of them (FSDP)."""
-    import json
-
-    with atomic_directory(target) as tmp:
-        model.save_pretrained(tmp, safe_serialization=True,
-                              **({"state_dict": state_dict} if state_dict is not None else {}))
-        tokenizer.save_pretrained(tmp)
-        (tmp / "metadata.json").write_text(json.dumps(metadata, indent=2, default=str) + "\n")
-    return target
-
-
-def _evaluated_at(module: Any, step: int) -> bool:
-    return bool(module.val_history) and module.val_history[-1][0] == step
-
-
-def _quiet_lightning() -> None:
-    """Lightning adds its own console handler; Hydra's root handler already prints (and files) its records."""
-    for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
-        logging.getLogger(name).handlers.clear()
-    # its info lines (device summary, cloud-logger tips) repeat what thinker logs; warnings still show
-    logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
-    # its tips about cloud loggers and "eval mode" module counts are noise in a launcher's output
-    import warnings
-
-    warnings.filterwarnings("ignore", message=".*module\\(s\\) in eval mode.*")
-    warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\).*")
-    # manual optimization: a checkpoint holds the weights after the step it is named for, which is what
-    # resume needs; Lightning's note about "pre-optimization state" does not apply
-    warnings.filterwarnings("ignore", message=".*ModelCheckpoint with manual optimization.*")
-    # data parallel: the module sums the held-out loss over the ranks itself, so every rank logs the global one
-    warnings.filterwarnings("ignore", message=".*sync_dist=True.*")
-
-
 def train(cfg: DictConfig, run_dir: Path, session: Any = None, callbacks: tuple = ()) -> TrainingReport:
     """Fine-tune per `cfg` into `run_dir`. `callbacks`: extra Lightning callbacks (tools and tests)."""
     import lightning.pytorch as pl
     import torch
 
-    from thinker.backends.local.checkpointing import (
-        LOAD_WEIGHTS_ONLY,
-        AtomicCheckpointIO,
-        GracefulStop,
-        periodic_checkpoints,
-    )
     from thinker.backends.local.datamodule import FineTuneDataModule
     from thinker.backends.local.module import FineTuneModule
-    from thinker.backends.local.progress import progress_callbacks
     from thinker.backends.local.resume import resume_checkpoint
     from thinker.data.prepare import prepare_training_data
     from thinker.models.adapter_weights import training_start_point
     from thinker.models.loading import count_parameters, load_causal_lm, load_tokenizer, resolve_model_path
-    from thinker.resume_command import resume_command
-    from thinker.tracking.loggers import training_logger
     from thinker.tracking.mlflow_logger import BatchedMlflowLogger
 
     method = str(cfg.method.name)
@@ -209,7 +133,7 @@ def train(cfg: DictConfig, run_dir: Path, session: Any = None, callbacks: tuple 
         from thinker.pretraining.run import pretrain
 
         return pretrain(cfg, run_dir, session)
-    _quiet_lightning()
+    quiet_lightning()
     device = device_type(cfg)
     world = planned_world_size(cfg, device)
     precision = str(cfg.trainer.precision)
@@ -250,50 +174,21 @@ def train(cfg: DictConfig, run_dir: Path, session: Any = None, callbacks: tuple 
     every = checkpoint_interval(steps, cfg)
     module = FineTuneModule(model, cfg.optimizer, steps, device, int(cfg.trainer.log_every_n_steps))
 
-    ckpt_dir = run_dir / CHECKPOINTS
-    stopper = GracefulStop(ckpt_dir)
-    # save_total_limit periodic checkpoints are kept (newest first); last.ckpt is always kept for resume
-    periodic = periodic_checkpoints(ckpt_dir, every, int(cfg.trainer.save_total_limit))
-    all_callbacks: list[Any] = [stopper, periodic, *progress_callbacks(cfg.trainer), *callbacks]
-    # resumed: what the interrupted run already logged is not logged again (one point per step)
-    logger = training_logger(cfg.logger, run_dir=run_dir, session=session, resuming=bool(cfg.resume))
-    if isinstance(logger, BatchedMlflowLogger):
+    # one loader item is one optimizer step (its micro-batches inside), so Lightning counts steps
+    run = LightningRun(cfg, run_dir, session, steps=steps, every=every, steps_per_epoch=steps_per_epoch,
+                       has_val=bool(val_rows), max_epochs=int(cfg.trainer.epochs), callbacks=callbacks)
+    trainer = run.trainer
+    if isinstance(run.logger, BatchedMlflowLogger):
         sizes = {"trainable_params": trainable, "total_params": total,
                  "train_examples": prepared.read_train_examples, "train_tokens": st.tokens}
-        session.log_metrics({k: v for k, v in sizes.items() if k not in logger.logged_through})
-    trainer = pl.Trainer(
-        accelerator="gpu" if device == "cuda" else "cpu",
-        devices=lightning_devices(cfg),
-        num_nodes=int(cfg.trainer.num_nodes),
-        strategy=str(cfg.trainer.strategy),
-        precision=lightning_precision(precision),
-        max_epochs=int(cfg.trainer.epochs),
-        max_steps=steps,
-        # one loader item is one optimizer step (its micro-batches inside), so Lightning counts steps
-        val_check_interval=min(every, steps_per_epoch) if val_rows else None,
-        check_val_every_n_epoch=None if val_rows else 1,
-        limit_val_batches=1.0 if val_rows else 0,
-        num_sanity_val_steps=0,
-        log_every_n_steps=int(cfg.trainer.log_every_n_steps),  # our module logs itself; this keeps Lightning quiet
-        logger=logger,
-        callbacks=all_callbacks,
-        plugins=[AtomicCheckpointIO()],
-        enable_model_summary=False,
-        default_root_dir=str(run_dir),
-    )
+        session.log_metrics({k: v for k, v in sizes.items() if k not in run.logger.logged_through})
     if trainer.world_size != world:  # the steps and schedule above were planned for `world` ranks
         raise RuntimeError(f"Lightning started {trainer.world_size} ranks where {world} were planned")
     ranks = f"{world} ranks x " if world > 1 else ""
     log.info("training: %d optimizer steps of %s%d x %d rows, %s every %d", steps, ranks, grad_accum,
              int(cfg.trainer.batch_size), "held-out eval + checkpoint" if val_rows else "checkpoint", every)
-    started = time.perf_counter()
-    trainer.fit(module, datamodule=data, ckpt_path=str(ckpt_path) if ckpt_path else None,
-                weights_only=LOAD_WEIGHTS_ONLY)
-    fit_seconds = time.perf_counter() - started
+    run.fit(module, ckpt_path, {"datamodule": data}, {"datamodule": data} if val_rows else None)
 
-    if val_rows and not stopper.requested and not _evaluated_at(module, trainer.global_step):
-        # The reported val_loss (and what a sweeper minimises) must describe the final weights.
-        trainer.validate(module, datamodule=data, verbose=False)
     metrics: dict[str, float] = {}
     if module.last_train_loss is not None:
         metrics["train_loss"] = float(module.last_train_loss)
@@ -301,17 +196,9 @@ def train(cfg: DictConfig, run_dir: Path, session: Any = None, callbacks: tuple 
         metrics["val_loss"] = float(module.val_history[-1][1])
     metrics.update(trainable_params=float(trainable), total_params=float(total),
                    trained_tokens=float(module.trained_tokens), optimizer_steps=float(trainer.global_step))
-    metrics["train_seconds"] = fit_seconds
+    metrics["train_seconds"] = run.fit_seconds
     shards = data_parallel_summary(data, len(train_rows), world, grad_accum * int(cfg.trainer.batch_size))
-    if isinstance(logger, BatchedMlflowLogger):
-        logger.flush(wait=True)
-        metrics["logging_overhead_fraction"] = logger.seconds_in_logging / max(fit_seconds, 1e-9)
-    if stopper.requested:
-        raise ThinkerError(
-            f"training stopped by {stopper.requested} at step {trainer.global_step}; checkpoint saved",
-            f"{ckpt_dir / 'last.ckpt'}",
-            f"continue with: {resume_command(run_dir)}", stage="train", code=ExitCode.INTERRUPTED,
-        )
+    metrics.update(run.finish("training"))
 
     gathered = None
     if str(cfg.trainer.strategy).startswith("fsdp") and world > 1:
@@ -395,6 +282,14 @@ def check_data_parallel(cfg: DictConfig, env: Any) -> None:
         return
     hydra = _hydra_runtime()
     processes = processes_per_run(cfg)
+    if str(cfg.method.name) == "pretrain" and (processes or 1) > 1:
+        # thinker.pretraining.run trains in one process (LightningRun's single_process)
+        raise ThinkerError(
+            f"method=pretrain trains in one process, and trainer.devices={cfg.trainer.devices} "
+            f"trainer.num_nodes={cfg.trainer.num_nodes} ask for {processes}",
+            "trainer.devices, trainer.num_nodes",
+            "use trainer.devices=1 trainer.num_nodes=1 for pretraining (data parallel is for fine-tuning)",
+        )
     if hydra is not None and hydra.mode == RunMode.MULTIRUN and processes != 1:
         asked = f"{processes} training processes" if processes else "a training process per visible GPU"
         raise ThinkerError(

@@ -21,8 +21,8 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from thinker.backends.local.backend import CHECKPOINTS
 from thinker.backends.local.checkpointing import LAST
+from thinker.backends.local.lightning_run import CHECKPOINTS
 from thinker.backends.local.ranks import is_rank_zero
 from thinker.errors import ThinkerError
 from thinker.tracking.run_record import RECORD_NAME

@@ -1,0 +1,40 @@
+"""The one Lightning run fine-tuning and pretraining share (thinker.backends.local.lightning_run): the Trainer
+follows trainer.* for both, pretraining in one process whatever trainer.devices says."""
+
+from __future__ import annotations
+
+from conftest import compose
+
+from thinker.backends.local.lightning_run import LightningRun
+
+
+def _run(tmp_path, overrides, **options):
+    cfg = compose([*overrides, "logger=none"])
+    return LightningRun(cfg, tmp_path, None, steps=4, every=2, steps_per_epoch=2, has_val=True, max_epochs=1,
+                        **options)
+
+
+def test_pretraining_trains_in_the_trainers_precision_on_one_device(tmp_path):
+    run = _run(tmp_path, ["experiment=cognate_pretrain", "trainer.precision=bf16", "trainer.devices=2"],
+               single_process=True)
+    assert run.trainer.precision == "bf16-mixed"
+    assert run.trainer.num_devices == 1 and run.trainer.world_size == 1
+
+
+def test_fine_tuning_takes_devices_and_precision_from_the_trainer_config(tmp_path):
+    run = _run(tmp_path, ["trainer=cpu", "trainer.precision=bf16"])
+    assert run.trainer.precision == "bf16-mixed" and run.trainer.num_devices == 1
+    assert run.trainer.val_check_interval == 2 and run.trainer.max_steps == 4
+
+
+def test_a_stop_signal_ends_in_one_line_that_says_how_to_resume(tmp_path):
+    import pytest
+
+    from thinker.errors import ExitCode, ThinkerError
+
+    run = _run(tmp_path, ["trainer=cpu"])
+    run.stopper.requested = "SIGINT"
+    with pytest.raises(ThinkerError) as info:
+        run.finish("pretraining")
+    assert info.value.exit_code == ExitCode.INTERRUPTED
+    assert "pretraining stopped by SIGINT at step 0" in info.value.line() and "continue with:" in info.value.line()

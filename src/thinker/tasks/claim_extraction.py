@@ -21,10 +21,5 @@ class ClaimExtractionTask(PromptCompletionTask):
 
         return tuple(METRIC_NAMES)
 
-    def loss_weights(self, data: Any) -> Any:
-        from thinker.data.tokenize import LossWeights
-
-        return LossWeights(float(data.claim_c1_weight), float(data.evidence_weight))
-
 
 TASK = ClaimExtractionTask()

@@ -1,5 +1,6 @@
 """Prompt/completion records ({"prompt": ..., "completion": ...}; the field names are data.prompt_field /
-data.completion_field): loss on the completion (docs/data.md)."""
+data.completion_field): loss on the completion, a CLAIM[c1] line and evidence lines weighted by
+data.claim_c1_weight / data.evidence_weight where a completion has them (1 by default: uniform; docs/data.md)."""
 
 from __future__ import annotations
 
@@ -20,7 +21,9 @@ class PromptCompletionTask(Task):
     def loss_weights(self, data: Any) -> Any:
         from thinker.data.tokenize import LossWeights
 
-        return LossWeights()
+        # any prompt/completion file may carry CLAIM lines (data=jsonl with a user's SciFact-style file), so the
+        # configured weights apply here, not only in the claim task
+        return LossWeights(float(data.claim_c1_weight), float(data.evidence_weight))
 
     def tokenize(self, tokenizer: Any, example: Any, *, max_length: int, data: Any, train_on_inputs: bool) -> Any:
         from thinker.data.tokenize import tokenize_example

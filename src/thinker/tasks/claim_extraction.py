@@ -4,8 +4,6 @@ CLAIM[c1] line and evidence lines weigh data.claim_c1_weight / data.evidence_wei
 
 from __future__ import annotations
 
-from typing import Any
-
 from thinker.tasks.prompt_completion import PromptCompletionTask
 
 CLAIM_FORMAT = "claim_extraction"

@@ -38,3 +38,24 @@ def test_a_stop_signal_ends_in_one_line_that_says_how_to_resume(tmp_path):
         run.finish("pretraining")
     assert info.value.exit_code == ExitCode.INTERRUPTED
     assert "pretraining stopped by SIGINT at step 0" in info.value.line() and "continue with:" in info.value.line()
+
+
+def test_the_progress_callbacks_come_from_the_callbacks_option(tmp_path):
+    from thinker.backends.local.progress import ProgressLogLines, StepProgressBar
+
+    kinds = [type(c) for c in _run(tmp_path, ["trainer=cpu", "trainer.progress_every_s=7"]).trainer.callbacks]
+    assert StepProgressBar in kinds and ProgressLogLines in kinds
+    lines = next(c for c in _run(tmp_path, ["trainer=cpu", "trainer.progress_every_s=7"]).trainer.callbacks
+                 if isinstance(c, ProgressLogLines))
+    assert lines.every_s == 7
+    assert not {StepProgressBar, ProgressLogLines} & {type(c) for c in
+                                                      _run(tmp_path, ["callbacks=none"]).trainer.callbacks}
+
+
+def test_a_callback_of_ones_own_is_one_entry_with_a_target(tmp_path):
+    from lightning.pytorch.callbacks import LearningRateMonitor
+
+    run = _run(tmp_path, ["+callbacks.lr._target_=lightning.pytorch.callbacks.LearningRateMonitor",
+                          "+callbacks.lr.logging_interval=step"])
+    monitors = [c for c in run.trainer.callbacks if isinstance(c, LearningRateMonitor)]
+    assert len(monitors) == 1 and monitors[0].logging_interval == "step"

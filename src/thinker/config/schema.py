@@ -369,6 +369,8 @@ class ThinkerConfig:
     optimizer: Any = MISSING
     trainer: Any = MISSING
     logger: Any = MISSING
+    # name -> a Lightning callback's _target_ and arguments (conf/callbacks/; thinker.backends.local.lightning_run)
+    callbacks: Any = None
 
     stage: Stage = Stage.run
     seed: int = int(seed_default("seed"))

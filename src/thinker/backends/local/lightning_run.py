@@ -1,7 +1,7 @@
 """One Lightning run, shared by fine-tuning (thinker.backends.local.backend) and pretraining
 (thinker.pretraining.run): the Trainer on trainer.* (accelerator, devices, precision), its callbacks (the
-graceful stop on SIGINT / SIGTERM, periodic checkpoints written atomically, progress) and the `logger=`
-option's logger; fit, resuming from the checkpoint a resumed run picks; a final held-out evaluation when the
+graceful stop on SIGINT / SIGTERM and periodic checkpoints written atomically, which resume needs, then the
+`callbacks=` option's, each built from its `_target_`: conf/callbacks/) and the `logger=` option's logger; fit, resuming from the checkpoint a resumed run picks; a final held-out evaluation when the
 last one did not describe the final weights; the one-line "stopped by" error; the atomic weights save.
 The callers bring only what differs: the LightningModule, its data, the step plan and what they save.
 
@@ -93,6 +93,13 @@ def quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=".*sync_dist=True.*")
 
 
+def configured_callbacks(cfg: DictConfig) -> list[Any]:
+    """The `callbacks=` option's Lightning callbacks, each built from its `_target_` (conf/callbacks/)."""
+    from hydra.utils import instantiate
+
+    return [instantiate(node) for node in (cfg.get("callbacks") or {}).values() if node is not None]
+
+
 class LightningRun:
     """The Trainer of one run (fine-tuning or pretraining) with thinker's callbacks and logger.
 
@@ -113,7 +120,6 @@ class LightningRun:
             GracefulStop,
             periodic_checkpoints,
         )
-        from thinker.backends.local.progress import progress_callbacks
         from thinker.tracking.loggers import training_logger
 
         self.run_dir = run_dir
@@ -138,7 +144,7 @@ class LightningRun:
             num_sanity_val_steps=0,
             log_every_n_steps=int(cfg.trainer.log_every_n_steps),  # the modules log themselves; keeps Lightning quiet
             logger=self.logger,
-            callbacks=[self.stopper, periodic, *progress_callbacks(cfg.trainer), *callbacks],
+            callbacks=[self.stopper, periodic, *configured_callbacks(cfg), *callbacks],
             plugins=[AtomicCheckpointIO()],
             enable_model_summary=False,
             default_root_dir=str(run_dir),

@@ -90,8 +90,3 @@ class ProgressLogLines(Callback):
         self.lines.update(trainer.global_step, float(loss) if loss is not None else None,
                           getattr(pl_module, "tokens_per_sec", None))
 
-
-def progress_callbacks(trainer_cfg: Any) -> list[Callback]:
-    """The progress callbacks of every Lightning loop here; `trainer_cfg.progress_every_s` sets the lines'
-    interval (0: none)."""
-    return [StepProgressBar(), ProgressLogLines(float(trainer_cfg.progress_every_s))]

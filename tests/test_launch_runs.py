@@ -83,7 +83,7 @@ def test_default_run_is_tracked_in_mlflow_with_provenance(tmp_path, env):
 
 def test_secrets_stay_out_of_logs_params_and_records(tmp_path, env):
     secret = "hf_SECRETsecretSECRET123456"
-    token = "SECRETtokshort99"  # an override credential: only its key says so (README "Secrets")
+    token = "SECRETtokshort99"  # an override credential: only its key says so (docs/secrets.md)
     out = launch(["method=lora", "trainer.max_steps=1", *TINY, "validation.pytest.enabled=false",
                   f"+provider.options.token={token}", "hydra.run.dir=run"],
                  cwd=tmp_path, env={**env, "HF_TOKEN": secret})

@@ -175,5 +175,5 @@ def test_jobs_list_reads_the_ledger_and_status_of_an_unknown_job_says_so(tmp_pat
 def test_the_readme_table_is_the_capability_reports():
     out = thinker("providers", "list", "--markdown")
     assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() in (ROOT / "README.md").read_text(), (
-        "README's provider table differs from `thinker providers list --markdown`; paste its output")
+    assert out.stdout.strip() in (ROOT / "docs" / "providers.md").read_text(), (
+        "docs/providers.md's provider table differs from `thinker providers list --markdown`; paste its output")

@@ -1,7 +1,7 @@
 """A credential given as an override (`+provider.options.token=...`) is masked everywhere a config is written or
 printed -- the run record, Hydra's .hydra/ files and multirun.yaml, --cfg output, `thinker config show`, launch.log,
-the sweep summary, MLflow params and artifacts -- while the run itself still gets the real value (README
-"Secrets"). Real launches (stage=validate and --cfg are quick), a real SQLite MLflow store."""
+the sweep summary, MLflow params and artifacts -- while the run itself still gets the real value
+(docs/secrets.md). Real launches (stage=validate and --cfg are quick), a real SQLite MLflow store."""
 
 from __future__ import annotations
 
@@ -177,5 +177,5 @@ def test_mlflow_params_and_artifacts_mask_override_secrets(tmp_path):
 
 
 def test_the_readme_documents_what_is_masked():
-    readme = (ROOT / "README.md").read_text()
+    readme = (ROOT / "docs" / "secrets.md").read_text()
     assert "provider.options.token" in readme and ".hydra/" in readme

@@ -59,3 +59,15 @@ def test_a_callback_of_ones_own_is_one_entry_with_a_target(tmp_path):
                           "+callbacks.lr.logging_interval=step"])
     monitors = [c for c in run.trainer.callbacks if isinstance(c, LearningRateMonitor)]
     assert len(monitors) == 1 and monitors[0].logging_interval == "step"
+
+
+def test_a_callback_of_an_uninstalled_package_fails_at_the_config_check():
+    import pytest
+
+    from thinker.config.check import check_config
+    from thinker.errors import ExitCode, ThinkerError
+
+    with pytest.raises(ThinkerError) as info:
+        check_config(compose(["+callbacks.mine._target_=not_installed_pkg.Thing"]), env={})
+    assert info.value.exit_code == ExitCode.CONFIG
+    assert "callbacks.mine._target_=not_installed_pkg.Thing names package not_installed_pkg" in str(info.value)

@@ -310,10 +310,11 @@ def data_format_trainable_by_backend(cfg: DictConfig, env: Mapping[str, str]) ->
 
 
 def targets_installed(cfg: DictConfig, env: Mapping[str, str]) -> Iterator[Violation]:
-    # an optimizer or logger of an uninstalled package fails here, not once the model has loaded
+    # an optimizer, logger or callback of an uninstalled package fails here, not once the model has loaded
     from thinker.config.targets import missing_package
 
-    for group in ("optimizer", "logger"):
+    callbacks = OmegaConf.select(cfg, "callbacks", default=None) or {}
+    for group in ("optimizer", "logger", *(f"callbacks.{name}" for name in callbacks)):
         target = OmegaConf.select(cfg, f"{group}._target_", default=None)
         if target and (package := missing_package(str(target))):
             yield Violation(f"{group}._target_={target} names package {package}, which is not installed",

@@ -152,6 +152,24 @@ def test_builtin_rejects_a_family_it_cannot_build(models_home, corpus):
     assert caught.value.stage == "train"
 
 
+def test_a_new_family_is_one_entry_in_the_family_table(models_home, corpus, monkeypatch):
+    """The adapters, the importer and the builder all read thinker.models.families: one entry there (here
+    Mistral, which transformers ships) makes the family buildable, loadable and importable."""
+    from thinker.models import families
+    from thinker.models.adapters import adapter_for, get_adapter
+    from thinker.models.adapters.hf_causal import HFCausalLMAdapter
+    from thinker.models.builtin import ensure_builtin
+    from thinker.models.importer import ImportSource, check_architecture
+
+    monkeypatch.setitem(families.FAMILIES, "mistral", families.Family(
+        "mistral", families.HF_CAUSAL, config_class="transformers:MistralConfig"))
+
+    folder = ensure_builtin(tiny_model_cfg(family="mistral"), SEED, [corpus])
+    assert json.loads((folder / "config.json").read_text())["model_type"] == "mistral"
+    assert get_adapter("mistral") is HFCausalLMAdapter and adapter_for(folder, "mistral") is HFCausalLMAdapter
+    assert check_architecture(ImportSource(str(folder), None, model_type="mistral")) == "mistral"
+
+
 def _build_in_child(models_home: str, corpus: str, barrier) -> str:
     os.environ["THINKER_MODELS_DIR"] = models_home
     import transformers  # noqa: F401  (import before the barrier, so the builds themselves race)

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from thinker.errors import ThinkerError
+from thinker.models.families import FAMILIES, buildable, resolve
 from thinker.models.paths import models_dir
 
 log = logging.getLogger("thinker")
@@ -32,8 +33,6 @@ FORMAT_VERSION = 1
 COMPLETE_MARKER = "COMPLETE"
 METADATA_FILE = "metadata.json"
 DEFAULT_VOCAB_SIZE = 4096
-FAMILY_CONFIGS = {"qwen2": "Qwen2Config", "qwen3": "Qwen3Config"}
-BUILDABLE = (*FAMILY_CONFIGS, "cognate")  # cognate: thinker.models.adapters.cognate_model.CognateConfig
 
 
 def builtin_dir(model_cfg: Any, seed: int, corpus_files: list[Path]) -> Path:
@@ -45,10 +44,11 @@ def builtin_dir(model_cfg: Any, seed: int, corpus_files: list[Path]) -> Path:
         "corpus": corpus_identity(corpus_files),
         "format": FORMAT_VERSION,
     }
-    if str(model_cfg.family) == "cognate":  # its own code version: a change to the architecture rebuilds
-        from thinker.models.adapters.cognate_spec import FORMAT_VERSION as COGNATE_FORMAT
-
-        key["cognate_format"] = COGNATE_FORMAT
+    family = FAMILIES.get(str(model_cfg.family))
+    code_version = family.code_version if family else None
+    if code_version is not None:  # the family's own code version: a change to the architecture rebuilds
+        name, target = code_version
+        key[name] = resolve(target)
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
     return models_dir() / "builtin" / f"{model_cfg.name}-{digest}"
 
@@ -144,15 +144,12 @@ def _build_into(folder: Path, model_cfg: Any, seed: int, corpus_files: list[Path
 
 
 def _model_config(model_cfg: Any, arch: dict[str, Any], tokenizer: Any) -> Any:
-    import transformers
-
-    if str(model_cfg.family) == "cognate":
-        from thinker.models.adapters.cognate_model import CognateConfig
-        from thinker.models.adapters.cognate_spec import config_settings
-
-        # a fixed vocab_size (the spec's parameter count must not depend on the corpus); the tokenizer fits in it
-        return CognateConfig(**config_settings(model_cfg, tokenizer))
-    config_class = getattr(transformers, FAMILY_CONFIGS[str(model_cfg.family)])
+    family = FAMILIES[str(model_cfg.family)]
+    config_class = resolve(family.config_class)
+    if family.config_settings is not None:
+        # a fixed specification (cognate: a fixed vocab_size, so the parameter count does not depend on the
+        # corpus); the tokenizer fits in it
+        return config_class(**resolve(family.config_settings)(model_cfg, tokenizer))
     settings = {
         **arch,
         # the embedding matrix must cover every token id the tokenizer can produce, and no more
@@ -161,7 +158,7 @@ def _model_config(model_cfg: Any, arch: dict[str, Any], tokenizer: Any) -> Any:
         "eos_token_id": tokenizer.eos_token_id,
         "bos_token_id": tokenizer.bos_token_id,
     }
-    if str(model_cfg.family) == "qwen3" and "head_dim" not in arch:
+    if family.head_dim_from_width and "head_dim" not in arch:
         # Qwen3Config defaults head_dim to 128 whatever the width; a tiny model wants hidden/heads
         settings["head_dim"] = settings["hidden_size"] // settings["num_attention_heads"]
     return config_class(**settings)
@@ -205,17 +202,16 @@ def _plain_arch(model_cfg: Any) -> dict[str, Any]:
 
 def _check_builtin_config(model_cfg: Any, corpus_files: list[Path]) -> None:
     family = str(model_cfg.family)
-    if family not in BUILDABLE:
+    if family not in buildable():
         raise ThinkerError(
-            f"model family {family!r} cannot be built from its config (builtin supports {sorted(BUILDABLE)})",
+            f"model family {family!r} cannot be built from its config (builtin supports {buildable()})",
             f"model={model_cfg.name} (model.family)",
             "pick model=tiny-qwen or set model.source to a hub id or a local folder",
             stage="train",
         )
-    if family == "cognate":
-        from thinker.models.adapters.cognate_spec import config_settings
-
-        config_settings(model_cfg)  # a changed fixed specification stops here, before the tokenizer is trained
+    settings = FAMILIES[family].config_settings
+    if settings is not None:
+        resolve(settings)(model_cfg)  # a changed fixed specification stops here, before the tokenizer is trained
     if not corpus_files:
         raise ThinkerError(
             "no corpus to train the builtin model's tokenizer on",

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from thinker.errors import ThinkerError
 from thinker.models.adapters import get_adapter
+from thinker.models.families import importable
 from thinker.models.registry import (
     Registry,
     RegistryEntry,
@@ -35,8 +36,6 @@ log = logging.getLogger("thinker")
 ALLOW_PATTERNS = ["*.safetensors", "*.safetensors.index.json", "*.json", "*.txt", "*.model", "*.tiktoken",
                   "*.md", "LICENSE*", "*.py"]
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
-# model_type in config.json -> adapter family (thinker.models.adapters)
-SUPPORTED_MODEL_TYPES = {"qwen2": "qwen2", "qwen3": "qwen3", "llama": "llama", "cognate": "cognate"}
 DISK_HEADROOM = 1.10  # index files, tokenizer and filesystem slack on top of the weights
 HUB_URL = re.compile(r"^(?:https?://)?(?:www\.)?(?:huggingface\.co|hf\.co)/(?P<id>[^/]+/[^/?#]+)"
                      r"(?:/(?:tree|resolve|blob)/(?P<rev>[^/?#]+))?")
@@ -158,11 +157,12 @@ def card_license(readme: str) -> str | None:
 
 
 def check_architecture(source: ImportSource) -> str:
-    family = SUPPORTED_MODEL_TYPES.get(source.model_type or "")
-    if family is None:
+    # the config.json model_types with an adapter family: thinker.models.families, one table for all families
+    family = source.model_type or ""
+    if family not in importable():
         raise ThinkerError(
             f"{source.model_id} is {with_article(source.model_type or 'model without config.json model_type')}; "
-            f"thinker has adapters for {sorted(SUPPORTED_MODEL_TYPES)}",
+            f"thinker has adapters for {importable()}",
             "thinker models import",
             "import a Qwen or Llama causal LM (or add an adapter in thinker.models.adapters)",
             stage="record",

@@ -1,45 +1,31 @@
 """Architecture adapters: one small interface (forward / config / save / load) per model family (docs/decisions/0008-local-model-registry.md).
 
-The table maps a family name (ModelConfig.family, a registry entry's architecture, a config.json model_type)
-to its adapter class. Every model load goes through one (thinker.models.loading.load_causal_lm). Adapters
-import torch and transformers inside their methods, so importing this package stays light.
+Each family in the table of thinker.models.families (ModelConfig.family, a registry entry's architecture, a
+config.json model_type) names its adapter class. Every model load goes through one
+(thinker.models.loading.load_causal_lm). Adapters import torch and transformers inside their methods, so
+importing this package stays light.
 """
 
 from __future__ import annotations
 
-import importlib
 import json
 from pathlib import Path
 
 from thinker.errors import ThinkerError
 from thinker.models.adapters.base import ModelAdapter
+from thinker.models.families import FAMILIES, GENERIC_ADAPTER, resolve
 from thinker.wording import with_article
-
-# family -> "module:class"
-ADAPTERS: dict[str, str] = {
-    "qwen2": "thinker.models.adapters.hf_causal:HFCausalLMAdapter",
-    "qwen3": "thinker.models.adapters.hf_causal:HFCausalLMAdapter",
-    "llama": "thinker.models.adapters.hf_causal:HFCausalLMAdapter",
-    "cognate": "thinker.models.adapters.cognate:CognateAdapter",
-}
-# any other causal LM transformers itself knows (a hub id, a folder of another model_type) loads the HF way
-GENERIC = "thinker.models.adapters.hf_causal:HFCausalLMAdapter"
-
-
-def _import(target: str) -> type[ModelAdapter]:
-    module_name, _, attr = target.partition(":")
-    return getattr(importlib.import_module(module_name), attr)
 
 
 def get_adapter(family: str) -> type[ModelAdapter]:
-    target = ADAPTERS.get(str(family))
-    if target is None:
+    known = FAMILIES.get(str(family))
+    if known is None:
         raise ThinkerError(
-            f"no architecture adapter for model family {family!r} (known: {sorted(ADAPTERS)})",
+            f"no architecture adapter for model family {family!r} (known: {sorted(FAMILIES)})",
             "model.family",
             "pick a supported model, or add an adapter in thinker.models.adapters",
         )
-    return _import(target)
+    return resolve(known.adapter)
 
 
 def model_type_of(path_or_id: str | Path) -> str | None:
@@ -59,8 +45,8 @@ def adapter_for(path_or_id: str | Path, family: str | None = None) -> type[Model
     A folder whose weights belong to another adapter than `family` names is refused."""
     model_type = model_type_of(path_or_id)
     if model_type is not None:
-        found = _import(ADAPTERS.get(model_type, GENERIC))
-        if family is not None and str(family) in ADAPTERS and get_adapter(str(family)) is not found:
+        found = resolve(FAMILIES[model_type].adapter if model_type in FAMILIES else GENERIC_ADAPTER)
+        if family is not None and str(family) in FAMILIES and get_adapter(str(family)) is not found:
             raise ThinkerError(
                 f"{path_or_id} holds {with_article(model_type)} model, not the {family} architecture the config names",
                 f"model.family={family}",
@@ -68,9 +54,9 @@ def adapter_for(path_or_id: str | Path, family: str | None = None) -> type[Model
                 stage="train",
             )
         return found
-    if family is not None and str(family) in ADAPTERS:
+    if family is not None and str(family) in FAMILIES:
         return get_adapter(str(family))
-    return _import(GENERIC)
+    return resolve(GENERIC_ADAPTER)
 
 
-__all__ = ["ADAPTERS", "ModelAdapter", "adapter_for", "get_adapter", "model_type_of"]
+__all__ = ["ModelAdapter", "adapter_for", "get_adapter", "model_type_of"]

@@ -276,7 +276,8 @@ def plan(config: Any) -> SweepInfo:
         from hydra.core.override_parser.overrides_parser import OverridesParser
 
         params = OmegaConf.select(config, "hydra.sweeper.params", default=None) or {}
-        params = OmegaConf.to_container(params) if not isinstance(params, dict) else params
+        # resolved: a search space may interpolate (optimizer.lr's range follows the model's recommended_lr)
+        params = OmegaConf.to_container(params, resolve=True) if not isinstance(params, dict) else params
         parsed = OverridesParser.create().parse_overrides([f"{k}={v}" for k, v in params.items()] + overrides)
         keys = [o.key_or_group for o in parsed if o.is_sweep_override()]
         info.swept_keys = list(dict.fromkeys(keys))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -60,3 +61,9 @@ def launch(args: list[str], cwd: Path, env: dict[str, str] | None = None, timeou
         [sys.executable, str(ROOT / "launch.py"), *args],
         cwd=cwd, env=env or clean_env(), capture_output=True, text=True, timeout=timeout,
     )
+
+
+def printed_command(output: str) -> list[str]:
+    """The words of the `continue with: <command>` an interrupted or failed run prints."""
+    line = next(line for line in output.splitlines() if "continue with: " in line)
+    return shlex.split(line.split("continue with: ", 1)[1])

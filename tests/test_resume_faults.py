@@ -10,7 +10,6 @@ folder. Pretraining gets the same; a Tinker run's interruption prints its comman
 
 from __future__ import annotations
 
-import shlex
 import shutil
 import signal
 import subprocess
@@ -18,10 +17,8 @@ import sys
 
 import pytest
 import torch
-from conftest import clean_env
+from conftest import clean_env, printed_command
 from test_launch_runs import client_for, only_run, read_until, start_launch
-from test_tinker_runs import SHORT as TINKER_SHORT
-from test_tinker_runs import run_env, start_run, wait_for_states
 
 pytestmark = pytest.mark.slow
 
@@ -48,11 +45,6 @@ def interrupted(tmp_path_factory, env):
     assert proc.returncode == 130, output[-3000:]
     shutil.copytree(cwd, cwd.parent / "pristine")
     return cwd, output
-
-
-def printed_command(output):
-    line = next(line for line in output.splitlines() if "continue with: " in line)
-    return shlex.split(line.split("continue with: ", 1)[1])
 
 
 def restored(interrupted):
@@ -165,28 +157,3 @@ def test_pretraining_resumes_from_the_newest_complete_checkpoint_too(tmp_path, e
     steps = [m.step for m in client.get_metric_history(run.info.run_id, "train_loss")]
     assert sorted(steps) == list(range(1, 7)), steps
     assert client.get_run(run.info.run_id).info.status == "FINISHED"
-
-
-@pytest.fixture(scope="module")
-def tinker_server(private_models_dir, tmp_path_factory):
-    from thinker.tinker_serve.server import start_in_thread
-
-    with start_in_thread("tiny-qwen", tmp_path_factory.mktemp("tinker-state")) as srv:
-        yield srv
-
-
-def test_a_tinker_run_stopped_by_sigint_prints_the_command_that_continues_it(tinker_server, private_models_dir,
-                                                                              tmp_path):
-    overrides = ["backend=tinker", "trainer.max_steps=8", "trainer.evaluations=4", *TINKER_SHORT]
-    env = run_env(tinker_server.base_url, private_models_dir)
-    run = start_run(tmp_path, env, [*overrides, "hydra.run.dir=run"])
-    try:
-        wait_for_states(tmp_path / "run" / "checkpoints.jsonl", 1, run)
-        run.send_signal(signal.SIGINT)
-        _, stderr = run.communicate(timeout=300)
-    finally:
-        run.kill()
-    assert run.returncode == 130, stderr[-3000:]
-    words = printed_command(stderr)
-    assert words[0] == "python" and words[1].endswith("launch.py")
-    assert words[2:] == [*overrides, f"hydra.run.dir={tmp_path / 'run'}", "resume=true"]

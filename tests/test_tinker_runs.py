@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, clean_env, compose, launch
+from conftest import ROOT, clean_env, compose, launch, printed_command
 
 pytestmark = pytest.mark.slow
 
@@ -267,6 +267,11 @@ def test_resume_continues_from_checkpoints_jsonl_into_the_same_mlflow_run(server
         run.kill()
     assert run.returncode == 130, stderr[-3000:]
     assert "resume=true" in stderr.strip().splitlines()[-1]
+    # the run's own command: its overrides, the run folder made absolute, resume=true
+    words = printed_command(stderr)
+    assert words[0] == "python" and words[1].endswith("launch.py")
+    run_overrides = [o for o in overrides if not o.startswith("hydra.run.dir=")]
+    assert words[2:] == [*run_overrides, f"hydra.run.dir={tmp_path / 'run'}", "resume=true"]
     stopped_at = len(mlflow_history(tmp_path, "train_loss")[1])
     assert 4 <= stopped_at < 8, "stopped mid-run, after its second saved state"
     out = launch([*overrides, "resume=true"], cwd=tmp_path, env=env)

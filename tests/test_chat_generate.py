@@ -25,7 +25,7 @@ PROMPT = "Claim: aspirin lowers the risk of heart attacks."
 
 def thinker(argv: list[str]) -> int:
     """`thinker <argv>` as the console command runs it (errors: one stderr line and the exit code)."""
-    from thinker.cli import main
+    from thinker.commands.cli import main
 
     return main(argv)
 

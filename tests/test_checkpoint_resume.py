@@ -97,7 +97,7 @@ def test_a_run_killed_before_its_first_checkpoint_restarts_and_loses_its_half_wr
 
 
 def test_the_interruption_prints_the_runs_own_command_quoted_and_masked(tmp_path, monkeypatch):
-    from thinker.resume_command import resume_command
+    from thinker.tracking.resume_command import resume_command
     from thinker.tracking.run_record import RECORD_NAME, RunRecord
 
     secret = "SECRETtokshort99"

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from thinker.cli import main
+from thinker.commands.cli import main
 
 
 def output_of(capsys, *argv: str) -> tuple[int, str, str]:

@@ -450,7 +450,7 @@ def test_a_registered_cognate_model_fine_tunes_chats_and_merges_like_any_other(t
     env = clean_env(THINKER_MODELS_DIR=str(models), HF_HUB_OFFLINE="1")
 
     def cli(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "thinker.cli", *args], cwd=tmp_path, capture_output=True,
+        return subprocess.run([sys.executable, "-m", "thinker.commands.cli", *args], cwd=tmp_path, capture_output=True,
                               text=True, timeout=300, stdin=subprocess.DEVNULL, env=env)
 
     source = _save_small_with_tokenizer(tmp_path / "my-cognate")

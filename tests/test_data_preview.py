@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from thinker.cli import main
+from thinker.commands.cli import main
 
 PROMPT = "Extract the claims from the hypothesis and the cited abstracts.\n\nHypothesis: Aspirin lowers fever."
 COMPLETION = ("CLAIM[c1]: Aspirin lowers fever.\n"

@@ -120,7 +120,7 @@ def test_a_disk_too_full_for_the_run_folder_or_record_ends_in_one_line(unshare, 
 
 
 def test_a_full_disk_that_stopped_hydra_is_read_from_what_hydra_printed(tmp_path):
-    from thinker.disk_full import before_the_run
+    from thinker.errors.disk_full import before_the_run
 
     printed = "Traceback (most recent call last):\n  ...\nOSError: [Errno 28] No space left on device\n"
     full = before_the_run(printed, [f"hydra.run.dir={tmp_path / 'run'}"])
@@ -134,7 +134,7 @@ def test_a_full_disk_that_stopped_hydra_is_read_from_what_hydra_printed(tmp_path
 WRITE_WEIGHTS = """
 import sys, torch
 from safetensors.torch import save_file
-from thinker.disk_full import disk_full_error
+from thinker.errors.disk_full import disk_full_error
 try:
     save_file({"w": torch.zeros(100_000)}, sys.argv[1] + "/adapter_model.safetensors")
 except Exception as exc:
@@ -159,7 +159,7 @@ def test_safetensors_weights_that_fill_the_disk_are_taken_for_a_full_disk(unshar
 def test_a_thinker_command_that_fills_the_disk_ends_in_one_line(unshare, tmp_path):
     mount = tmp_path / "disk"
     mount.mkdir()
-    convert = [sys.executable, "-m", "thinker.cli", "data", "convert-scifact",
+    convert = [sys.executable, "-m", "thinker.commands.cli", "data", "convert-scifact",
                "--claims", str(ROOT / "data" / "sample" / "claims_train.jsonl"),
                "--corpus", str(ROOT / "data" / "sample" / "corpus.jsonl"), "--out", str(mount / "train.jsonl")]
     script = f"mount -t tmpfs -o size=8k tmpfs {mount} || exit 99; {shlex.join(convert)}; rc=$?; ls -A {mount}; exit $rc"

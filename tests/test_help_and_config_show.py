@@ -10,7 +10,7 @@ import yaml
 from conftest import CONF, ROOT
 
 from thinker.commands.config import show
-from thinker.help_text import INTERNAL_GROUPS, config_groups_text, option_description
+from thinker.launch.help_text import INTERNAL_GROUPS, config_groups_text, option_description
 
 PUBLIC_KEYS = ["stage", "seed", "data.path", "optimizer.lr", "trainer.max_steps", "validation.enabled",
                "method.rank", "method.alpha", "method.dropout", "resume", "output.name"]
@@ -40,7 +40,7 @@ def test_every_option_file_starts_with_a_one_line_description(path):
 
 @pytest.mark.parametrize("path", option_files(), ids=lambda p: f"{p.parent.name}/{p.stem}")
 def test_every_description_ends_at_a_sentence_end_not_mid_sentence(path):
-    from thinker.help_text import header_paragraph
+    from thinker.launch.help_text import header_paragraph
 
     description = option_description(path)
     # whole sentences, or the whole first paragraph when it is one unpunctuated line (torch.optim.Adam)
@@ -152,11 +152,11 @@ def test_config_show_bad_override_is_one_error_line_and_exit_2(capsys, override,
 
 
 def test_thinker_config_show_cli():
-    out = subprocess.run([sys.executable, "-m", "thinker.cli", "config", "show", "optimizer.lr=1e-4"],
+    out = subprocess.run([sys.executable, "-m", "thinker.commands.cli", "config", "show", "optimizer.lr=1e-4"],
                          cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert yaml.safe_load(out.stdout)["optimizer"]["lr"] == 1e-4
-    bad = subprocess.run([sys.executable, "-m", "thinker.cli", "config", "show", "method=nope"],
+    bad = subprocess.run([sys.executable, "-m", "thinker.commands.cli", "config", "show", "method=nope"],
                          cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and bad.stderr.strip().startswith("[thinker] error:")
     assert len(bad.stderr.strip().splitlines()) == 1

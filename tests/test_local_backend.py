@@ -93,7 +93,7 @@ def test_evaluation_loads_the_adapter_on_the_base_it_was_trained_on(tmp_path, me
 def test_merged_model_matches_adapter(tmp_path, method):
     from transformers import AutoModelForCausalLM
 
-    from thinker.cli import main
+    from thinker.commands.cli import main
 
     _cfg, report = run_train(tmp_path / "run", [f"method={method}", "trainer.max_steps=3"])
     assert main(["models", "merge", str(tmp_path / "run"), "--out", str(tmp_path / "merged")]) == 0

@@ -39,7 +39,7 @@ def tiny_folder(tmp_path_factory) -> Path:
 
 def thinker_cli(args: list[str], models: Path, **env: str) -> subprocess.CompletedProcess:
     # stdin from /dev/null: not a terminal, so the license needs --accept-license
-    return subprocess.run([sys.executable, "-m", "thinker.cli", *args], cwd=models.parent, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "thinker.commands.cli", *args], cwd=models.parent, capture_output=True,
                           text=True, timeout=180, stdin=subprocess.DEVNULL,
                           env=clean_env(THINKER_MODELS_DIR=str(models), **env))
 

@@ -29,7 +29,7 @@ def registry(tmp_path, monkeypatch) -> Registry:
 
 
 def thinker_cli(args: list[str], models: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "thinker.cli", *args], cwd=models.parent, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "thinker.commands.cli", *args], cwd=models.parent, capture_output=True,
                           text=True, timeout=120, env=clean_env(THINKER_MODELS_DIR=str(models)))
 
 
@@ -382,7 +382,7 @@ def auto_tunes(registry: Registry, count: int, parent: str = "tiny-qwen") -> lis
 
 def test_auto_named_fine_tunes_stay_out_of_option_lists_but_compose(registry, capsys):
     from thinker.commands.config import show
-    from thinker.help_text import config_groups_text
+    from thinker.launch.help_text import config_groups_text
     from thinker.models.registry_options import register_registry_options
 
     auto = auto_tunes(registry, 3)

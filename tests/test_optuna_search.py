@@ -11,8 +11,8 @@ import pytest
 from conftest import ROOT, clean_env, compose, launch
 
 from thinker.config.rules import hparams_search_valid
-from thinker.hparams_search import default_storage, launch_problems, search_problems, study_name
-from thinker.sweeps import objective_of
+from thinker.sweeps.search import default_storage, launch_problems, search_problems, study_name
+from thinker.sweeps.plan import objective_of
 
 NO_EVAL = ["data.max_examples=24", "trainer.batch_size=4", "trainer.max_steps=2", "trainer.evaluations=2",
            "validation.pytest.enabled=false", "evaluation.enabled=false"]
@@ -179,7 +179,7 @@ def load_study(sweep_dir: Path, storage: str):
 
     import optuna
 
-    from thinker.sweeps import OPTUNA_DEPRECATIONS
+    from thinker.sweeps.plan import OPTUNA_DEPRECATIONS
 
     info = json.loads((sweep_dir / "sweep_run.json").read_text())
     with warnings.catch_warnings():
@@ -332,7 +332,7 @@ def test_the_lr_search_is_centred_on_the_models_recommended_lr(overrides, interv
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
-    from thinker.hparams_search import register_resolvers
+    from thinker.sweeps.search import register_resolvers
 
     register_resolvers()
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):

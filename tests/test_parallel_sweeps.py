@@ -197,7 +197,7 @@ def test_a_submitit_local_sweep_runs(tmp_path, private_models_dir):
 FAILING_APP = """
 import os, sys
 import hydra
-from thinker.entry import guarded_main
+from thinker.launch.entry import guarded_main
 
 def task(cfg):
     if cfg.mode == "raise":

@@ -27,7 +27,7 @@ def provider_cfg(provider: str, *extra: str):
 
 
 def thinker(*args: str, cwd=ROOT, env=None):
-    return subprocess.run([sys.executable, "-m", "thinker.cli", *args], cwd=cwd, capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "thinker.commands.cli", *args], cwd=cwd, capture_output=True, text=True,
                           env=env or clean_env(), timeout=120)
 
 

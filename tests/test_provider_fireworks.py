@@ -31,7 +31,7 @@ JOB_ID = "thinker-3f9a0c1b2d4e5f60"
 
 @cache
 def composed(*overrides: str):
-    from thinker.app import compose_config
+    from thinker.launch.app import compose_config
 
     return compose_config(["backend=provider", "provider=fireworks", f"provider.base_model={BASE_MODEL}",
                            *overrides])
@@ -120,7 +120,7 @@ def test_capabilities_report_lora_only_with_fireworks_ranges_and_no_serverless_i
 def test_config_check_and_translate_import_no_sdk_and_nothing_heavy():
     script = textwrap.dedent(f"""
         import json, sys
-        from thinker.app import compose_config
+        from thinker.launch.app import compose_config
         from thinker.config.job_configuration import job_configuration
         from thinker.providers import adapter_for
         from thinker.providers.adapter import UploadedFiles

@@ -44,7 +44,7 @@ SDK_ENV = ("OPENAI_API_KEY", "OPENAI_BASE_URL", "OPENAI_ORG_ID", "OPENAI_PROJECT
 
 @functools.cache
 def composed(*overrides: str):
-    from thinker.app import compose_config
+    from thinker.launch.app import compose_config
 
     return compose_config(["backend=provider", "provider=openai", f"provider.base_model={BASE}", *overrides])
 
@@ -143,7 +143,7 @@ def test_capabilities_report_what_openai_offers():
 def test_config_check_imports_no_sdk_and_the_module_does_not_shadow_it():
     script = textwrap.dedent(f"""
         import sys
-        from thinker.app import compose_config
+        from thinker.launch.app import compose_config
         from thinker.config.job_configuration import job_configuration
         from thinker.providers import adapter_for
         from thinker.providers.adapter import UploadedFiles

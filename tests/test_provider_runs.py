@@ -203,7 +203,7 @@ def test_max_wait_leaves_the_job_running_and_thinker_jobs_sees_and_cancels_it(pr
         env[base_url_env(provider)] = base_url(provider, server.url)
 
         def jobs(*args: str):
-            return subprocess.run([sys.executable, "-m", "thinker.cli", "jobs", *args], cwd=tmp_path, env=env,
+            return subprocess.run([sys.executable, "-m", "thinker.commands.cli", "jobs", *args], cwd=tmp_path, env=env,
                                   capture_output=True, text=True, timeout=120)
 
         status = jobs("status", job_id)

@@ -30,7 +30,7 @@ CONVERSATION = {"messages": [{"role": "user", "content": "Claim: water boils at 
 
 @functools.cache
 def composed(overrides: tuple[str, ...]):
-    from thinker.app import compose_config
+    from thinker.launch.app import compose_config
     from thinker.config.job_configuration import job_configuration
 
     base = ["backend=provider", "provider=together", f"provider.base_model={MODEL}"]
@@ -199,7 +199,7 @@ def test_checks_and_payload_import_no_sdk():
     script = textwrap.dedent(
         f"""
         import json, sys
-        from thinker.app import compose_config
+        from thinker.launch.app import compose_config
         from thinker.config.job_configuration import job_configuration
         from thinker.providers import adapter_for
         from thinker.providers.adapter import UploadedFiles

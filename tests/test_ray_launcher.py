@@ -11,7 +11,7 @@ import sys
 import pytest
 from conftest import CONF, clean_env, launch
 
-from thinker.entry import format_job_failure
+from thinker.launch.entry import format_job_failure
 
 # hydra-ray-launcher 1.2.2 (hydra_plugins/hydra_ray_launcher/_config.py): RayLauncherConf(_target_, ray: RayConf),
 # RayConf(init: ray.init's keyword arguments, remote: ray.remote's); read from its wheel

@@ -75,7 +75,7 @@ def test_reuse_skips_a_finished_run_whose_record_has_another_shape(tmp_path):
     unavailable (the job trains), not an AttributeError in the middle of adopting it."""
     from mlflow.tracking import MlflowClient
 
-    from thinker.reuse import _record_of
+    from thinker.run.reuse import _record_of
 
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     experiment = client.create_experiment("thinker", artifact_location=(tmp_path / "artifacts").as_uri())

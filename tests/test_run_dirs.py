@@ -1,5 +1,5 @@
 """Two launches in the same second never share a run folder, and one that cannot be created or written is
-one config error (thinker.run_dirs)."""
+one config error (thinker.launch.run_dirs)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from conftest import ROOT, clean_env, launch
 
-from thinker.run_dirs import unique_dir
+from thinker.launch.run_dirs import unique_dir
 
 
 def test_a_taken_folder_gets_the_next_number(tmp_path):

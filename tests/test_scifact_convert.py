@@ -105,7 +105,7 @@ def test_failed_conversion_keeps_an_existing_output_intact(tmp_path, files):
 
 
 def run_cli(*args):
-    return subprocess.run([sys.executable, "-m", "thinker.cli", *args], capture_output=True, text=True, timeout=120)
+    return subprocess.run([sys.executable, "-m", "thinker.commands.cli", *args], capture_output=True, text=True, timeout=120)
 
 
 def test_cli_convert_scifact(tmp_path, files):
@@ -130,7 +130,7 @@ def test_cli_convert_scifact(tmp_path, files):
 
 def test_validate_stage_converts_on_the_fly_into_the_run_folder(tmp_path, files, composed):
     from thinker.data.source import effective_data_path
-    from thinker.stages import StageContext, stage_validate
+    from thinker.run.stages import StageContext, stage_validate
     from thinker.tracking.run_record import RunRecord
 
     claims, corpus = files

@@ -102,7 +102,7 @@ def test_config_show_masks_secrets(capsys):
 
 
 def test_thinker_config_show_command_masks_secrets(tmp_path):
-    out = subprocess.run([sys.executable, "-m", "thinker.cli", "config", "show", *OVERRIDES], cwd=tmp_path,
+    out = subprocess.run([sys.executable, "-m", "thinker.commands.cli", "config", "show", *OVERRIDES], cwd=tmp_path,
                          env=clean_env(), capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert_masked(out.stdout + out.stderr, "thinker config show")
@@ -144,8 +144,8 @@ def test_the_callback_masks_the_files_and_leaves_the_jobs_config_alone(tmp_path)
 def test_mlflow_params_and_artifacts_mask_override_secrets(tmp_path):
     from mlflow.tracking import MlflowClient
 
-    from thinker.pipeline import _close_session, new_record
-    from thinker.stages import StageContext, log_run_metadata
+    from thinker.run.pipeline import _close_session, new_record
+    from thinker.run.stages import StageContext, log_run_metadata
     from thinker.tracking.mlflow_run import MlflowSession
 
     run_dir = tmp_path / "run"

@@ -7,7 +7,7 @@ import json
 import pytest
 from conftest import clean_env, launch
 
-from thinker.sweeps import summarize
+from thinker.sweeps.plan import summarize
 
 TINY = ["data.max_examples=24", "trainer.batch_size=4", "trainer.max_steps=2", "trainer.evaluations=1",
         "validation.pytest.enabled=false", "evaluation.enabled=false"]

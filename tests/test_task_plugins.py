@@ -64,7 +64,7 @@ def test_a_task_module_of_your_own_reads_and_tokenises_the_training_data(qa_task
 
 
 def test_the_search_objective_asks_the_task(qa_task):
-    from thinker.hparams_search import produced_metrics
+    from thinker.sweeps.search import produced_metrics
 
     produced, _missing = produced_metrics(compose([*qa_task[:-1], "stage=run"]))
     assert "heldout_loss" in produced and "c1_exact_match_rate" not in produced

@@ -81,7 +81,7 @@ def test_launch_backend_tinker_trains_registers_and_evaluates(server, models_dir
 
     # the registered weights sample through the same backend, by registry name, with the run's tokenizer
     (tmp_path / "in.jsonl").write_text('{"prompt": "Hello"}\n')
-    gen = subprocess.run([sys.executable, "-m", "thinker.cli", "generate", entry["model_name"], "--input", "in.jsonl",
+    gen = subprocess.run([sys.executable, "-m", "thinker.commands.cli", "generate", entry["model_name"], "--input", "in.jsonl",
                           "--output", "out.jsonl", "--max-new-tokens", "6"], cwd=tmp_path, capture_output=True,
                          text=True, env=run_env(server.base_url, models_dir), timeout=300)
     assert gen.returncode == 0, gen.stderr[-2000:]

@@ -24,7 +24,7 @@ tinker = pytest.importorskip("tinker")
 torch = pytest.importorskip("torch")
 from tinker import types  # noqa: E402
 
-from thinker.cli import main  # noqa: E402
+from thinker.commands.cli import main  # noqa: E402
 
 KEY = "tml-test"
 SENTENCES = [
@@ -175,7 +175,7 @@ def _plain_peft_steps(data: list[types.Datum], steps: int, params: types.AdamPar
     """The same training with plain peft: tiny-qwen as backend=local loads it, LoRA seeded with 0."""
     from peft import LoraConfig, get_peft_model, get_peft_model_state_dict
 
-    from thinker.app import compose_config
+    from thinker.launch.app import compose_config
     from thinker.models.adapter_weights import training_start_point
     from thinker.models.loading import load_causal_lm, resolve_model_path
     from thinker.paths import resolve_input
@@ -787,8 +787,8 @@ def test_cli_refuses_an_unknown_model_with_one_error_line(capsys):
 def test_importing_the_cli_and_the_package_stays_light():
     script = textwrap.dedent("""
         import json, sys
-        import thinker.cli, thinker.tinker_serve, thinker.commands.tinker_serve
-        thinker.cli.build_parser()
+        import thinker.commands.cli, thinker.tinker_serve, thinker.commands.tinker_serve
+        thinker.commands.cli.build_parser()
         heavy = ("torch", "transformers", "peft", "fastapi", "uvicorn", "tinker")
         print(json.dumps(sorted(m for m in sys.modules if m.split(".")[0] in heavy)))
     """)

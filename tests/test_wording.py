@@ -6,7 +6,7 @@ import pytest
 from conftest import compose
 
 from thinker.errors import ThinkerError
-from thinker.wording import did_you_mean, with_article
+from thinker.errors.wording import did_you_mean, with_article
 
 
 @pytest.mark.parametrize(("word", "phrase"), [

@@ -4,7 +4,7 @@ Quiet by default: third-party chatter is turned down at its source, one logger o
 entry names the library's own logger or the exact warning, never all warnings at once, so anything
 unexpected still shows. `debug=true` skips all of this and shows everything.
 
-Held stderr: thinker.entry holds stderr back while Hydra composes (to fold a composition error into one
+Held stderr: thinker.launch.entry holds stderr back while Hydra composes (to fold a composition error into one
 line); a job calls release_stderr() as its first act, so everything it prints goes straight through.
 """
 

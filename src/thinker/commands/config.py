@@ -12,7 +12,7 @@ import enum
 import sys
 from typing import Any
 
-from thinker.app import compose_config
+from thinker.launch.app import compose_config
 from thinker.errors import ExitCode
 
 HYDRA_RUNTIME_MISSING = "HydraConfig was not set"
@@ -49,7 +49,7 @@ def show(overrides: list[str]) -> int:
     from omegaconf.errors import OmegaConfBaseException
 
     from thinker.config.check import check_ranges
-    from thinker.entry import format_hydra_error
+    from thinker.launch.entry import format_hydra_error
     from thinker.errors import ThinkerError
     from thinker.tracking.secrets import mask, mask_text, register_override_secrets
 
@@ -85,6 +85,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     show_parser.add_argument("overrides", nargs="*", metavar="OVERRIDE",
                              help="Hydra overrides, as for python launch.py (group=option, key=value)")
     show_parser.set_defaults(func=_show)
-    from thinker.cli import default_subcommand
+    from thinker.commands.cli import default_subcommand
 
     default_subcommand(config, sub, "show")  # bare `thinker config` shows the default config

@@ -68,6 +68,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     preview.add_argument("overrides", nargs=argparse.REMAINDER, metavar="OVERRIDE",
                          help="Hydra overrides, as for `python launch.py` (data=..., model=..., trainer....)")
     preview.set_defaults(func=_preview)
-    from thinker.cli import help_when_bare
+    from thinker.commands.cli import help_when_bare
 
     help_when_bare(data, sub)  # no natural default: bare `thinker data` shows its commands

@@ -53,7 +53,7 @@ def compose_config(overrides: list[str]) -> DictConfig:
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
-    from thinker.app import compose_config as compose_app_config
+    from thinker.launch.app import compose_config as compose_app_config
 
     try:
         return compose_app_config(overrides)

@@ -85,6 +85,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     cancel = sub.add_parser("cancel", help="cancel a job at its provider")
     cancel.add_argument("job", help="the provider's job id")
     cancel.set_defaults(func=_cancel)
-    from thinker.cli import default_subcommand
+    from thinker.commands.cli import default_subcommand
 
     default_subcommand(parser, sub, "list")  # bare `thinker jobs` lists them

@@ -23,6 +23,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     from thinker.commands.model_registry import add_registry_commands
 
     add_registry_commands(sub)
-    from thinker.cli import default_subcommand
+    from thinker.commands.cli import default_subcommand
 
     default_subcommand(models, sub, "list")  # bare `thinker models` lists them

@@ -1,6 +1,6 @@
 """`thinker validate|train|eval|run`: the pipeline's stages as commands, for CI (docs/usage.md).
 
-Thin wrappers over the very same Hydra app as `python launch.py` (thinker.app): same composition, outputs,
+Thin wrappers over the very same Hydra app as `python launch.py` (thinker.launch.app): same composition, outputs,
 MLflow runs, run records and exit codes (2 config, 3 validation, 4 training, 5 evaluation, 6 record,
 130 interrupted). Anything that is not one of the options below is handed to Hydra as is: overrides
 (`method=lora`), `-m` sweeps, `--cfg job`.
@@ -63,13 +63,13 @@ def hydra_command_line(stage: str, argv: list[str]) -> list[str]:
 
 
 def run_stage(stage: str, argv: list[str]) -> int:
-    from thinker.app import launch
+    from thinker.launch.app import launch
 
     launch(hydra_command_line(stage, argv))  # exits non-zero (SystemExit) when a stage fails
     return 0
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Entries for `thinker --help`; thinker.cli hands these commands to run_stage before parsing."""
+    """Entries for `thinker --help`; thinker.commands.cli hands these commands to run_stage before parsing."""
     for stage, help_text in STAGES.items():
         subparsers.add_parser(stage, help=help_text, add_help=False)

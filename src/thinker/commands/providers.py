@@ -14,7 +14,7 @@ def provider_names() -> list[str]:
     """Every conf/provider option except `none`."""
     from pathlib import Path
 
-    from thinker.app import config_dir
+    from thinker.launch.app import config_dir
 
     return sorted(p.stem for p in (Path(config_dir()) / "provider").glob("*.yaml") if p.stem != "none")
 
@@ -22,7 +22,7 @@ def provider_names() -> list[str]:
 def adapter_named(name: str) -> Any:
     from hydra.errors import MissingConfigException
 
-    from thinker.app import compose_config
+    from thinker.launch.app import compose_config
     from thinker.providers import adapter_for
 
     if name not in provider_names():
@@ -128,6 +128,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     caps.add_argument("name", help="a provider= option (thinker providers list)")
     caps.add_argument("--json", action="store_true", help="as JSON")
     caps.set_defaults(func=_capabilities)
-    from thinker.cli import default_subcommand
+    from thinker.commands.cli import default_subcommand
 
     default_subcommand(parser, sub, "list")  # bare `thinker providers` lists them

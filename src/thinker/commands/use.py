@@ -107,7 +107,7 @@ def _compose_default(overrides: list[str]) -> DictConfig:
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
-    from thinker.app import compose_config
+    from thinker.launch.app import compose_config
 
     try:
         return compose_config(overrides)
@@ -261,7 +261,7 @@ BAD_LINES_SHOWN = 5  # a prompts file with many bad lines: the first few, each w
 def read_prompt_records(path: Path, field: str) -> list[dict[str, Any]]:
     """The JSON objects of `path` (blank lines skipped); every line must be an object with a string `field`.
     Every bad line is found before the model loads, and the first BAD_LINES_SHOWN are named in one error."""
-    from thinker.json_lines import parse_problem
+    from thinker.errors.json_lines import parse_problem
     from thinker.paths import check_input_file
     from thinker.validation.schema_language import _json_type
 

@@ -323,7 +323,7 @@ def targets_installed(cfg: DictConfig, env: Mapping[str, str]) -> Iterator[Viola
 
 def hparams_search_valid(cfg: DictConfig, env: Mapping[str, str]) -> Iterator[Violation]:
     # hparams_search=<option>: a direction the sweeper knows, an objective this run reports, an RDB URL
-    from thinker.hparams_search import search_problems
+    from thinker.sweeps.search import search_problems
 
     for what, where, fix in search_problems(cfg):
         yield Violation(what, where, fix)

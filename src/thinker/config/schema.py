@@ -226,6 +226,25 @@ class GrokFastOptimizerConfig(OptimizerConfig):
     grokfast_lamb: float = 2.0
 
 
+# ---------------------------------------------------------------- objective
+
+
+@dataclass
+class ObjectiveConfig:
+    """objective=<option> (conf/objective/): what training optimises, beside `method` (which weights change).
+    sft (the default) is next-token loss on the trained tokens; docs/objectives.md lists the others."""
+
+    name: str = MISSING  # sft | dpo | grpo
+
+
+@dataclass
+class DpoObjectiveConfig(ObjectiveConfig):
+    # preference tuning on chosen/rejected pairs (docs/objectives.md, "Preference tuning")
+    beta: float = 0.1  # strength of the pull towards the reference; must be > 0
+    loss: str = "sigmoid"  # sigmoid (DPO) | ipo | the reference-free variant the loss module lists
+    reference: str = "base"  # base: the weights the run starts from (adapters off for LoRA/QLoRA)
+
+
 # ---------------------------------------------------------------- trainer / logger
 
 
@@ -346,7 +365,7 @@ class SweepConfig:
 @dataclass
 class HparamsSearchConfig:
     """hparams_search=<option> (conf/hparams_search/): what the sweeper optimises and where its study lives.
-    Checked at config check (thinker.hparams_search); without the group the node is null and a sweep ranks
+    Checked at config check (thinker.sweeps.search); without the group the node is null and a sweep ranks
     val_loss, else train_loss, as before."""
 
     # the run metric each job returns to the sweeper and the sweep summary ranks: val_loss, train_loss, or an
@@ -367,6 +386,7 @@ class ThinkerConfig:
     data: Any = MISSING
     method: Any = MISSING
     optimizer: Any = MISSING
+    objective: Any = MISSING
     trainer: Any = MISSING
     logger: Any = MISSING
     # name -> a Lightning callback's _target_ and arguments (conf/callbacks/; thinker.backends.local.lightning_run)
@@ -390,6 +410,7 @@ SCHEMAS: dict[str, dict[str, type]] = {
     "data": {"data": DataConfig},
     "method": {"method": MethodConfig, "lora": LoraMethodConfig, "qlora": QLoraMethodConfig},
     "optimizer": {"optimizer": OptimizerConfig, "grokfast": GrokFastOptimizerConfig},
+    "objective": {"objective": ObjectiveConfig, "dpo": DpoObjectiveConfig},
     "trainer": {"trainer": TrainerConfig},
     "logger": {"logger": LoggerConfig},
 }

@@ -16,7 +16,7 @@ from typing import Any
 
 from thinker.data.claim_format import RELATION_VERBS, example_from_scifact
 from thinker.errors import ThinkerError
-from thinker.json_lines import parse_problem
+from thinker.errors.json_lines import parse_problem
 from thinker.paths import not_a_regular_file
 from thinker.tracking.atomic import atomic_write
 

@@ -28,7 +28,7 @@ from thinker.models.registry import (
     name_taken_error,
     versioned_name,
 )
-from thinker.wording import with_article
+from thinker.errors.wording import with_article
 
 log = logging.getLogger("thinker")
 

@@ -73,7 +73,7 @@ def compose_models(names: Sequence[str]) -> dict[str, Any]:
     """{name: cfg.model} for each model option; an unknown name is a ThinkerError listing the known ones."""
     from hydra.errors import MissingConfigException
 
-    from thinker.app import compose_config
+    from thinker.launch.app import compose_config
 
     configs: dict[str, Any] = {}
     for name in names:
@@ -270,7 +270,7 @@ class ServerProcess:
     """`thinker tinker-serve` in a child process; `.base_url` once its ready line is out."""
 
     def __init__(self, args: Sequence[str], env: dict[str, str] | None = None, cwd: str | Path | None = None):
-        self.args = [sys.executable, "-m", "thinker.cli", "tinker-serve", *args]
+        self.args = [sys.executable, "-m", "thinker.commands.cli", "tinker-serve", *args]
         self.env, self.cwd = env, cwd
         self.lines: list[str] = []
         self.base_url = ""

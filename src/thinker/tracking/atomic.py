@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from thinker.disk_full import disk_full_at, is_disk_full
+from thinker.errors.disk_full import disk_full_at, is_disk_full
 
 
 @contextlib.contextmanager

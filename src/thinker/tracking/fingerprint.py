@@ -157,6 +157,7 @@ def fingerprint_inputs(cfg: DictConfig) -> dict[str, Any]:
         "backend": backend,
         "provider": _provider_identity(cfg),
         "seed": _plain(_select(cfg, "seed")),
+        **_objective_identity(cfg),
     }
 
 
@@ -211,6 +212,15 @@ def _plain(value: Any) -> Any:
 def _str_or_none(value: Any) -> str | None:
     value = _plain(value)
     return None if value is None else str(value)
+
+
+def _objective_identity(cfg: DictConfig) -> dict[str, Any]:
+    """{"objective": ...} for an objective other than sft; {} for sft (or no objective group), so every
+    supervised run's fingerprint stays what it was before the group existed (docs/sweeps.md, run reuse)."""
+    objective = _plain(_select(cfg, "objective"))
+    if not isinstance(objective, dict) or objective.get("name", "sft") == "sft":
+        return {}
+    return {"objective": objective}
 
 
 def _provider_identity(cfg: DictConfig) -> Any:

@@ -92,7 +92,7 @@ class RunRecord:
     stages: dict[str, dict[str, Any]] = field(default_factory=dict)
     metrics: dict[str, float] = field(default_factory=dict)
     mlflow_run_id: str | None = None
-    # a sweep job that did not train: the MLflow run whose result (metrics, weights) it took (thinker.reuse)
+    # a sweep job that did not train: the MLflow run whose result (metrics, weights) it took (thinker.run.reuse)
     reused_from: str | None = None
     exit_status: str = "running"
     exit_code: int | None = None

@@ -23,7 +23,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import IO, Any
 
-from thinker.json_lines import error_text, parse_problem
+from thinker.errors.json_lines import error_text, parse_problem
 from thinker.paths import not_a_regular_file
 from thinker.validation.schema_language import (
     CHAT_ROLES,

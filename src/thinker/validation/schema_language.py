@@ -46,7 +46,7 @@ from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
 from thinker.config.enums import FieldType
-from thinker.wording import with_article
+from thinker.errors.wording import with_article
 
 _STRING, _INTEGER, _NUMBER, _BOOLEAN, _OBJECT, _ARRAY, _MESSAGES = (t.value for t in FieldType)
 

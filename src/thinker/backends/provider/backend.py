@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from thinker.backends import Backend, Generate, TrainingReport, WeightsRef
 from thinker.errors import ThinkerError
-from thinker.wording import with_article
+from thinker.errors.wording import with_article
 
 log = logging.getLogger("thinker")
 

@@ -144,7 +144,7 @@ class TinkerTrainer:
                 self.run_steps()
                 break
             except KeyboardInterrupt:
-                from thinker.resume_command import resume_command
+                from thinker.tracking.resume_command import resume_command
 
                 last = self.ledger.last_state()
                 raise ThinkerError(
@@ -248,7 +248,7 @@ class TinkerTrainer:
     def recover(self, error: BaseException) -> None:
         """Wait for the service, then a new training client from the last saved state (again if the service
         is lost while it is made)."""
-        from thinker.resume_command import resume_command
+        from thinker.tracking.resume_command import resume_command
 
         limit = int(self.options.get("max_recoveries", 3))
         saved = self.ledger.last_state()
@@ -276,7 +276,7 @@ class TinkerTrainer:
     def service_gone(self, silent_since: float) -> ThinkerError:
         """The run ends here: the service has not answered for recover_s. Nothing is lost: checkpoints.jsonl
         names the states saved so far, and resume=true continues from the last one."""
-        from thinker.resume_command import resume_command
+        from thinker.tracking.resume_command import resume_command
 
         saved = self.ledger.last_state()
         silent = time.monotonic() - silent_since

@@ -14,7 +14,7 @@ from pathlib import Path
 from thinker.errors import ThinkerError
 from thinker.models.adapters.base import ModelAdapter
 from thinker.models.families import FAMILIES, GENERIC_ADAPTER, resolve
-from thinker.wording import with_article
+from thinker.errors.wording import with_article
 
 
 def get_adapter(family: str) -> type[ModelAdapter]:

@@ -38,7 +38,7 @@ def compose_config(overrides: list[str]) -> DictConfig:
 
 
 def task(cfg: DictConfig) -> float | None:
-    from thinker.pipeline import run
+    from thinker.run.pipeline import run
 
     return run(cfg)
 
@@ -48,14 +48,14 @@ def launch(argv: list[str] | None = None) -> None:
     import hydra
 
     import thinker.config.schema  # noqa: F401  (registers the structured configs with Hydra)
-    from thinker.entry import guarded_main
-    from thinker.help_text import register_help_resolver
-    from thinker.hparams_search import register_resolvers as register_search_resolvers
+    from thinker.launch.entry import guarded_main
+    from thinker.launch.help_text import register_help_resolver
+    from thinker.sweeps.search import register_resolvers as register_search_resolvers
     from thinker.models.registry_options import register_registry_options
-    from thinker.run_dirs import register_resolver as register_run_dir_resolver
+    from thinker.launch.run_dirs import register_resolver as register_run_dir_resolver
 
     register_help_resolver()  # ${thinker_groups:} in hydra.help.template: --help lists every group and option
-    register_search_resolvers()  # hydra.sweeper.storage / study_name of hparams_search=optuna (thinker.hparams_search)
+    register_search_resolvers()  # hydra.sweeper.storage / study_name of hparams_search=optuna (thinker.sweeps.search)
     register_run_dir_resolver()  # hydra.run.dir: two launches in the same second get two folders
 
     register_registry_options()  # model=<registry name> composes (models/registry.json, read without torch)

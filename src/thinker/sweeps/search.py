@@ -7,7 +7,7 @@
 - objective_setting(cfg): the objective name a job returns to the sweeper (None without hparams_search: the
   sweep ranks val_loss, else train_loss, as before).
 - the two resolvers conf/hparams_search/optuna.yaml fills hydra.sweeper.storage and study_name with
-  (register_resolvers, called by thinker.app before Hydra composes):
+  (register_resolvers, called by thinker.launch.app before Hydra composes):
   `${thinker_optuna_storage:...}`: hparams_search.storage, else `optuna.db` beside MLflow's SQLite store (the
   working directory's mlflow.db by default; not inside it: MLflow and Optuna both keep their schema version in
   alembic's `alembic_version` table, so one SQLite file cannot hold both), else in the working directory;

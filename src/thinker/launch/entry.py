@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 from thinker.console import hold_stderr, release_stderr, take_held_stderr
 from thinker.errors import ERROR_PREFIX, ExitCode
-from thinker.wording import did_you_mean
+from thinker.errors.wording import did_you_mean
 
 
 def _wants_raw_errors(argv: list[str]) -> bool:
@@ -155,7 +155,7 @@ def guarded_main(hydra_main: Callable[[], object], argv: list[str] | None = None
                 raise SystemExit(int(ExitCode.CONFIG)) from None
             # a job or the launcher failed: an exception, a worker that died, or a job's own exit status (the
             # job printed its `[thinker] error:` line itself)
-            from thinker.disk_full import before_the_run
+            from thinker.errors.disk_full import before_the_run
 
             full = before_the_run(text, argv)  # a full disk stopped Hydra writing the run folder: one line
             if full is not None:
@@ -174,7 +174,7 @@ def guarded_main(hydra_main: Callable[[], object], argv: list[str] | None = None
 
 def _exit_if_sweep_failed() -> None:
     """A sweep whose jobs failed (each already reported) exits with the first failed job's stage code."""
-    from thinker.sweep_summary import report
+    from thinker.sweeps.summary import report
 
     outcome = report()
     if outcome is not None and outcome.failed:

@@ -18,7 +18,7 @@ from thinker.backends.local.ranks import rank_name
 from thinker.config.check import check_config
 from thinker.config.enums import Stage
 from thinker.console import release_stderr
-from thinker.disk_full import DiskFull, disk_full_error, quiet_log_files_when_full
+from thinker.errors.disk_full import DiskFull, disk_full_error, quiet_log_files_when_full
 from thinker.errors import ExitCode, ThinkerError
 from thinker.paths import project_root
 from thinker.tracking.fingerprint import config_fingerprint
@@ -185,11 +185,11 @@ def write_outcome(record: RunRecord, stage: str, exit_status: str, error: Thinke
 
 
 def run(cfg: DictConfig) -> float | None:
-    """Run the composed config. Returns the sweep objective for sweepers (thinker.sweeps.sweeper_value:
+    """Run the composed config. Returns the sweep objective for sweepers (thinker.sweeps.plan.sweeper_value:
     hparams_search.objective, else the held-out loss, else the training loss).
 
     A failed job exits with its stage's code; inside a sweep (-m) it returns None instead, so the launcher
-    goes on to the next job (Optuna records a failed trial) and thinker.sweeps reports it at the end."""
+    goes on to the next job (Optuna records a failed trial) and thinker.sweeps.plan reports it at the end."""
     started = time.monotonic()
     release_stderr()
     install_log_masking()
@@ -203,7 +203,7 @@ def run(cfg: DictConfig) -> float | None:
     run_dir = _run_dir(cfg)
     rank = rank_name()
     if rank is not None:  # a data-parallel rank > 0: trains its shard beside rank 0, which records the run
-        from thinker.stages import run_worker_rank
+        from thinker.run.stages import run_worker_rank
 
         return run_worker_rank(cfg, run_dir, rank)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -220,12 +220,12 @@ def run(cfg: DictConfig) -> float | None:
         check_config(cfg)
         record.stage_update("config", "passed", fingerprint=record.config_fingerprint)
         log.info("run folder %s (config %s)", run_dir, (record.config_fingerprint or "")[:12])
-        from thinker import stages  # after the check: stages may import more
+        from thinker.run import stages  # after the check: stages may import more
 
         context = stages.StageContext(cfg=cfg, run_dir=run_dir, record=record)
         todo = STAGES_FOR[Stage(cfg.stage)]
         if in_multirun() and stages.find_reuse(context):
-            todo = ["reuse"]  # this training already finished in the experiment: its result is taken (thinker.reuse)
+            todo = ["reuse"]  # this training already finished in the experiment: its result is taken (thinker.run.reuse)
         for current in todo:
             getattr(stages, f"stage_{current}")(context)
     except ThinkerError as err:
@@ -238,7 +238,7 @@ def run(cfg: DictConfig) -> float | None:
                              stage=current, code=ExitCode.INTERRUPTED)
         exit_status = "interrupted"
     except Exception as exc:  # noqa: BLE001 - not a user error: show where, then the one-line summary
-        # a full disk is the environment's, in one line (thinker.disk_full)
+        # a full disk is the environment's, in one line (thinker.errors.disk_full)
         error = disk_full_error(exc, current, [run_dir, Path.cwd()], record_file=record.path)
         if error is None or debug:
             print_traceback()
@@ -263,14 +263,14 @@ def run(cfg: DictConfig) -> float | None:
             error, exit_status = unwritten, "failed"
     _close_session(context, record, exit_status)
     if in_multirun():
-        from thinker.sweeps import job_done
+        from thinker.sweeps.plan import job_done
 
         job_done(record, exit_status, time.monotonic() - started)  # `[sweep] job 2/4 (#1) done: ...`
     if error is not None:
         if in_multirun() and exit_status != "interrupted":
-            return None  # the sweep goes on; thinker.sweeps prints the summary and sets the exit code
+            return None  # the sweep goes on; thinker.sweeps.plan prints the summary and sets the exit code
         raise SystemExit(int(error.exit_code))
     log.info("run record %s", record.path)
-    from thinker.sweeps import sweeper_value
+    from thinker.sweeps.plan import sweeper_value
 
     return sweeper_value(cfg, record.metrics)

@@ -1,5 +1,5 @@
 """A sweep's MLflow parent run and its summary: the SweepSummary Hydra callback (the launching process; what
-every job needs to know about its sweep is thinker.sweeps).
+every job needs to know about its sweep is thinker.sweeps.plan).
 
 open_parent creates the parent run when the multirun starts (logger=mlflow only). finish_sweep, once every job
 has ended, builds one row per job from the run records (job, overrides, objective, status, time, MLflow run),
@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 from hydra.experimental.callback import Callback
 from omegaconf import OmegaConf
 
-from thinker.sweeps import (
+from thinker.sweeps.plan import (
     SWEEP_FILE,
     check_search,
     job_label,
@@ -42,7 +42,7 @@ from thinker.tracking.atomic import atomic_write, atomic_write_json, atomic_writ
 from thinker.tracking.secrets import mask, mask_text
 
 if TYPE_CHECKING:
-    from thinker.sweeps import SweepInfo, SweepOutcome
+    from thinker.sweeps.plan import SweepInfo, SweepOutcome
 
 log = logging.getLogger("thinker")
 

@@ -38,7 +38,7 @@ class StageContext:
         in a trained run's folder) reopens the MLflow run it already has, so one run holds the whole story."""
         if self.session is not None or not self.cfg.logger.mlflow:
             return self.session
-        from thinker.sweeps import current_sweep
+        from thinker.sweeps.plan import current_sweep
         from thinker.tracking.mlflow_run import MlflowSession, tracking_uri
 
         cfg, record = self.cfg, self.record
@@ -70,7 +70,7 @@ def run_name(cfg: DictConfig) -> str:
 def link_to_sweep(session: Any, sweep: Any) -> None:
     """Make this job's MLflow run a child of its sweep's parent run (MLflow's mlflow.parentRunId tag), when
     both live in the same store and experiment."""
-    from thinker.sweeps import job_number
+    from thinker.sweeps.plan import job_number
     from thinker.tracking.secrets import mask_text
 
     same_store = sweep.tracking_uri == mask_text(session.uri) and sweep.experiment_id == session.experiment_id
@@ -83,9 +83,9 @@ def link_to_sweep(session: Any, sweep: Any) -> None:
 
 
 def find_reuse(ctx: StageContext) -> bool:
-    """Inside a sweep: look for a finished run with this job's training (thinker.reuse). True when found; the
+    """Inside a sweep: look for a finished run with this job's training (thinker.run.reuse). True when found; the
     job then runs stage_reuse instead of training. A failed lookup is a warning, and the job trains."""
-    from thinker import reuse
+    from thinker.run import reuse
 
     if not reuse.wanted(ctx.cfg, ctx.record):
         return False
@@ -102,9 +102,9 @@ def find_reuse(ctx: StageContext) -> bool:
 
 
 def stage_reuse(ctx: StageContext) -> None:
-    """Take a finished run's result instead of training (thinker.reuse): its metrics, weights and stages go into
+    """Take a finished run's result instead of training (thinker.run.reuse): its metrics, weights and stages go into
     this job's record and MLflow run, which records `reused_from`."""
-    from thinker import reuse
+    from thinker.run import reuse
 
     found: reuse.Reusable = ctx.results["reuse"]
     record = ctx.record

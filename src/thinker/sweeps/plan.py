@@ -1,7 +1,7 @@
 """Sweeps (-m): one MLflow parent run per sweep, a child per job, a progress line per job, a summary at the end.
 
 A failed job never stops a sweep: the pipeline records it (run record, MLflow run FAILED) and returns to the
-launcher, which starts the next job. The SweepSummary Hydra callback (thinker.sweep_summary) runs in the
+launcher, which starts the next job. The SweepSummary Hydra callback (thinker.sweeps.summary) runs in the
 launching process:
 
 - when the multirun starts, it writes `<sweep dir>/sweep_run.json` (SweepInfo: the sweep's name, overrides, swept
@@ -10,7 +10,7 @@ launching process:
   and opens its MLflow run as a child of the parent, named from what the job changes (`lr=3e-4 method=qlora`).
 - when the multirun ends, it reads every job's run record (the source of truth, wherever the job ran), prints
   `sweep: N of M jobs succeeded; failed: #i <error>`, writes the summary table and loss plot into the sweep
-  folder and onto the parent run (thinker.sweep_summary), tags the best job and closes the parent.
+  folder and onto the parent run (thinker.sweeps.summary), tags the best job and closes the parent.
 
 Each job returns its objective to the sweeper (sweeper_value: hparams_search.objective, else val_loss, else
 train_loss); the launching process checks the hparams_search settings before the sweeper uses them
@@ -171,9 +171,9 @@ def objective_of(metrics: dict[str, Any], objective: str | None = None) -> tuple
 
 
 def sweeper_value(cfg: Any, metrics: dict[str, Any]) -> float | None:
-    """What a finished job returns to the sweeper (thinker.pipeline.run): its objective_of, with a warning when
+    """What a finished job returns to the sweeper (thinker.run.pipeline.run): its objective_of, with a warning when
     the metric hparams_search.objective names is missing (the sweeper then records the trial as failed)."""
-    from thinker.hparams_search import objective_setting
+    from thinker.sweeps.search import objective_setting
 
     wanted = objective_setting(cfg)
     name, value = objective_of(metrics, wanted)
@@ -255,7 +255,7 @@ def sweep_name(sweep_dir: Path) -> str:
 
 def plan(config: Any) -> SweepInfo:
     """The sweep's name, overrides, swept keys and size, from the multirun's config (nothing is launched)."""
-    from thinker.hparams_search import masked_storage, objective_setting
+    from thinker.sweeps.search import masked_storage, objective_setting
 
     sweep_dir = Path(str(config.hydra.sweep.dir))
     overrides = [str(o) for o in OmegaConf.select(config, "hydra.overrides.task", default=[]) or []]
@@ -304,7 +304,7 @@ def quiet_optuna() -> None:
 def check_search(config: Any) -> None:
     """A multirun's hparams_search settings, checked in the launching process before the sweeper uses them:
     the first problem is one `[thinker] error:` line and exit code 2 (each job checks them again)."""
-    from thinker.hparams_search import launch_problems
+    from thinker.sweeps.search import launch_problems
 
     problems = launch_problems(config)
     if not problems:

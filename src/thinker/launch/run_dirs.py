@@ -88,6 +88,6 @@ def _refuse(error: OSError, folder: str | None, key: str) -> None:
     where = os.path.abspath(error.filename or folder or ".")
     refused = ThinkerError(f"the run folder {where} cannot be created or written ({error.strerror or error})",
                            f"config key {key}", f"set {key}=<a folder you can write to>, or launch from one")
-    release_stderr()  # Hydra's own output is held back until the job starts (thinker.entry, thinker.console)
+    release_stderr()  # Hydra's own output is held back until the job starts (thinker.launch.entry, thinker.console)
     print(refused.line(), file=sys.stderr)
     raise SystemExit(int(refused.exit_code))

@@ -69,8 +69,8 @@ def main(argv: list[str] | None = None) -> int:
 
         print(mask_text(err.line()), file=sys.stderr)
         return int(err.exit_code)
-    except Exception as exc:  # a full disk is the environment's: one line, like a run's (thinker.disk_full)
-        from thinker.disk_full import disk_full_error
+    except Exception as exc:  # a full disk is the environment's: one line, like a run's (thinker.errors.disk_full)
+        from thinker.errors.disk_full import disk_full_error
         from thinker.models.paths import models_dir
         from thinker.tracking.secrets import mask_text
 

@@ -165,7 +165,7 @@ def trained(private_models_dir, tmp_path_factory):
 
 
 def eval_sampler(run_dir, cfg):
-    """What the eval stage samples with (stages.stage_eval), greedy, TOKENS new tokens."""
+    """What the eval stage samples with (thinker.run.evaluate.stage_eval), greedy, TOKENS new tokens."""
     from thinker.backends import TrainingReport, WeightsRef, instantiate_backend
     from thinker.data.tokenize import render_prompt
 

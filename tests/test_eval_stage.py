@@ -19,7 +19,7 @@ FAST = ["data.max_examples=32", "trainer.max_seq_length=256", "trainer.batch_siz
 
 
 def context(run_dir, overrides):
-    from thinker.run.stages import StageContext
+    from thinker.run.context import StageContext
     from thinker.tracking.run_record import RunRecord
 
     cfg = compose([*FAST, f"output.dir={run_dir}", *overrides])
@@ -27,7 +27,9 @@ def context(run_dir, overrides):
 
 
 def test_train_then_eval_scores_the_adapter_and_records_it(tmp_path, capsys, private_models_dir):
-    from thinker.run.stages import stage_eval, stage_train, stage_validate
+    from thinker.run.evaluate import stage_eval
+    from thinker.run.train import stage_train
+    from thinker.run.validate import stage_validate
 
     run_dir = tmp_path / "run"
     # trains on the SciFact release files converted on the fly; data.path points nowhere, so reading it fails
@@ -71,7 +73,7 @@ def test_train_then_eval_scores_the_adapter_and_records_it(tmp_path, capsys, pri
 
 
 def test_eval_without_a_checkpoint_says_to_train_first(tmp_path):
-    from thinker.run.stages import stage_eval
+    from thinker.run.evaluate import stage_eval
 
     with pytest.raises(ThinkerError) as info:
         stage_eval(context(tmp_path / "empty", ["stage=eval"]))
@@ -98,7 +100,8 @@ def write_reasoning_file(path, n=24):
 
 @pytest.mark.parametrize("data", ["jsonl", "gsm8k"])
 def test_data_without_claims_is_scored_by_held_out_loss_never_by_claim_metrics(tmp_path, data):
-    from thinker.run.stages import stage_eval, stage_train
+    from thinker.run.evaluate import stage_eval
+    from thinker.run.train import stage_train
 
     source = tmp_path / "train.jsonl"
     if data == "gsm8k":

@@ -24,7 +24,7 @@ def test_compose_check_and_validate_stay_light(tmp_path):
         from thinker.config.check import check_config
         from thinker.tracking.fingerprint import config_fingerprint
         from thinker.validation.dataset import FieldSpec, validate_dataset
-        import thinker.run.pipeline, thinker.run.stages, thinker.backends
+        import thinker.run.pipeline, thinker.run.validate, thinker.run.train, thinker.run.evaluate, thinker.backends
         with initialize_config_dir(config_dir={str(CONF)!r}, version_base="1.3"):
             cfg = compose(config_name="config", overrides=["data.path={data}"])
         check_config(cfg, env={{}})

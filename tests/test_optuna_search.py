@@ -11,8 +11,8 @@ import pytest
 from conftest import ROOT, clean_env, compose, launch
 
 from thinker.config.rules import hparams_search_valid
-from thinker.sweeps.search import default_storage, launch_problems, search_problems, study_name
 from thinker.sweeps.plan import objective_of
+from thinker.sweeps.search import default_storage, launch_problems, search_problems, study_name
 
 NO_EVAL = ["data.max_examples=24", "trainer.batch_size=4", "trainer.max_steps=2", "trainer.evaluations=2",
            "validation.pytest.enabled=false", "evaluation.enabled=false"]

@@ -30,8 +30,8 @@ CONVERSATION = {"messages": [{"role": "user", "content": "Claim: water boils at 
 
 @functools.cache
 def composed(overrides: tuple[str, ...]):
-    from thinker.launch.app import compose_config
     from thinker.config.job_configuration import job_configuration
+    from thinker.launch.app import compose_config
 
     base = ["backend=provider", "provider=together", f"provider.base_model={MODEL}"]
     cfg = compose_config([*base, *overrides])

@@ -130,7 +130,8 @@ def test_cli_convert_scifact(tmp_path, files):
 
 def test_validate_stage_converts_on_the_fly_into_the_run_folder(tmp_path, files, composed):
     from thinker.data.source import effective_data_path
-    from thinker.run.stages import StageContext, stage_validate
+    from thinker.run.context import StageContext
+    from thinker.run.validate import stage_validate
     from thinker.tracking.run_record import RunRecord
 
     claims, corpus = files

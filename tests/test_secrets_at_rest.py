@@ -144,8 +144,8 @@ def test_the_callback_masks_the_files_and_leaves_the_jobs_config_alone(tmp_path)
 def test_mlflow_params_and_artifacts_mask_override_secrets(tmp_path):
     from mlflow.tracking import MlflowClient
 
+    from thinker.run.context import StageContext, log_run_metadata
     from thinker.run.pipeline import _close_session, new_record
-    from thinker.run.stages import StageContext, log_run_metadata
     from thinker.tracking.mlflow_run import MlflowSession
 
     run_dir = tmp_path / "run"

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 from conftest import ROOT, clean_env, launch
 
-from thinker.sweeps.summary import JobRow, best_row
 from thinker.sweeps.plan import job_label
+from thinker.sweeps.summary import JobRow, best_row
 
 TINY = ["data.max_examples=24", "trainer.batch_size=4", "trainer.max_steps=2", "trainer.evaluations=2",
         "evaluation.max_samples=1", "evaluation.decoding.max_new_tokens=8", "evaluation.compare_base=false",

@@ -12,8 +12,8 @@ import enum
 import sys
 from typing import Any
 
-from thinker.launch.app import compose_config
 from thinker.errors import ExitCode
+from thinker.launch.app import compose_config
 
 HYDRA_RUNTIME_MISSING = "HydraConfig was not set"
 
@@ -49,8 +49,8 @@ def show(overrides: list[str]) -> int:
     from omegaconf.errors import OmegaConfBaseException
 
     from thinker.config.check import check_ranges
-    from thinker.launch.entry import format_hydra_error
     from thinker.errors import ThinkerError
+    from thinker.launch.entry import format_hydra_error
     from thinker.tracking.secrets import mask, mask_text, register_override_secrets
 
     register_override_secrets(overrides)  # an error may quote a credential override's value bare

@@ -50,9 +50,9 @@ def launch(argv: list[str] | None = None) -> None:
     import thinker.config.schema  # noqa: F401  (registers the structured configs with Hydra)
     from thinker.launch.entry import guarded_main
     from thinker.launch.help_text import register_help_resolver
-    from thinker.sweeps.search import register_resolvers as register_search_resolvers
-    from thinker.models.registry_options import register_registry_options
     from thinker.launch.run_dirs import register_resolver as register_run_dir_resolver
+    from thinker.models.registry_options import register_registry_options
+    from thinker.sweeps.search import register_resolvers as register_search_resolvers
 
     register_help_resolver()  # ${thinker_groups:} in hydra.help.template: --help lists every group and option
     register_search_resolvers()  # hydra.sweeper.storage / study_name of hparams_search=optuna (thinker.sweeps.search)

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from thinker.errors import ThinkerError
+from thinker.errors.wording import with_article
 from thinker.models.adapters import get_adapter
 from thinker.models.families import importable
 from thinker.models.registry import (
@@ -28,7 +29,6 @@ from thinker.models.registry import (
     name_taken_error,
     versioned_name,
 )
-from thinker.errors.wording import with_article
 
 log = logging.getLogger("thinker")
 

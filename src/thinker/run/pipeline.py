@@ -6,11 +6,14 @@ of the stage that failed. Heavy libraries are imported only inside the stages th
 
 from __future__ import annotations
 
+import importlib
 import logging
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -18,8 +21,8 @@ from thinker.backends.local.ranks import rank_name
 from thinker.config.check import check_config
 from thinker.config.enums import Stage
 from thinker.console import release_stderr
-from thinker.errors.disk_full import DiskFull, disk_full_error, quiet_log_files_when_full
 from thinker.errors import ExitCode, ThinkerError
+from thinker.errors.disk_full import DiskFull, disk_full_error, quiet_log_files_when_full
 from thinker.paths import project_root
 from thinker.tracking.fingerprint import config_fingerprint
 from thinker.tracking.provenance import git_commit, git_dirty
@@ -34,6 +37,14 @@ STAGES_FOR = {
     Stage.eval: ["validate", "eval"],
     Stage.run: ["validate", "train", "eval"],
 }
+# stage -> its module in thinker.run (imported after the config check: a stage may import heavy libraries)
+STAGE_MODULES = {"validate": "validate", "train": "train", "eval": "evaluate", "reuse": "reuse"}
+
+
+def stage_function(stage: str) -> Callable[[Any], None]:
+    """The function that runs one stage: thinker.run.<module>.stage_<stage>, one module per stage."""
+    module = importlib.import_module(f"thinker.run.{STAGE_MODULES[stage]}")
+    return getattr(module, f"stage_{stage}")
 
 
 def _run_dir(cfg: DictConfig) -> Path:
@@ -203,7 +214,7 @@ def run(cfg: DictConfig) -> float | None:
     run_dir = _run_dir(cfg)
     rank = rank_name()
     if rank is not None:  # a data-parallel rank > 0: trains its shard beside rank 0, which records the run
-        from thinker.run.stages import run_worker_rank
+        from thinker.run.ranks import run_worker_rank
 
         return run_worker_rank(cfg, run_dir, rank)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -220,14 +231,16 @@ def run(cfg: DictConfig) -> float | None:
         check_config(cfg)
         record.stage_update("config", "passed", fingerprint=record.config_fingerprint)
         log.info("run folder %s (config %s)", run_dir, (record.config_fingerprint or "")[:12])
-        from thinker.run import stages  # after the check: stages may import more
+        # after the check: the stages may import more
+        from thinker.run.context import StageContext
+        from thinker.run.reuse import find_reuse
 
-        context = stages.StageContext(cfg=cfg, run_dir=run_dir, record=record)
+        context = StageContext(cfg=cfg, run_dir=run_dir, record=record)
         todo = STAGES_FOR[Stage(cfg.stage)]
-        if in_multirun() and stages.find_reuse(context):
+        if in_multirun() and find_reuse(context):
             todo = ["reuse"]  # this training already finished in the experiment: its result is taken (thinker.run.reuse)
         for current in todo:
-            getattr(stages, f"stage_{current}")(context)
+            stage_function(current)(context)
     except ThinkerError as err:
         if debug:
             print_traceback()

@@ -22,6 +22,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from thinker.config.enums import Stage
+from thinker.run.context import StageContext
 from thinker.tracking.run_record import RECORD_NAME, RunRecord, read_record
 from thinker.tracking.secrets import mask_text
 
@@ -172,3 +173,36 @@ def annotate(session: Any, found: Reusable) -> None:
     tags.update({k: found.tags[k] for k in WEIGHT_TAGS if k in found.tags})
     session.set_tags(tags)
     copy_history(session.client, found.source_run_id, session.run_id, found.metric_keys)
+
+
+def find_reuse(ctx: StageContext) -> bool:
+    """Inside a sweep: look for a finished run with this job's training (thinker.run.reuse). True when found; the
+    job then runs stage_reuse instead of training. A failed lookup is a warning, and the job trains."""
+    if not wanted(ctx.cfg, ctx.record):
+        return False
+    try:
+        found = find_reusable(ctx.cfg, ctx.record)
+    except Exception as exc:  # noqa: BLE001 - the job can always train instead
+        from thinker.tracking.secrets import mask_text
+
+        log.warning("could not look for a finished run to reuse (%s); training", mask_text(str(exc)))
+        return False
+    if found is not None:
+        ctx.results["reuse"] = found
+    return found is not None
+
+
+def stage_reuse(ctx: StageContext) -> None:
+    """Take a finished run's result instead of training (thinker.run.reuse): its metrics, weights and stages go into
+    this job's record and MLflow run, which records `reused_from`."""
+    found: Reusable = ctx.results["reuse"]
+    record = ctx.record
+    adopt(record, found)
+    log.info("this training already finished in MLflow run %s (%s): reusing its result, not training again "
+             "(sweep.reuse=false retrains)", found.run_id, found.run_dir or "its folder is unknown")
+    record.stage_update("reuse", "running", reused_from=found.run_id, run_dir=found.run_dir,
+                        source_run_id=found.source_run_id)
+    session = ctx.open_session()
+    if session is not None:
+        annotate(session, found)
+    record.stage_update("reuse", "passed")

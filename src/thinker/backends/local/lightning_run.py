@@ -170,8 +170,8 @@ class LightningRun:
     def finish(self, what: str) -> dict[str, float]:
         """Flush the logger (its metrics, e.g. the share of the fit spent logging), then, when a signal stopped
         the run, the one-line error that says how to resume it. Every rank calls it."""
-        from thinker.tracking.resume_command import resume_command
         from thinker.tracking.mlflow_logger import BatchedMlflowLogger
+        from thinker.tracking.resume_command import resume_command
 
         metrics: dict[str, float] = {}
         if isinstance(self.logger, BatchedMlflowLogger):

@@ -5,7 +5,7 @@ ranks > 0 on one machine (with LOCAL_RANK=1, 2, ... and its own hydra.run.dir / 
 torchrun starts every rank itself (RANK, LOCAL_RANK, WORLD_SIZE), and so does srun (SLURM_PROCID,
 SLURM_STEP_NUM_TASKS). Only rank 0 runs the pipeline (config check, validation gate, MLflow, registry,
 evaluation, run record); the others train their shard and write nothing of rank 0's
-(thinker.run.stages.run_worker_rank).
+(thinker.run.ranks.run_worker_rank).
 """
 
 from __future__ import annotations

@@ -12,9 +12,9 @@ import json
 from pathlib import Path
 
 from thinker.errors import ThinkerError
+from thinker.errors.wording import with_article
 from thinker.models.adapters.base import ModelAdapter
 from thinker.models.families import FAMILIES, GENERIC_ADAPTER, resolve
-from thinker.errors.wording import with_article
 
 
 def get_adapter(family: str) -> type[ModelAdapter]:

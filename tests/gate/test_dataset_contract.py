@@ -3,12 +3,14 @@
 `python launch.py` runs this folder in-process before training, with the dataset in environment variables:
 
     THINKER_DATA_PATH         the JSONL file (unset: every test here skips, so a plain `pytest` passes)
-    THINKER_DATA_FORMAT       claim_extraction | prompt_completion | reasoning | multihop_qa | chat
+    THINKER_DATA_FORMAT       claim_extraction | prompt_completion | reasoning | multihop_qa | chat | preference
     THINKER_PROMPT_FIELD      default "prompt" (not read for chat)
     THINKER_COMPLETION_FIELD  default "completion" (not read for chat)
 
 Chat data (`{"messages": [...]}` per line) is checked for duplicate conversations here; roles, contents and
-their order are the schema validator's `messages` type, so the gate does not repeat them.
+their order are the schema validator's `messages` type, so the gate does not repeat them. Preference pairs
+(any of thinker.tasks.preference's shapes) are checked for repeated records; their sides are the schema's
+check_pair validator's.
 
 Only the first MAX_RECORDS records are read, streaming. The variables are read inside the fixture, never at
 import, because pytest keeps this module imported between gates of one process (a Hydra multirun).
@@ -25,7 +27,7 @@ import pytest
 
 MAX_RECORDS = 2000
 MAX_LINES_SHOWN = 10
-KNOWN_FORMATS = ("claim_extraction", "prompt_completion", "reasoning", "multihop_qa", "chat")
+KNOWN_FORMATS = ("claim_extraction", "prompt_completion", "reasoning", "multihop_qa", "chat", "preference")
 MESSAGES_FIELD = "messages"  # the conversation of a chat record, as OpenAI's and Tinker's chat files name it
 
 
@@ -74,6 +76,8 @@ def _read_examples(
             line = raw.decode("utf-8-sig" if line_no == 1 else "utf-8")
             if data_format == "chat":
                 yield _conversation(line, line_no)
+            elif data_format == "preference":
+                yield _preference(line, line_no)
             else:
                 yield _example(line, line_no, prompt_field, completion_field)
             records += 1
@@ -97,6 +101,12 @@ def _conversation(line: str, line_no: int) -> Example:
         pytest.fail(f"line {line_no}: {MESSAGES_FIELD!r} must be a non-empty list of messages", pytrace=False)
     earlier = json.dumps(messages[:-1], sort_keys=True, ensure_ascii=False)
     return Example(line_no, earlier, str(messages[-1].get("content")))
+
+
+def _preference(line: str, line_no: int) -> Example:
+    # a pair's identity is the whole record but its metadata, whichever shape it has
+    record = {key: value for key, value in _record(line, line_no).items() if key != "metadata"}
+    return Example(line_no, json.dumps(record, sort_keys=True, ensure_ascii=False), "")
 
 
 def _example(line: str, line_no: int, prompt_field: str, completion_field: str) -> Example:
@@ -141,6 +151,8 @@ def test_records_are_unique(dataset: Dataset) -> None:
             first_seen[key] = example.line
     if dataset.format == "chat":
         _fail_on(duplicates, "repeat an earlier conversation")
+    elif dataset.format == "preference":
+        _fail_on(duplicates, "repeat an earlier preference record")
     else:
         _fail_on(duplicates, f"repeat an earlier ({dataset.prompt_field}, {dataset.completion_field}) pair")
 

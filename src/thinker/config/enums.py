@@ -22,6 +22,14 @@ class TrainingMethod(_StrEnum):
     pretrain = "pretrain"  # from-scratch pretraining (Cognate); not a fine-tuning method of the universal job schema
 
 
+class DpoLoss(_StrEnum):
+    """objective.loss of objective=dpo (thinker.objectives.dpo_loss implements each)."""
+
+    sigmoid = "sigmoid"  # DPO (Rafailov et al. 2023)
+    ipo = "ipo"  # IPO (Azar et al. 2023): squared distance of the log-ratio margin from 1 / (2 beta)
+    simpo = "simpo"  # SimPO (Meng et al. 2024): length-normalised log-probs, no reference model
+
+
 class LRSchedulerType(_StrEnum):
     cosine = "cosine"
     linear = "linear"

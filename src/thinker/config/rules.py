@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from omegaconf import DictConfig, OmegaConf
 
-from thinker.config.enums import OptimizerName, TrainingMethod
+from thinker.config.enums import DpoLoss, OptimizerName, TrainingMethod
 from thinker.validation.schema_language import FieldSpec, SchemaError
 
 
@@ -309,6 +309,33 @@ def data_format_trainable_by_backend(cfg: DictConfig, env: Mapping[str, str]) ->
     )
 
 
+def objective_fits_data(cfg: DictConfig, env: Mapping[str, str]) -> Iterator[Violation]:
+    # objective=dpo trains on chosen/rejected pairs and nothing else; pairs have no single target for sft
+    # (docs/objectives.md, "Preference tuning")
+    objective, task = str(OmegaConf.select(cfg, "objective.name", default="sft")), _task(cfg)
+    if task is None:
+        return
+    if objective == "dpo" and not task.pairs:
+        yield Violation(f"objective=dpo trains on preference pairs, and data={cfg.data.name} "
+                        f"({task.describe()}) has none", "objective, data",
+                        "use data=preference (or a file of prompt / chosen / rejected records), or objective=sft")
+    elif objective == "sft" and task.pairs and _s(cfg.stage) in ("train", "run"):
+        yield Violation(f"data={cfg.data.name} holds preference pairs, which objective=sft cannot train on",
+                        "objective, data", "add objective=dpo (stage=validate checks the file with any objective)")
+
+
+def dpo_settings_valid(cfg: DictConfig, env: Mapping[str, str]) -> Iterator[Violation]:
+    if str(OmegaConf.select(cfg, "objective.name", default="sft")) != "dpo":
+        return
+    beta, loss = cfg.objective.beta, str(cfg.objective.loss)
+    if not beta > 0:
+        yield Violation(f"objective.beta={beta} is not allowed", "objective.beta",
+                        "use a positive strength such as 0.1 (higher keeps the policy nearer the reference)")
+    if loss not in DpoLoss.values():
+        yield Violation(f"objective.loss={loss} is not a preference loss thinker knows", "objective.loss",
+                        f"use one of {', '.join(DpoLoss.values())}")
+
+
 def targets_installed(cfg: DictConfig, env: Mapping[str, str]) -> Iterator[Violation]:
     # an optimizer, logger or callback of an uninstalled package fails here, not once the model has loaded
     from thinker.config.targets import missing_package
@@ -349,6 +376,8 @@ RULES: list[Rule] = [
     data_task_known,
     data_schema_valid,
     data_format_trainable_by_backend,
+    objective_fits_data,
+    dpo_settings_valid,
     targets_installed,
     hparams_search_valid,
 ]

@@ -39,6 +39,9 @@ class Task:
     scores_claims: ClassVar[bool] = False
     generation_metrics: ClassVar[tuple[str, ...]] = ()  # what the held-out generation check adds
     default_objective: ClassVar[str] = "val_loss"  # what a sweep over this data optimises unless told
+    default_direction: ClassVar[str] = "minimize"  # and which way: minimize | maximize
+    # its records are chosen/rejected pairs, trained by objective=dpo only (thinker.tasks.preference)
+    pairs: ClassVar[bool] = False
 
     @property
     def eval_metrics(self) -> tuple[str, ...]:

@@ -1,4 +1,4 @@
-"""Reasoning data for pretraining (thinker.pretraining.reasoning_data): GSM8K and HotpotQA records -> text, prompt
+"""Reasoning data for pretraining (thinker.data.reasoning, through the tasks): GSM8K and HotpotQA records -> text, prompt
 and gold answer, answer checks, the dataset schemas of data=gsm8k / data=hotpotqa, and the shipped synthetic
 files with their generator (scripts/make_reasoning_data.py)."""
 
@@ -16,8 +16,7 @@ import textwrap
 import pytest
 from conftest import CONF, ROOT, compose, launch
 
-from thinker.pretraining.reasoning_data import (
-    FORMATS,
+from thinker.data.reasoning import (
     check_hotpotqa_context,
     check_hotpotqa_supporting_facts,
     gsm8k_answer_correct,
@@ -29,8 +28,8 @@ from thinker.pretraining.reasoning_data import (
     normalize_answer,
     normalize_number,
     read_examples,
-    reasoning_format,
 )
+from thinker.tasks import task_of
 from thinker.validation.dataset import FieldSpec, validate_dataset
 
 DATA = ROOT / "data"
@@ -142,12 +141,18 @@ def test_hotpotqa_answer_correct():
     assert not hotpotqa_answer_correct("Dunmere", "Dunmere")  # no "Answer:": nothing was answered
 
 
-def test_formats_by_data_format():
-    assert set(FORMATS) == {"reasoning", "multihop_qa"}
-    assert reasoning_format("multihop_qa").example is hotpotqa_example
-    assert reasoning_format("reasoning").answer_correct is gsm8k_answer_correct
-    with pytest.raises(ValueError, match="not a reasoning format"):
-        reasoning_format("claim_extraction")
+def pretraining_task(data):
+    return task_of(compose([f"data={data}"]).data)
+
+
+def test_pretraining_processors_by_task():
+    """The data's task declares how its records become pretraining examples (nothing else names the format)."""
+    assert pretraining_task("hotpotqa").pretraining_example is hotpotqa_example
+    assert pretraining_task("hotpotqa").pretraining_answer_correct is hotpotqa_answer_correct
+    assert pretraining_task("gsm8k").pretraining_example is gsm8k_example
+    assert pretraining_task("gsm8k").pretraining_answer_correct is gsm8k_answer_correct
+    with pytest.raises(NotImplementedError):
+        pretraining_task("scifact").pretraining_example(GSM8K_RECORD)
     for data, fmt in (("gsm8k", "reasoning"), ("hotpotqa", "multihop_qa")):
         assert str(compose([f"data={data}"]).data.format) == fmt
 
@@ -156,8 +161,8 @@ def test_read_examples_names_the_bad_line(tmp_path):
     path = tmp_path / "g.jsonl"
     path.write_text(json.dumps(GSM8K_RECORD) + "\n\n" + json.dumps({"question": "q", "answer": "no final"}) + "\n")
     with pytest.raises(ValueError, match="line 3"):
-        read_examples(path, "reasoning")
-    assert [e.answer for e in read_examples(path, "reasoning", limit=1)] == ["72"]
+        read_examples(path, gsm8k_example)
+    assert [e.answer for e in read_examples(path, gsm8k_example, limit=1)] == ["72"]
 
 
 # ---------------------------------------------------------------- schemas and shipped files
@@ -182,10 +187,10 @@ def test_shipped_files_validate_and_build_examples(data, name):
     fields, _ = schema(data)
     path = DATA / data / name
     assert validate_dataset(path, fields).ok
-    fmt = "reasoning" if data == "gsm8k" else "multihop_qa"
-    examples = read_examples(path, fmt)
+    task = pretraining_task(data)
+    examples = read_examples(path, task.pretraining_example)
     assert all(e.text.startswith(e.prompt) and e.prompt.endswith("\nReasoning:") for e in examples)
-    correct = reasoning_format(fmt).answer_correct
+    correct = task.pretraining_answer_correct
     assert all(correct(e.text[len(e.prompt):], e.answer) for e in examples)  # the text scores as right
 
 
@@ -308,7 +313,7 @@ def test_fine_tuning_backends_refuse_multihop_qa(tmp_path):
 
 
 def test_checking_a_hotpotqa_config_stays_light():
-    """The schema's validators are imported at config check: reasoning_data must not bring torch with it."""
+    """The schema's validators are imported at config check: thinker.data.reasoning must not bring torch with it."""
     script = textwrap.dedent(
         f"""
         import json, sys
@@ -318,7 +323,7 @@ def test_checking_a_hotpotqa_config_stays_light():
         with initialize_config_dir(config_dir={str(CONF)!r}, version_base="1.3"):
             cfg = compose(config_name="config", overrides=["data=hotpotqa", "stage=validate"])
         check_config(cfg, env={{}})
-        assert "thinker.pretraining.reasoning_data" in sys.modules
+        assert "thinker.data.reasoning" in sys.modules
         print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in ("torch", "transformers", "mlflow"))))
         """
     )

@@ -72,3 +72,22 @@ def test_credentials_both_ways(overrides, var):
 def test_a_provider_without_fine_tuning_asks_for_no_key(provider):
     """Nothing is ever called at Mistral or DeepSeek (their refusal comes at config check), so no key is needed."""
     assert not list(rules.credentials_present(compose(["backend=provider", f"provider={provider}"]), {}))
+
+
+def arch_is_frozen(model_cfg):  # a family's fixed_spec check, named by test_a_familys_fixed_spec_comes_from_the_table
+    return f"model.arch of {model_cfg.name} is frozen" if model_cfg.arch else None
+
+
+def test_a_familys_fixed_spec_comes_from_the_family_table(monkeypatch):
+    """The config check asks the family table whether a family fixes its architecture: a new family with a
+    fixed_spec is refused there without touching the rules (docs/architecture.md, "Adding a model family")."""
+    import dataclasses
+
+    from thinker.models import families
+
+    cfg = compose(["model=tiny-qwen"])
+    assert cfg.model.arch and not list(rules.model_spec_fixed(cfg, KEYS))
+    family = families.FAMILIES[str(cfg.model.family)]
+    monkeypatch.setitem(families.FAMILIES, family.name,
+                        dataclasses.replace(family, fixed_spec="test_rules:arch_is_frozen"))
+    assert [v.what for v in rules.model_spec_fixed(cfg, KEYS)] == ["model.arch of tiny-qwen is frozen"]

@@ -83,13 +83,13 @@ def pretrain_needs_reasoning_data(cfg: DictConfig, env: Mapping[str, str]) -> It
 
 
 def model_spec_fixed(cfg: DictConfig, env: Mapping[str, str]) -> Iterator[Violation]:
-    # cognate-25m's architecture is one fixed specification (docs/decisions/0010-cognate-pretraining-path.md) (its 25M parameters are checked when built)
-    if _s(cfg.model.family) == "cognate":
-        from thinker.models.adapters.cognate_spec import spec_violation
+    # a family may fix its options' architecture (cognate-25m: docs/decisions/0010-cognate-pretraining-path.md;
+    # its 25M parameters are checked when built); the family table says which and how
+    from thinker.models.families import spec_problem
 
-        problem = spec_violation(cfg.model)
-        if problem:
-            yield Violation(problem, "model.arch", f"drop the override: the {cfg.model.name} specification is fixed")
+    problem = spec_problem(cfg.model)
+    if problem:
+        yield Violation(problem, "model.arch", f"drop the override: the {cfg.model.name} specification is fixed")
 
 
 def qlora_needs_4bit(cfg: DictConfig, env: Mapping[str, str]) -> Iterator[Violation]:

@@ -29,6 +29,9 @@ class Family:
     head_dim_from_width: bool = False
     # (key, "module:attribute"): the family's own code version, part of the builtin folder's hash
     code_version: tuple[str, str] | None = None
+    # "module:function(model_cfg) -> str | None": why a model option's `arch` breaks the family's fixed
+    # specification (None: it does not); light, the config check calls it (spec_problem)
+    fixed_spec: str | None = None
 
 
 FAMILIES: dict[str, Family] = {family.name: family for family in (
@@ -38,7 +41,8 @@ FAMILIES: dict[str, Family] = {family.name: family for family in (
     Family("cognate", "thinker.models.adapters.cognate:CognateAdapter",
            config_class="thinker.models.adapters.cognate_model:CognateConfig",
            config_settings="thinker.models.adapters.cognate_spec:config_settings",
-           code_version=("cognate_format", "thinker.models.adapters.cognate_spec:FORMAT_VERSION")),
+           code_version=("cognate_format", "thinker.models.adapters.cognate_spec:FORMAT_VERSION"),
+           fixed_spec="thinker.models.adapters.cognate_spec:spec_violation"),
 )}
 # any other causal LM transformers itself knows (a hub id, a folder of another model_type) loads the HF way
 GENERIC_ADAPTER = HF_CAUSAL
@@ -52,6 +56,14 @@ def importable() -> list[str]:
 def buildable() -> list[str]:
     """The families a builtin model can be built from its config, sorted."""
     return sorted(name for name, family in FAMILIES.items() if family.config_class)
+
+
+def spec_problem(model_cfg: Any) -> str | None:
+    """Why `model_cfg` (a model option) breaks its family's fixed specification, or None."""
+    family = FAMILIES.get(str(model_cfg.family))
+    if family is None or family.fixed_spec is None:
+        return None
+    return resolve(family.fixed_spec)(model_cfg)
 
 
 def resolve(target: str) -> Any:

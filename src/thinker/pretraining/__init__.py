@@ -1,12 +1,13 @@
 """The model-agnostic pieces of the pretraining path (method=pretrain; docs/decisions/0010-cognate-pretraining-path.md).
 
-Pretraining builds a model from scratch in its own loop, which shares nothing with fine-tuning. What lives
-here does not depend on the model being pretrained:
+Pretraining builds a model from scratch on the shared Lightning run (backends/local/lightning_run.py). What
+lives here does not depend on the model being pretrained:
 
-    grokfast        GrokFast-EMA gradient filter and the AdamW that applies it (optimizer=grokfast; torch)
-    reasoning_data  GSM8K- and HotpotQA-format records -> pretraining text, prompt and gold answer, answer
-                    checks, and the cross-field dataset validator (standard library only)
+    blocks    pretraining text -> fixed-length token blocks
+    grokfast  GrokFast-EMA gradient filter and the AdamW that applies it (optimizer=grokfast; torch)
+    module    the LightningModule: next-token loss, held-out loss and answer accuracy
+    run       pretrain(): the model, the data task's pretraining examples, the run
 
-This package's __init__ imports nothing, so the config check and the validate stage (which imports
-reasoning_data for its schema validator) never pay for torch.
+The data's records become text through its task (thinker.tasks: pretraining_example), never by format name
+here. This package's __init__ imports nothing, so the config check never pays for torch.
 """

@@ -1,7 +1,7 @@
 """method=pretrain: a model built from its config alone (Cognate), trained from scratch on reasoning data.
 
-    build the model and its tokenizer (thinker.models.builtin, seeded) -> the data's own processor (GSM8K or
-    HotpotQA, thinker.pretraining.reasoning_data) -> token blocks -> PretrainModule (GrokFast or AdamW) ->
+    build the model and its tokenizer (thinker.models.builtin, seeded) -> the data task's pretraining
+    examples (thinker.tasks; GSM8K and HotpotQA in thinker.data.reasoning) -> token blocks -> PretrainModule (GrokFast or AdamW) ->
     weights/ (save_pretrained: the registry and a later `model=<name> method=lora` load it like any model)
 
 Exact total and trainable parameter counts go into the MLflow params and the run record. The local backend
@@ -25,20 +25,22 @@ log = logging.getLogger("thinker")
 
 
 def reasoning_examples(cfg: DictConfig, run_dir: Path) -> tuple[Any, list[Any], list[Any]]:
-    """(format, train examples, held-out examples): the data's own processor, the seeded split of every backend."""
+    """(the data's task, train examples, held-out examples): the task's pretraining examples, the seeded split
+    of every backend."""
     from thinker.data.examples import split_examples
+    from thinker.data.reasoning import read_examples
     from thinker.data.source import effective_data_path
-    from thinker.pretraining.reasoning_data import read_examples, reasoning_format
+    from thinker.tasks import task_of
 
-    fmt = reasoning_format(str(cfg.data.format))
+    task = task_of(cfg.data)
     limit = int(cfg.data.max_examples) if cfg.data.max_examples else None
-    examples = read_examples(effective_data_path(cfg, run_dir), fmt.name, limit)
+    examples = read_examples(effective_data_path(cfg, run_dir), task.pretraining_example, limit)
     train, held_out = split_examples(examples, float(cfg.data.validation_split), int(cfg.seed))
-    return fmt, train, held_out
+    return task, train, held_out
 
 
-def answer_accuracy_fn(fmt: Any, held_out: list[Any], tokenizer: Any, cfg: DictConfig) -> Any:
-    """Greedy generation on the held-out prompts (evaluation.max_samples of them), scored by the format's own
+def answer_accuracy_fn(task: Any, held_out: list[Any], tokenizer: Any, cfg: DictConfig) -> Any:
+    """Greedy generation on the held-out prompts (evaluation.max_samples of them), scored by the task's own
     answer check."""
     import copy
 
@@ -60,7 +62,7 @@ def answer_accuracy_fn(fmt: Any, held_out: list[Any], tokenizer: Any, cfg: DictC
         answers = [text for start in range(0, len(samples), batch)
                    for text in generate([s.prompt for s in samples[start:start + batch]])]
         model.train(was_training)
-        correct = sum(bool(fmt.answer_correct(text, s.answer)) for text, s in zip(answers, samples, strict=True))
+        correct = sum(bool(task.pretraining_answer_correct(text, s.answer)) for text, s in zip(answers, samples, strict=True))
         return {"reasoning_accuracy": correct / len(samples)}
 
     return accuracy
@@ -95,7 +97,7 @@ def pretrain(cfg: DictConfig, run_dir: Path, session: Any = None) -> TrainingRep
     if session is not None:
         log_params(session.client, session.run_id, {"total_params": str(total), "trainable_params": str(trainable)})
 
-    fmt, train_ex, held_out = reasoning_examples(cfg, run_dir)
+    task, train_ex, held_out = reasoning_examples(cfg, run_dir)
     length = min(int(cfg.trainer.max_seq_length), int(model.config.max_position_embeddings))
     train_blocks = to_blocks(tokenizer, [e.text for e in train_ex], length)
     val_blocks = to_blocks(tokenizer, [e.text for e in held_out], length) if int(cfg.trainer.evaluations) else None
@@ -113,7 +115,7 @@ def pretrain(cfg: DictConfig, run_dir: Path, session: Any = None) -> TrainingRep
     max_steps = int(cfg.trainer.max_steps)
     steps = max_steps if max_steps > 0 else per_epoch * int(cfg.trainer.epochs)
     every = checkpoint_interval(steps, cfg)
-    accuracy = answer_accuracy_fn(fmt, held_out, tokenizer, cfg) if cfg.evaluation.enabled else None
+    accuracy = answer_accuracy_fn(task, held_out, tokenizer, cfg) if cfg.evaluation.enabled else None
     module = PretrainModule(model, cfg.optimizer, steps, accuracy)
 
     # one process on one device, whatever trainer.devices says: PretrainModule's held-out loss and token

@@ -9,7 +9,7 @@ The stages, the config rules, the search objective and the data preview ask the 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -74,3 +74,14 @@ class Task:
     def score_generations(self, examples: Sequence[Any], completions: Sequence[str]) -> dict[str, float]:
         """The generation_metrics of the held-out examples' generated completions."""
         return {}
+
+    # ---------------------------------------------------------------- method=pretrain (pretrains=True)
+
+    def pretraining_example(self, record: Mapping[str, Any]) -> Any:
+        """A record as a thinker.data.reasoning.ReasoningExample: the text pretraining trains on, the prompt
+        held-out accuracy generates from, and the gold answer."""
+        raise NotImplementedError
+
+    def pretraining_answer_correct(self, generated: str, gold: str) -> bool:
+        """Whether a generation from a pretraining example's prompt gives its gold answer."""
+        raise NotImplementedError

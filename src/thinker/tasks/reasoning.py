@@ -1,6 +1,6 @@
 """GSM8K-style reasoning records (prompt/completion, the completion ending in `#### <answer>`): fine-tuned like
-prompt/completion data, its held-out split also scored by final-answer accuracy; method=pretrain trains on it
-with thinker.pretraining's processors (docs/decisions/0010-cognate-pretraining-path.md)."""
+prompt/completion data, its held-out split also scored by final-answer accuracy; method=pretrain trains on
+its records as thinker.data.reasoning makes GSM8K ones (docs/decisions/0010-cognate-pretraining-path.md)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
+from thinker.data.reasoning import gsm8k_answer_correct, gsm8k_example
 from thinker.tasks.prompt_completion import PromptCompletionTask
 
 # GSM8K's convention: the answer's last line is "#### <number>"
@@ -27,6 +28,8 @@ class ReasoningTask(PromptCompletionTask):
     name = "reasoning"
     pretrains = True
     generation_metrics = ("answer_accuracy", "answers")
+    pretraining_example = staticmethod(gsm8k_example)
+    pretraining_answer_correct = staticmethod(gsm8k_answer_correct)
 
     def score_generations(self, examples: Sequence[Any], completions: Sequence[str]) -> dict[str, float]:
         correct = sum(1 for ex, out in zip(examples, completions, strict=True)

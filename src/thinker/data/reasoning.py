@@ -1,12 +1,13 @@
-"""Reasoning datasets for pretraining (docs/decisions/0010-cognate-pretraining-path.md): GSM8K and HotpotQA records -> pretraining examples.
+"""GSM8K and HotpotQA records -> reasoning examples (docs/decisions/0010-cognate-pretraining-path.md): the
+processors the reasoning and multihop_qa tasks (thinker.tasks) declare for method=pretrain.
 
 Each record becomes a ReasoningExample:
 
     text    what the model trains on: the prompt, then the reasoning, then "Answer: <answer>"
     prompt  the text up to the reasoning (it ends with "Reasoning:"): held-out accuracy generates from it
-    answer  the gold final answer, normalised as the format's own scoring does
+    answer  the gold final answer, normalised as the record's own scoring does
 
-GSM8K (data.format=reasoning): {"question", "answer"}, the answer being worked steps whose last line is
+GSM8K (conf/data/gsm8k.yaml): {"question", "answer"}, the answer being worked steps whose last line is
 "#### <number>". GSM8K's calculator annotations (`<<48/2=24>>`) are dropped from the text: they are input to
 the dataset authors' calculator tool, not reasoning a model should learn to write.
 
@@ -16,7 +17,7 @@ the dataset authors' calculator tool, not reasoning a model should learn to writ
     Natalia sold 48+24 = 72 clips altogether in April and May.
     Answer: 72
 
-HotpotQA (data.format=multihop_qa), distractor setting: {"question", "answer", "context": [[title,
+HotpotQA (conf/data/hotpotqa.yaml), distractor setting: {"question", "answer", "context": [[title,
 [sentence, ...]], ...], "supporting_facts": [[title, sentence index], ...]} (the "_id", "type" and "level"
 fields are optional and not read). The context goes into the prompt as it is; the reasoning is the supporting
 sentences, each marked with its paragraph title and sentence index, so the model learns to pick them out of
@@ -40,8 +41,8 @@ articles, single spaces).
 check_hotpotqa_context / check_hotpotqa_supporting_facts are dataset-schema validators (conf/data/hotpotqa.yaml)
 and check_gsm8k_answer one for conf/data/gsm8k.yaml: the validate stage calls them as fn(value, record).
 
-Standard library only: the config check imports this module to resolve the validators, and must not pay for
-torch.
+Standard library only: the config check imports this module to resolve the validators, and the tasks import
+it; neither may pay for torch.
 """
 
 from __future__ import annotations
@@ -54,9 +55,6 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
-
-GSM8K_FORMAT = "reasoning"  # data.format of GSM8K-style data (fine-tuning's held-out evaluation knows it too)
-HOTPOTQA_FORMAT = "multihop_qa"  # data.format of HotpotQA-style data
 
 PROMPT_END = "Reasoning:"
 ANSWER_PREFIX = "Answer:"
@@ -195,37 +193,19 @@ def _one_line(text: Any) -> str:
     return " ".join(str(text).split())
 
 
-# ---------------------------------------------------------------- by data.format
+# ---------------------------------------------------------------- reading a file
 
 
-@dataclass(frozen=True)
-class ReasoningFormat:
-    name: str  # the data.format value
-    example: Callable[[Mapping[str, Any]], ReasoningExample]
-    answer_correct: Callable[[str, str], bool]
+def read_examples(path: str | Path, example: Callable[[Mapping[str, Any]], ReasoningExample],
+                  limit: int | None = None) -> list[ReasoningExample]:
+    """The first `limit` records of a JSONL file, each made an example by `example` (a task's
+    pretraining_example). The validate stage has checked the file; a record that still cannot be read raises
+    ValueError with its line."""
+    return list(iter_examples(path, example, limit))
 
 
-FORMATS: dict[str, ReasoningFormat] = {
-    GSM8K_FORMAT: ReasoningFormat(GSM8K_FORMAT, gsm8k_example, gsm8k_answer_correct),
-    HOTPOTQA_FORMAT: ReasoningFormat(HOTPOTQA_FORMAT, hotpotqa_example, hotpotqa_answer_correct),
-}
-
-
-def reasoning_format(data_format: str) -> ReasoningFormat:
-    try:
-        return FORMATS[str(data_format)]
-    except KeyError:
-        raise ValueError(f"data.format={data_format} is not a reasoning format (known: {', '.join(FORMATS)})") from None
-
-
-def read_examples(path: str | Path, data_format: str, limit: int | None = None) -> list[ReasoningExample]:
-    """The examples of a JSONL file of `data_format` (GSM8K: reasoning, HotpotQA: multihop_qa), first `limit`.
-    The validate stage has checked the file; a record that still cannot be read raises ValueError with its line."""
-    return list(iter_examples(path, data_format, limit))
-
-
-def iter_examples(path: str | Path, data_format: str, limit: int | None = None) -> Iterator[ReasoningExample]:
-    make = reasoning_format(data_format).example
+def iter_examples(path: str | Path, example: Callable[[Mapping[str, Any]], ReasoningExample],
+                  limit: int | None = None) -> Iterator[ReasoningExample]:
     count = 0
     with open(path, encoding="utf-8-sig") as f:
         for line_no, line in enumerate(f, start=1):
@@ -234,7 +214,7 @@ def iter_examples(path: str | Path, data_format: str, limit: int | None = None) 
             if limit is not None and count >= limit:
                 return
             try:
-                yield make(json.loads(line))
+                yield example(json.loads(line))
             except (ValueError, KeyError, TypeError) as error:
                 raise ValueError(f"{path} line {line_no}: {type(error).__name__}: {error}") from None
             count += 1

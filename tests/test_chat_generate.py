@@ -147,6 +147,43 @@ def test_options_and_overrides_after_the_model_are_parsed():
     assert cfg.evaluation.decoding == {"do_sample": True, "temperature": 0.5, "top_p": 0.9, "max_new_tokens": 7}
 
 
+@pytest.fixture
+def chat_run(tmp_path, monkeypatch):
+    """A run folder trained (to look at) on data=chat, and the prompts its sampler is given (it answers "ok")."""
+    run_dir = tmp_path / "chat-run"
+    save_run_config(run_dir, compose([*FAST, "data=chat", "method=lora", f"output.dir={run_dir}"]))
+    (run_dir / "weights").mkdir()
+    (run_dir / "weights" / "adapter_config.json").write_text("{}")
+    given: list[list[str]] = []
+
+    def sampler(_target, _cfg):
+        return lambda prompts: given.append(list(prompts)) or ["ok"] * len(prompts)
+
+    monkeypatch.setattr("thinker.commands.use.build_generate", sampler)
+    return run_dir, given
+
+
+def test_a_chat_trained_model_is_prompted_in_its_chat_template(chat_run, tmp_path, capsys):
+    """`thinker chat` and `thinker generate` on a data=chat run render each prompt as one user turn in the
+    tokenizer's chat template, the assistant header after it: what training and the eval stage gave the model
+    (thinker.tasks.chat), not the `Prompt:` rendering of prompt/completion data."""
+    from thinker.data.tokenize import render_prompt
+    from thinker.models.loading import load_training_tokenizer
+
+    run_dir, given = chat_run
+    tokenizer = load_training_tokenizer(compose(["data=chat"]))
+    expected = tokenizer.apply_chat_template([{"role": "user", "content": PROMPT}], tokenize=False,
+                                             add_generation_prompt=True)
+    assert expected.startswith("<|im_start|>user\n" + PROMPT) and expected.endswith("<|im_start|>assistant\n")
+    assert thinker(["chat", str(run_dir), "--prompt", PROMPT]) == 0
+    assert capsys.readouterr().out == "ok\n"
+    source, out = tmp_path / "prompts.jsonl", tmp_path / "out.jsonl"
+    source.write_text(json.dumps({"prompt": PROMPT}) + "\n")
+    assert thinker(["generate", str(run_dir), "--input", str(source), "--output", str(out)]) == 0
+    assert given == [[expected], [expected]] and expected != render_prompt(PROMPT)
+    assert json.loads(out.read_text())["completion"] == "ok"
+
+
 # ------------------------------------------------------------------ a real tiny run
 
 

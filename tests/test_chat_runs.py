@@ -102,3 +102,8 @@ def test_chat_data_is_uploaded_as_conversations_to_a_provider(models_dir, tmp_pa
     # a provider reports no held-out loss to thinker: the reply check is what its eval stage measures
     evaluation = record["stages"]["eval"]
     assert evaluation["status"] == "passed" and evaluation["metrics"]["replies"] == 2.0
+    # each held-out conversation went as its own messages, less its reply: no template rendered into a user turn
+    sent = [messages for _model, messages in app.state.api.chat_requests]
+    assert len(sent) == 2 and all(m[0]["role"] == "system" and m[-1]["role"] == "user" for m in sent), sent
+    assert all(any(conv["messages"][:-1] == m for conv in source) for m in sent), sent
+    assert "<|im_start|>" not in json.dumps(sent)

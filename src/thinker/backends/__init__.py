@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from omegaconf import DictConfig
 
@@ -65,6 +65,11 @@ class TrainingReport:
 
 class Backend:
     """Base class: keeps the backend's config keys; subclasses implement train and sampler."""
+
+    # its sampler also takes a conversation (a list of {"role", "content"} messages) in place of a text and
+    # sends it as chat messages (a hosted provider's chat completions): the eval stage's generation check then
+    # gives it the conversation training uploaded, less its last reply, not a template rendered here
+    samples_conversations: ClassVar[bool] = False
 
     def __init__(self, name: str, supported_methods: list[str] | None = None,
                  supported_optimizations: list[str] | None = None, api_key_env: str | None = None,

@@ -7,8 +7,9 @@
 Both build the config the run was trained with (the run folder's .hydra/config.yaml; for a registry name, its
 entry's run folder, else the default config with `model=<name>`), instantiate that config's backend and sample
 through `backend.sampler(report, cfg)`, the very function the eval stage scores with, so what you see here is
-what evaluation saw, on every backend. Prompts are rendered with thinker.data.tokenize.render_prompt, exactly
-as in training; decoding comes from `evaluation.decoding` (--max-new-tokens and --sample override it).
+what evaluation saw, on every backend. Prompts are rendered as the run's data task rendered them in training
+(thinker.tasks: `Prompt: ...` for prompt/completion data, the tokenizer's chat template for chat data);
+decoding comes from `evaluation.decoding` (--max-new-tokens and --sample override it).
 
 Every error about the inputs (a folder without weights, an unknown registry name, a registry entry whose run
 folder is gone, an unreadable or malformed prompts file, a bad override) is one `[thinker] error:` line with
@@ -29,6 +30,8 @@ from typing import TYPE_CHECKING, Any
 from thinker.errors import ExitCode, ThinkerError
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from omegaconf import DictConfig
 
     from thinker.backends import Generate, WeightsRef
@@ -207,6 +210,19 @@ def build_generate(target: Target, cfg: DictConfig) -> Generate:
     return backend.sampler(report, cfg)
 
 
+def prompt_renderer(cfg: DictConfig) -> Callable[[str], str]:
+    """A user's prompt as the run's data task rendered prompts in training; the model's tokenizer is loaded
+    once, and only for a task that renders with it (chat templates), as the eval stage loads it."""
+    from functools import cache
+
+    from thinker.models.loading import load_training_tokenizer
+    from thinker.tasks import task_of
+
+    task = task_of(cfg.data)
+    tokenizer = cache(lambda: load_training_tokenizer(cfg))
+    return lambda text: task.user_prompt(text, tokenizer)
+
+
 def prepare(args: argparse.Namespace) -> tuple[Target, DictConfig]:
     target = resolve_target(args.model)
     cfg = apply_overrides(target.cfg, list(args.overrides or []), args.max_new_tokens, bool(args.sample))
@@ -227,9 +243,8 @@ def _note(message: str) -> None:
 
 
 def chat_command(args: argparse.Namespace) -> int:
-    from thinker.data.tokenize import render_prompt
-
     target, cfg = prepare(args)
+    render_prompt = prompt_renderer(cfg)
     _note(f"loading {target.label} ({target.weights.uri}; {_decoding_words(cfg)})")
     try:
         generate = build_generate(target, cfg)
@@ -300,10 +315,10 @@ def read_prompt_records(path: Path, field: str) -> list[dict[str, Any]]:
 
 
 def generate_command(args: argparse.Namespace) -> int:
-    from thinker.data.tokenize import render_prompt
     from thinker.tracking.atomic import atomic_write
 
     target, cfg = prepare(args)
+    render_prompt = prompt_renderer(cfg)
     field = args.prompt_field or str(cfg.data.get("prompt_field") or "prompt")
     batch_size = int(args.batch_size or cfg.evaluation.get("batch_size") or 8)
     if batch_size < 1:

@@ -17,14 +17,18 @@ def loss_metrics(val_loss: float | None) -> dict[str, float]:
     return {"heldout_loss": float(val_loss), "perplexity": math.exp(min(float(val_loss), 50.0))}
 
 
-def generation_check(task: Any, examples: list[Any], generate: Callable[[list[str]], list[str]], batch_size: int,
-                     tokenizer: Callable[[], Any] = lambda: None) -> dict[str, float]:
-    """The data task's generation metrics: each held-out example's prompt (as the task renders it) completed
-    through the backend's sampler, scored by the task."""
+def generation_check(task: Any, examples: list[Any], generate: Callable[[list[Any]], list[str]], batch_size: int,
+                     tokenizer: Callable[[], Any] = lambda: None, conversations: bool = False) -> dict[str, float]:
+    """The data task's generation metrics: each held-out example's prompt (as the task renders it; with
+    `conversations`, the task's conversation itself, for a sampler that sends chat messages) completed through
+    the backend's sampler, scored by the task."""
+    def prompt(example: Any) -> Any:
+        return task.generation_conversation(example) if conversations else task.generation_prompt(example, tokenizer)
+
     completions: list[str] = []
     step = max(1, batch_size)
     for start in range(0, len(examples), step):
-        completions += generate([task.generation_prompt(ex, tokenizer) for ex in examples[start : start + step]])
+        completions += generate([prompt(ex) for ex in examples[start : start + step]])
     return task.score_generations(examples, completions)
 
 

@@ -177,8 +177,9 @@ class ProviderAdapter:
     def cancel(self, job_id: str) -> None:
         raise NotImplementedError
 
-    def chat(self, model: str, prompts: list[str], decoding: Mapping[str, Any], seed: int) -> list[str]:
-        """One chat completion per prompt (a single user message), with evaluation.decoding's settings."""
+    def chat(self, model: str, prompts: list[Any], decoding: Mapping[str, Any], seed: int) -> list[str]:
+        """One chat completion per prompt, with evaluation.decoding's settings: a text is sent as a single user
+        message, a conversation (a list of {"role", "content"} messages) as its messages."""
         raise NotImplementedError
 
     def deploy(self, model: str) -> str:

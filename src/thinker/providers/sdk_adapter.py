@@ -135,11 +135,11 @@ class SdkAdapter(ProviderAdapter):
         status = getattr(error, "status_code", None)
         return status is None or status in (408, 409) or status >= 500
 
-    def chat(self, model: str, prompts: list[str], decoding: Mapping[str, Any], seed: int) -> list[str]:
+    def chat(self, model: str, prompts: list[Any], decoding: Mapping[str, Any], seed: int) -> list[str]:
         settings = self.sampling(decoding)
         with self.client("eval", timeout=self.chat_timeout) as client:
             return [message_text(self.call(lambda p=prompt: client.chat.completions.create(
-                model=model, messages=[{"role": "user", "content": p}], seed=int(seed), **settings),
+                model=model, messages=chat_messages(p), seed=int(seed), **settings),
                 f"sample {model}", "eval", model=model)) for prompt in prompts]
 
     def sampling(self, decoding: Mapping[str, Any]) -> dict[str, Any]:
@@ -151,6 +151,13 @@ class SdkAdapter(ProviderAdapter):
         else:
             settings["temperature"] = 0.0
         return settings
+
+
+def chat_messages(prompt: Any) -> list[dict]:
+    """A prompt as chat messages: a text is one user message, a conversation is sent as it is."""
+    if isinstance(prompt, str):
+        return [{"role": "user", "content": prompt}]
+    return [{"role": str(m["role"]), "content": str(m["content"])} for m in prompt]
 
 
 def transient(error: Any) -> bool:

@@ -141,7 +141,7 @@ def stage_eval_heldout(ctx: StageContext, task: Any) -> None:
             try:
                 generate = backend.sampler(report, cfg)
                 metrics.update(generation_check(task, examples, generate, int(cfg.evaluation.batch_size),
-                                                lambda: eval_tokenizer(cfg)))
+                                                lambda: eval_tokenizer(cfg), backend.samples_conversations))
             finally:
                 backend.close()
     if not metrics:

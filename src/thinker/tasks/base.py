@@ -75,6 +75,18 @@ class Task:
         """The generation_metrics of the held-out examples' generated completions."""
         return {}
 
+    def generation_conversation(self, example: Any) -> list[dict]:
+        """What a backend that samples conversations (a hosted provider) is given for `example`: the
+        conversation training uploaded (conversation()), less its last reply."""
+        return self.conversation(example)["messages"][:-1]
+
+    def user_prompt(self, text: str, tokenizer: Callable[[], Any]) -> str:
+        """What a model trained on this data continues for a user's own prompt (`thinker chat`, `thinker
+        generate`): rendered as training rendered its prompts (`tokenizer()` loads the model's tokenizer)."""
+        from thinker.data.tokenize import render_prompt
+
+        return render_prompt(text)
+
     # ---------------------------------------------------------------- method=pretrain (pretrains=True)
 
     def pretraining_example(self, record: Mapping[str, Any]) -> Any:

@@ -94,6 +94,10 @@ class ChatTask(Task):
     def generation_prompt(self, example: Any, tokenizer: Any) -> str:
         return render(tokenizer(), example.context, generation_prompt=True)
 
+    def user_prompt(self, text: str, tokenizer: Any) -> str:
+        """One user turn in the chat template, the assistant's header after it (as training rendered them)."""
+        return render(tokenizer(), [{"role": "user", "content": text}], generation_prompt=True)
+
     def score_generations(self, examples: Sequence[Any], completions: Sequence[str]) -> dict[str, float]:
         """reply_match_rate: the share of held-out conversations whose generated reply begins with the reference
         reply (whitespace collapsed): generation may run on past the end-of-turn marker up to max_new_tokens."""

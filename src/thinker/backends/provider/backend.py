@@ -40,6 +40,8 @@ def adapter_of(cfg: DictConfig) -> Any:
 
 
 class ProviderBackend(Backend):
+    samples_conversations = True  # chat completions take the messages themselves (adapter.chat)
+
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self._deployments: list[tuple[Any, str]] = []
@@ -101,7 +103,7 @@ class ProviderBackend(Backend):
         decoding = OmegaConf.to_container(cfg.evaluation.decoding, resolve=True)
         seed = int(cfg.seed)
 
-        def generate(prompts: list[str]) -> list[str]:
+        def generate(prompts: list[Any]) -> list[str]:  # texts, or conversations (samples_conversations)
             return adapter.chat(model, prompts, decoding, seed)
 
         return generate

@@ -43,8 +43,9 @@ def test_cfg_job_shows_the_universal_job_configuration(provider, tmp_path):
 
     job = yaml.safe_load(out.stdout)["provider"]["job"]
     assert job["optimizer"]["learning_rate"] == 2e-5 and job["schedule"]["epochs"] == 2
-    assert set(job) == {"model", "datasets", "method", "schedule", "optimizer", "optimizations", "output", "seed",
-                        "metadata"}
+    assert set(job) == {"model", "datasets", "method", "objective", "schedule", "optimizer", "optimizations",
+                        "output", "seed", "metadata"}
+    assert job["objective"] == {"name": "sft", "beta": None, "loss": None}
 
 
 def test_the_job_configuration_follows_the_keys_users_set():

@@ -215,6 +215,55 @@ def create_app(*, steps: int = 4, fail: bool = False, create_delay_s: float = 0.
                    status={"code": "CANCELLED", "message": "cancelled by the user"})
         return {}
 
+    # ------------------------------------------------------------------ DPO jobs (Fireworks' DPO API)
+
+    @app.post(prefix + "/dpoJobs")
+    async def create_dpo_job(account: str, request: Request):
+        if (answer := refused(request, "create_job", account)) is not None:
+            return answer
+        body = await request.json()
+        job_id = request.query_params.get("dpoJobId") or f"dpo{len(api.jobs) + 1:06d}"
+        if not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,62}", job_id):
+            return error(400, f"invalid job id {job_id!r}")
+        if job_id in api.jobs:
+            return error(409, f"dpoJob accounts/{account}/dpoJobs/{job_id} already exists")
+        problem = check_dpo_body(api, body)
+        if problem:
+            return error(400, problem)
+        training = dict(body["trainingConfig"])
+        training["outputModel"] = model_path(account, training.get("outputModel") or job_id)
+        job = {**body, "trainingConfig": training, "name": f"accounts/{account}/dpoJobs/{job_id}",
+               "state": "JOB_STATE_CREATING", "createTime": now(), "createdBy": "loopback@thinker.test"}
+        api.jobs[job_id] = job
+        api.created_bodies.append(body)
+        api.reads[job_id] = 0
+        api.metrics[job_id] = []
+        return job
+
+    # before /dpoJobs/{job_id}, which would match the ':verb' path too
+    @app.get(prefix + "/dpoJobs/{job_id}:getMetricsFileEndpoint")
+    async def dpo_metrics_endpoint(account: str, job_id: str, request: Request):
+        if (answer := refused(request, "get_job", account)) is not None:
+            return answer
+        if job_id not in api.jobs:
+            return error(404, f"dpoJob {job_id} not found")
+        return {"signedUrl": f"{request.base_url}signed/metrics/{job_id}.jsonl?X-Goog-Signature=loopback"}
+
+    @app.get(prefix + "/dpoJobs/{job_id}")
+    async def get_dpo_job(account: str, job_id: str, request: Request):
+        if (answer := refused(request, "get_job", account)) is not None:
+            return answer
+        if job_id not in api.jobs or "trainingConfig" not in api.jobs[job_id]:
+            return error(404, f"dpoJob {job_id} not found")
+        advance(api, job_id, str(request.base_url))
+        # the DPO API's job has no metrics URL, progress or update time of its own (getMetricsFileEndpoint)
+        return {k: v for k, v in api.jobs[job_id].items()
+                if k not in ("metricsFileSignedUrl", "jobProgress", "updateTime")}
+
+    @app.post(prefix + "/dpoJobs/{job_id}:cancel")
+    async def cancel_dpo_job(account: str, job_id: str, request: Request):
+        return await cancel_job(account, job_id, request)
+
     @app.get("/signed/metrics/{job_id}.jsonl")
     async def metrics_file(job_id: str, request: Request):
         faults = getattr(request.app.state, "faults", None)
@@ -312,9 +361,10 @@ def advance(api: FireworksApi, job_id: str, base_url: str) -> None:
                    "epoch": int(job.get("epochs") or 1) - 1})
         return
     step = done + 1
-    epochs = int(job.get("epochs") or 1)
+    settings = job.get("trainingConfig") or job  # a DPO job keeps its training settings under trainingConfig
+    epochs = int(settings.get("epochs") or 1)
     api.metrics[job_id].append({"step": step, "timestamp": now(), "train/loss": 2.0 - 0.25 * step,
-                                "eval/loss": 2.5 - 0.25 * step, "train/learning_rate": float(job["learningRate"]),
+                                "eval/loss": 2.5 - 0.25 * step, "train/learning_rate": float(settings["learningRate"]),
                                 "train/epoch": (step - 1) * epochs // api.steps})
     job.update(state="JOB_STATE_RUNNING", jobProgress={"percent": 100 * step // api.steps,
                                                        "epoch": (step - 1) * epochs // api.steps},
@@ -326,7 +376,8 @@ def model_path(account: str, model: str) -> str:
 
 
 def model_of_completed_job(api: FireworksApi, model: str) -> bool:
-    return any(j["outputModel"] == model and j["state"] == "JOB_STATE_COMPLETED" for j in api.jobs.values())
+    return any((j.get("trainingConfig") or j)["outputModel"] == model and j["state"] == "JOB_STATE_COMPLETED"
+               for j in api.jobs.values())
 
 
 def public(deployment: dict[str, Any]) -> dict[str, Any]:
@@ -361,6 +412,27 @@ def check_job_body(api: FireworksApi, body: dict[str, Any]) -> str | None:
     return None
 
 
+def check_dpo_body(api: FireworksApi, body: dict[str, Any]) -> str | None:
+    """What Fireworks' DPO API refuses at create: the dataset must hold preference rows, trainingConfig the
+    same settings as SFT's, lossConfig DPO (or ORPO) with 0 < beta < 0.5."""
+    training = body.get("trainingConfig")
+    if not isinstance(training, dict):
+        return "trainingConfig is required"
+    problem = check_job_body(api, {"dataset": body.get("dataset", ""), **training})
+    if problem:
+        return problem
+    entry = api.files.get(str(body["dataset"]).rsplit("/", 1)[-1])
+    if any("preferred_output" not in json.loads(line) for line in entry["content"].splitlines() if line.strip()):
+        return f"dataset {body['dataset']} has no preference pairs (input, preferred_output, non_preferred_output)"
+    loss = body.get("lossConfig") or {"method": "DPO"}
+    if loss.get("method") not in ("DPO", "ORPO"):
+        return f"lossConfig.method {loss.get('method')} is not a preference loss"
+    beta = (loss.get("dpo") or {}).get("beta")
+    if beta is not None and not (isinstance(beta, int | float) and 0 < beta < 0.5):
+        return f"lossConfig.dpo.beta must be > 0 and < 0.5, got {beta}"
+    return None
+
+
 def check_chat_jsonl(content: bytes) -> str | None:
     lines = [line for line in content.splitlines() if line.strip()]
     if len(lines) < 3:
@@ -370,6 +442,10 @@ def check_chat_jsonl(content: bytes) -> str | None:
             row = json.loads(line)
         except ValueError:
             return f"line {number} is not JSON"
+        if isinstance(row, dict) and "preferred_output" in row:  # a DPO dataset (docs: DPO fine-tuning)
+            if not isinstance((row.get("input") or {}).get("messages"), list) or not row.get("non_preferred_output"):
+                return f"line {number} is not a preference pair (input.messages, preferred/non_preferred_output)"
+            continue
         if not isinstance(row, dict) or not isinstance(row.get("messages"), list) or not row["messages"]:
             return f"line {number} has no messages array"
     return None

@@ -171,7 +171,10 @@ def multipart_fields(content_type: str, body: bytes) -> dict[str, tuple[str | No
     return fields
 
 
-def chat_jsonl_problem(content: bytes) -> str | None:
+def chat_jsonl_problem(content: bytes, method: str = "any") -> str | None:
+    """A fine-tune file's first problem: each example is a chat (`messages`) for supervised jobs, a preference
+    pair (`input.messages`, `preferred_output`, `non_preferred_output`: OpenAI's DPO guide) for dpo jobs; at
+    upload either shape passes (OpenAI checks the file against the method when the job validates its files)."""
     for number, line in enumerate(content.decode("utf-8", "replace").splitlines(), start=1):
         if not line.strip():
             continue
@@ -179,8 +182,26 @@ def chat_jsonl_problem(content: bytes) -> str | None:
             row = json.loads(line)
         except json.JSONDecodeError:
             return f"Invalid file format. Line {number} is not valid JSON."
-        if not isinstance(row, dict) or not isinstance(row.get("messages"), list):
+        chat = isinstance(row, dict) and isinstance(row.get("messages"), list)
+        if method == "dpo" or (method == "any" and not chat and isinstance(row, dict) and "input" in row):
+            if (problem := preference_problem(row)) is not None:
+                return f"Invalid file format. Example {number}: {problem}"
+        elif not chat:
             return f"Invalid file format. Example {number}: missing 'messages' list."
+    return None
+
+
+def preference_problem(row: Any) -> str | None:
+    source = row.get("input") if isinstance(row, dict) else None
+    if not isinstance(source, dict) or not isinstance(source.get("messages"), list) or not source["messages"]:
+        return "missing 'input.messages' list."
+    for side in ("preferred_output", "non_preferred_output"):
+        replies = row.get(side)
+        if not isinstance(replies, list) or not replies or any(
+                not isinstance(m, dict) or m.get("role") != "assistant" or not m.get("content") for m in replies):
+            return f"'{side}' must be a list of assistant messages."
+    if row["preferred_output"] == row["non_preferred_output"]:
+        return "'preferred_output' and 'non_preferred_output' are the same."
     return None
 
 
@@ -245,7 +266,20 @@ def create_app(*, steps: int = 4, fail: bool = False, create_delay_s: float = 0.
             if body.get(param) is not None and body[param] not in state.files:
                 return bad_request(f"Invalid file ID: {body[param]}", param, "invalid_file_id")
         method = body.get("method") or {"type": "supervised", "supervised": {}}
-        hyper = dict((method.get(method.get("type"), {}) or {}).get("hyperparameters") or {})
+        kind = method.get("type", "supervised")
+        if kind not in ("supervised", "dpo"):
+            return bad_request(f"Invalid method type: {kind}", "method.type")
+        if kind == "dpo" and not str(model).startswith(("gpt-4.1-", "ft:gpt-4.1-")):
+            return bad_request(f"Model {model} does not support DPO fine-tuning.", "model", "model_not_available")
+        hyper = dict((method.get(kind, {}) or {}).get("hyperparameters") or {})
+        for param in ("training_file", "validation_file"):
+            if body.get(param) is not None and (problem := chat_jsonl_problem(
+                    state.files[body[param]]["content"], kind)) is not None:
+                return bad_request(problem, param, "invalid_file_format")
+        beta = hyper.get("beta", "auto")
+        if beta != "auto" and not (isinstance(beta, int | float) and 0 < beta <= 2):
+            return bad_request(f"Invalid hyperparameter beta: {beta} (must be 'auto' or in (0, 2])",
+                               "method.dpo.hyperparameters.beta")
         for name, low, high in (("n_epochs", 1, 50), ("batch_size", 1, 256)):
             value = hyper.get(name, "auto")
             if value != "auto" and not (isinstance(value, int) and low <= value <= high):
@@ -265,8 +299,8 @@ def create_app(*, steps: int = 4, fail: bool = False, create_delay_s: float = 0.
                    "trained_tokens": None, "integrations": [], "seed": body.get("seed") or 42,
                    "estimated_finish": None, "error": None, "metadata": body.get("metadata"),
                    "user_provided_suffix": body.get("suffix"),
-                   "method": {"type": method.get("type", "supervised"),
-                              "supervised": {"hyperparameters": full_hyper}}})
+                   "method": {"type": kind, kind: {"hyperparameters": {
+                       **full_hyper, **({"beta": beta} if kind == "dpo" else {})}}}})
         state.jobs[job_id] = job
         state.add_event(job, f"Created fine-tuning job: {job_id}")
         if state.create_delay_s:

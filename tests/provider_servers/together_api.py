@@ -134,8 +134,12 @@ def create_app(*, steps: int = 4, fail: bool = False, create_delay_s: float = 0.
             return error(404, f"File {file_id} not found")
         content = api.file_bytes[file_id]
         lines = [json.loads(line) for line in content.decode().splitlines() if line.strip()]
-        valid = all(isinstance(row.get("messages"), list) for row in lines)
-        report = {"valid": valid, "dataset_format": "CONVERSATION", "nlines": len(lines), "file_id": file_id}
+        # Together's formats (the SDK's DatasetFormat): conversation rows, or OpenAI-style preference rows
+        preference = bool(lines) and all(isinstance(row.get("input"), dict) and "preferred_output" in row
+                                         and "non_preferred_output" in row for row in lines)
+        valid = preference or all(isinstance(row.get("messages"), list) for row in lines)
+        report = {"valid": valid, "dataset_format": "PREFERENCE_OPENAI" if preference else "CONVERSATION",
+                  "nlines": len(lines), "file_id": file_id}
         api.files[file_id].update(bytes=len(content), validation_report=report,
                                   processing_status="COMPLETED" if valid else "INVALID_FORMAT")
         return public_file(api.files[file_id])
@@ -179,6 +183,15 @@ def create_app(*, steps: int = 4, fail: bool = False, create_delay_s: float = 0.
                 return error(400, f"{key} {body[key]} does not exist")
         if body.get("model") not in MODELS:
             return error(400, f"Model {body.get('model')} is not available for fine-tuning")
+        method = body.get("training_method") or {"method": "sft"}
+        kind = method.get("method")
+        wanted = "PREFERENCE_OPENAI" if kind == "dpo" else "CONVERSATION"
+        for key in ("training_file", "validation_file"):
+            found = (api.files.get(body.get(key) or "", {}).get("validation_report") or {}).get("dataset_format")
+            if body.get(key) and found != wanted:
+                return error(400, f"{key} is {found} data, but training_method {kind} needs {wanted} data")
+        if kind == "dpo" and not (isinstance(method.get("dpo_beta"), int | float) and method["dpo_beta"] > 0):
+            return error(400, f"dpo_beta must be a positive number, got {method.get('dpo_beta')}")
         api.create_requests.append(body)
         job = new_job(api, body)
         if api.create_delay_s:

@@ -96,6 +96,7 @@ def describe(caps: Any) -> str:
              + (f", at most {caps.max_file_bytes} bytes" if caps.max_file_bytes else "")]
     if caps.learning_rate_note:
         lines.append(f"  learning rate:     {caps.learning_rate_note}")
+    lines.append(f"  preference (dpo):  {preference_line(caps)}")
     if caps.parameter_ranges:
         lines.append("  ranges:")
         lines += [f"    {key:<28}{rng.describe()}" for key, rng in sorted(caps.parameter_ranges.items())]
@@ -109,6 +110,15 @@ def describe(caps: Any) -> str:
             lines.append(f"    {key:<28}{spec.type}{allowed}: {spec.description}")
     lines += [f"  note: {note}" for note in caps.notes]
     return "\n".join(lines)
+
+
+def preference_line(caps: Any) -> str:
+    """objective=dpo on this provider: its methods, losses and beta range, or why it cannot."""
+    pref = caps.preference
+    if pref is None:
+        return f"no ({caps.preference_refusal or 'no preference fine-tuning'})"
+    return (f"methods {', '.join(pref.methods)}; objective.loss {', '.join(pref.losses)}; "
+            f"objective.beta in {pref.beta_range()}")
 
 
 def _capabilities(args: argparse.Namespace) -> int:

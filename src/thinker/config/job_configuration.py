@@ -49,6 +49,13 @@ class JobMethod:
 
 
 @dataclass
+class JobObjective:  # not in the universal schema: what training optimises (docs/objectives.md)
+    name: Any = "${oc.select:objective.name,sft}"  # sft | dpo (a preference job: docs/providers.md)
+    beta: Any = "${oc.select:objective.beta,null}"  # dpo only
+    loss: Any = "${oc.select:objective.loss,null}"  # dpo only: sigmoid | ipo | a reference-free variant
+
+
+@dataclass
 class JobSchedule:
     epochs: Any = "${trainer.epochs}"
     batch_size: Any = "${trainer.batch_size}"
@@ -87,6 +94,7 @@ class JobConfiguration:
     model: JobModel = field(default_factory=JobModel)
     datasets: JobDatasets = field(default_factory=JobDatasets)
     method: JobMethod = field(default_factory=JobMethod)
+    objective: JobObjective = field(default_factory=JobObjective)
     schedule: JobSchedule = field(default_factory=JobSchedule)
     optimizer: JobOptimizer = field(default_factory=JobOptimizer)
     optimizations: Any = "${trainer.optimizations}"  # optimizations.enabled

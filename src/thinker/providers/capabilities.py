@@ -23,6 +23,30 @@ class ParameterDefinition:
 
 
 @dataclass(frozen=True)
+class PreferenceSupport:
+    """objective=dpo on a provider: its own preference job (docs/objectives.md, "Preference tuning")."""
+
+    methods: list[str]  # the `method` options its preference jobs train
+    losses: list[str]  # objective.loss values it runs (sigmoid: DPO itself)
+    beta_min: float  # objective.beta must be above this (exclusive)
+    beta_max: float | None = None  # and at most this (None: no published bound)
+    beta_max_exclusive: bool = False
+    upload_format: str = "preference_jsonl"  # input / preferred_output / non_preferred_output per line
+    base_models: list[str] = field(default_factory=list)  # empty: the same as supervised fine-tuning
+
+    def beta_range(self) -> str:
+        high = "inf)" if self.beta_max is None else f"{self.beta_max:g}{')' if self.beta_max_exclusive else ']'}"
+        return f"({self.beta_min:g}, {high}"
+
+    def beta_fits(self, beta: float) -> bool:
+        if beta <= self.beta_min:
+            return False
+        if self.beta_max is None:
+            return True
+        return beta < self.beta_max if self.beta_max_exclusive else beta <= self.beta_max
+
+
+@dataclass(frozen=True)
 class Capabilities:
     """What the provider supports (the universal schema's keys and ranges), plus what the flow needs to know."""
 
@@ -48,6 +72,9 @@ class Capabilities:
     # how optimizer.lr becomes the provider's setting (OpenAI: a multiplier of its own base rate)
     learning_rate_note: str | None = None
     unavailable_reason: str | None = None
+    # objective=dpo: the provider's preference job; None: it runs none (refused at config check with this reason)
+    preference: PreferenceSupport | None = None
+    preference_refusal: str | None = None
     alternatives: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 

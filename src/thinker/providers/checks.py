@@ -55,10 +55,13 @@ def default_of(key: str) -> Any:
 def generic_findings(caps: Capabilities, job: JobConfiguration) -> list[Finding]:
     name = f"provider={caps.provider}"
     method = str(job.method.type)
-    found: list[Finding] = []
-    if method not in caps.supported_methods:
-        found.append(Finding("method", f"{name} does not train method={method}",
-                             f"use method={' or method='.join(caps.supported_methods)}, or another provider"))
+    found: list[Finding] = objective_findings(caps, job)
+    preference = caps.preference if is_preference(job) else None
+    methods = preference.methods if preference else caps.supported_methods
+    if method not in methods:
+        kind = " preference (objective=dpo) jobs" if preference else ""
+        found.append(Finding("method", f"{name} does not train method={method}{kind}",
+                             f"use method={' or method='.join(methods)}, or another provider"))
     if str(job.optimizer.name) != TRAINING_OPTIMIZER:
         found.append(Finding("optimizer", f"{name} trains with AdamW, not optimizer={job.optimizer.name}",
                              "use optimizer=adamw (the default)"))
@@ -88,6 +91,38 @@ def generic_findings(caps: Capabilities, job: JobConfiguration) -> list[Finding]
         found.append(Finding("trainer.optimizations", f"trainer.optimizations {', '.join(dropped)} are dropped: "
                              f"{name} decides these itself", error=False))
     found += option_findings(caps, dict(job.metadata or {}))
+    return found
+
+
+def is_preference(job: JobConfiguration) -> bool:
+    return str(job.objective.name) == "dpo"
+
+
+def objective_findings(caps: Capabilities, job: JobConfiguration) -> list[Finding]:
+    """objective=dpo becomes the provider's own preference job where it has one (docs/objectives.md); any
+    other objective than sft and dpo has no hosted job."""
+    name, objective = f"provider={caps.provider}", str(job.objective.name)
+    if objective == "sft":
+        return []
+    see = f"thinker providers capabilities {caps.provider}"
+    if objective != "dpo":
+        return [Finding("objective", f"{name} has no objective={objective} job",
+                        f"use objective=sft or objective=dpo, or backend=local / backend=tinker ({see})")]
+    preference = caps.preference
+    if preference is None:
+        reason = caps.preference_refusal or "it offers no preference fine-tuning"
+        return [Finding("objective", f"{name} runs no preference (DPO) jobs: {reason}",
+                        "use a provider that does (thinker providers capabilities <name>: preference), "
+                        "or backend=local / backend=tinker")]
+    found = []
+    loss = str(job.objective.loss)
+    if loss not in preference.losses:
+        found.append(Finding("objective.loss", f"objective.loss={loss} is not a loss {name} trains",
+                             f"set objective.loss={' or objective.loss='.join(preference.losses)} ({see})"))
+    beta = job.objective.beta
+    if isinstance(beta, int | float) and not isinstance(beta, bool) and not preference.beta_fits(float(beta)):
+        found.append(Finding("objective.beta", f"objective.beta={beta} is outside what {name} accepts, "
+                             f"{preference.beta_range()}", f"set objective.beta within {preference.beta_range()}"))
     return found
 
 

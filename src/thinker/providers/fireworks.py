@@ -10,6 +10,9 @@ What the adapter maps (Fireworks' Gateway REST API, https://docs.fireworks.ai/ap
 - status: the job's `state`, `status.message` and `jobProgress`; step metrics come from the job's
   `metricsFileSignedUrl` (a JSONL file of per-step values). The SFT API has no event list, so events are the
   job's own milestones (created, each state it was seen in, each epoch, the failure reason);
+- objective=dpo: `dpo_jobs.create` (Fireworks' DPO API) with the same training settings and `lossConfig` DPO
+  with objective.beta; its job ids are `thinker-dpo-<fingerprint prefix>`, so any later call knows the job's
+  kind from its id alone (`thinker jobs status` included);
 - eval: a LoRA fine-tune is served only on a dedicated deployment (Fireworks offers no serverless LoRA), so
   `deploy` creates one with the fine-tuned model as its base (a "live merge" deployment) and waits for it; the
   name to call is `<model>#<deployment>`.
@@ -33,7 +36,8 @@ from thinker.config.job_configuration import JobConfiguration
 from thinker.config.ranges import Range
 from thinker.errors import ThinkerError
 from thinker.providers.adapter import JobEvent, JobState, JobStatus, UploadedFiles
-from thinker.providers.capabilities import Capabilities, Finding, ParameterDefinition
+from thinker.providers.capabilities import Capabilities, Finding, ParameterDefinition, PreferenceSupport
+from thinker.providers.checks import is_preference
 from thinker.providers.sdk_adapter import SdkAdapter
 
 ACCOUNT_ENV = "FIREWORKS_ACCOUNT_ID"
@@ -85,6 +89,8 @@ METRICS: dict[str, str] = {
 # cosine anneals once from the peak to the floor (half a cycle) and anything else trains differently.
 SCHEDULERS = ["constant", "constant_with_warmup", "linear", "cosine"]
 HALF_COSINE = 0.5
+DPO_BETA_MAX = 0.5  # Fireworks' DpoConfig.beta: "Must be > 0 and < 0.5"
+DPO_TAG = "dpo-"  # job ids thinker-dpo-<fp>: a preference job (dpo_jobs), not a supervised one
 
 
 class FireworksAdapter(SdkAdapter):
@@ -133,6 +139,8 @@ class FireworksAdapter(SdkAdapter):
                     "number", "fraction of the steps over which a linear/cosine schedule decays (0: all of them)",
                     default=0.0, min=0.0, max=1.0),
             },
+            preference=PreferenceSupport(methods=["lora"], losses=["sigmoid"], beta_min=0.0, beta_max=DPO_BETA_MAX,
+                                         beta_max_exclusive=True),
             serverless_inference=[],  # a LoRA fine-tune needs a dedicated deployment (evaluation.provider_deploy)
             upload_format="chat_messages_jsonl",
             min_examples=MIN_EXAMPLES,
@@ -149,6 +157,8 @@ class FireworksAdapter(SdkAdapter):
                 "the job id is thinker-<config fingerprint prefix>: a re-launch of the same config reattaches",
                 "events are the job's milestones (states, epochs, failure reason): the SFT API has no event log",
                 "evaluating a fine-tune needs a paid dedicated deployment: set evaluation.provider_deploy=true",
+                "objective=dpo is Fireworks' DPO job (lossConfig DPO, objective.beta in (0, 0.5)), LoRA: the same "
+                "training settings; it takes no validation dataset and no learning-rate schedule (Fireworks' own)",
             ],
         )
 
@@ -160,6 +170,8 @@ class FireworksAdapter(SdkAdapter):
         which carry the config fingerprint)."""
         schedule, optimizer = job.schedule, job.optimizer
         samples = int(schedule.batch_size) * int(schedule.gradient_accumulation)
+        if is_preference(job):
+            return self._dpo_payload(job, files, samples)
         payload: dict[str, Any] = {
             "dataset": files.training_file_id,
             "base_model": model_name(str(job.model.base_model)),
@@ -184,11 +196,24 @@ class FireworksAdapter(SdkAdapter):
         payload["extra_body"] = {"lrScheduler": lr_scheduler(job, options.get("lr_decay_ratio"))}
         return payload
 
+    def _dpo_payload(self, job: JobConfiguration, files: UploadedFiles, samples: int) -> dict[str, Any]:
+        """The kwargs of `client.dpo_jobs.create`: the training settings SFT sends, under trainingConfig."""
+        training = {"base_model": model_name(str(job.model.base_model)), "epochs": int(job.schedule.epochs),
+                    "learning_rate": float(job.optimizer.learning_rate), "lora_rank": int(job.method.lora.rank),
+                    "max_context_length": int(job.schedule.sequence_length), "batch_size_samples": samples,
+                    "optimizer_weight_decay": float(job.optimizer.weight_decay),
+                    "learning_rate_warmup_steps": self._warmup_steps(job, files.training_file_id, samples)}
+        region = dict(job.metadata or {}).get("region")
+        if region:
+            training["region"] = str(region)
+        return {"dataset": files.training_file_id, "training_config": training,
+                "loss_config": {"method": "DPO", "dpo": {"beta": float(job.objective.beta)}}}
+
     def status(self, job_id: str) -> JobStatus:
-        remote = self.request(lambda client: client.supervised_fine_tuning_jobs.get(job_id), f"read job {job_id}")
+        remote = self.request(lambda client: jobs_api(client, job_id).get(job_id), f"read job {job_id}")
         provider_state = str(remote.state or "JOB_STATE_UNSPECIFIED")
         state = STATES.get(provider_state, JobState.running)
-        progress = percent(remote.job_progress)
+        progress = percent(getattr(remote, "job_progress", None))
         error = None
         if state == JobState.failed:
             error = (remote.status.message if remote.status else None) or provider_state
@@ -200,8 +225,17 @@ class FireworksAdapter(SdkAdapter):
             model_id=self._model_of(remote, job_id) if state == JobState.succeeded else None,
             error=error,
             events=self._events(job_id, remote, provider_state),
-            metrics=self._metrics(remote.metrics_file_signed_url),
+            metrics=self._metrics(self._metrics_url(remote, job_id, state)),
         )
+
+    def _metrics_url(self, remote: Any, job_id: str, state: JobState) -> str | None:
+        """A supervised job names its metrics file; a DPO job's comes from its metrics-file endpoint."""
+        if not is_dpo_job(job_id):
+            return remote.metrics_file_signed_url
+        if state not in (JobState.running, JobState.succeeded):
+            return None
+        return self.request(lambda client: client.dpo_jobs.get_metrics_file_endpoint(job_id),
+                            f"read job {job_id}'s metrics file").signed_url
 
     # ------------------------------------------------------------------ SDK calls
 
@@ -222,7 +256,7 @@ class FireworksAdapter(SdkAdapter):
         """This config's live job: ids thinker-<fp>, thinker-<fp>-2, ... are tried in turn (a failed or cancelled
         job keeps its id, so the next launch takes the next one); the first free id is kept for create()."""
         with self.client() as client:
-            for job_id in job_ids(fingerprint):
+            for job_id in job_ids(fingerprint, is_preference(job)):
                 remote = self._get_job(client, job_id)
                 if remote is None:
                     self._next_job_id[fingerprint] = job_id
@@ -236,13 +270,17 @@ class FireworksAdapter(SdkAdapter):
     def create(self, payload: dict[str, Any], job: JobConfiguration, fingerprint: str) -> str:
         """One POST with the id find_job left free: a 409 (the id exists: an earlier create did land) is
         CreateOutcomeUnknown too, so start() looks the job up again."""
-        job_id = self._next_job_id.pop(fingerprint, None) or self._free_job_id(fingerprint)
+        dpo = is_preference(job)
+        job_id = self._next_job_id.pop(fingerprint, None) or self._free_job_id(fingerprint, dpo)
         body = {"display_name": f"thinker {fingerprint[:32]}", **payload}
+        if dpo:
+            return self.create_once(lambda client: job_id_of(client.dpo_jobs.create(dpo_job_id=job_id, **body).name)
+                                    or job_id)
         return self.create_once(lambda client: job_id_of(client.supervised_fine_tuning_jobs.create(
             supervised_fine_tuning_job_id=job_id, **body).name) or job_id)
 
     def cancel(self, job_id: str) -> None:
-        self.request(lambda client: client.supervised_fine_tuning_jobs.cancel(job_id, body={}), f"cancel {job_id}")
+        self.request(lambda client: jobs_api(client, job_id).cancel(job_id, body={}), f"cancel {job_id}")
 
     def deploy(self, model: str) -> str:
         """A dedicated deployment serving `model` (live merge of the LoRA into its base), waited for until
@@ -317,6 +355,9 @@ class FireworksAdapter(SdkAdapter):
         if str(job.schedule.train_on_inputs) == "enabled":
             found.append(Finding("trainer.train_on_inputs", "Fireworks computes the loss on assistant turns only, "
                                  "so prompts cannot be trained on", "set trainer.train_on_inputs=auto"))
+        if is_preference(job) and str(scheduler.type) != "cosine":
+            found.append(Finding("optimizer.scheduler.type", f"optimizer.scheduler.type={scheduler.type} is "
+                                 "dropped: Fireworks' DPO jobs run their own learning-rate schedule", error=False))
         if job.schedule.max_steps not in (None, -1):
             found.append(Finding("trainer.max_steps", f"trainer.max_steps={job.schedule.max_steps}: Fireworks "
                                  "trains whole epochs", "set trainer.max_steps=-1 and choose trainer.epochs"))
@@ -344,13 +385,16 @@ class FireworksAdapter(SdkAdapter):
         """Cumulative milestones with stable ids: created, every state seen, every epoch begun, why it ended."""
         now = time.time()
         states = self._states.setdefault(job_id, {})
-        states.setdefault(provider_state, timestamp(remote.update_time) or now)
+        # a DPO job has no update time, progress or top-level base model: those milestones are left out
+        states.setdefault(provider_state, timestamp(getattr(remote, "update_time", None)) or now)
         epochs = self._epochs.setdefault(job_id, {})
-        if remote.job_progress is not None and remote.job_progress.epoch is not None:
-            for epoch in range(int(remote.job_progress.epoch) + 1):
+        progress = getattr(remote, "job_progress", None)
+        if progress is not None and progress.epoch is not None:
+            for epoch in range(int(progress.epoch) + 1):
                 epochs.setdefault(epoch, now)
         created = timestamp(remote.create_time) or min(states.values())
-        events = [JobEvent(f"{job_id}:created", created, f"job {job_id} created ({remote.base_model})")]
+        base = getattr(remote, "base_model", None) or getattr(remote.training_config, "base_model", None)
+        events = [JobEvent(f"{job_id}:created", created, f"job {job_id} created ({base})")]
         events += [JobEvent(f"{job_id}:state:{state}", when, f"state {state}") for state, when in states.items()]
         events += [JobEvent(f"{job_id}:epoch:{n}", when, f"epoch {n + 1} began") for n, when in epochs.items()]
         message = remote.status.message if remote.status else None
@@ -374,7 +418,8 @@ class FireworksAdapter(SdkAdapter):
         return parse_metrics(response.text)
 
     def _model_of(self, remote: Any, job_id: str) -> str:
-        output = str(remote.output_model or job_id)
+        training = getattr(remote, "training_config", None)
+        output = str(getattr(remote, "output_model", None) or getattr(training, "output_model", None) or job_id)
         return output if output.startswith("accounts/") else f"accounts/{self.account_id()}/models/{output}"
 
     # ------------------------------------------------------------------ client and errors
@@ -406,15 +451,15 @@ class FireworksAdapter(SdkAdapter):
 
         def get() -> Any:
             try:
-                return client.supervised_fine_tuning_jobs.get(job_id)
+                return jobs_api(client, job_id).get(job_id)
             except NotFoundError:
                 return None
 
         return self.call(get, f"look up job {job_id}")
 
-    def _free_job_id(self, fingerprint: str) -> str:
+    def _free_job_id(self, fingerprint: str, dpo: bool = False) -> str:
         with self.client() as client:
-            for job_id in job_ids(fingerprint):
+            for job_id in job_ids(fingerprint, dpo):
                 if self._get_job(client, job_id) is None:
                     return job_id
         raise AssertionError("unreachable")  # pragma: no cover - find_job refuses first
@@ -438,12 +483,22 @@ class FireworksAdapter(SdkAdapter):
         return f"accounts/{self.account_id()}/deployments/{deployment_id}"
 
 
-def job_ids(fingerprint: str, attempts: int = 20):
-    """thinker-<first 16 hex of the fingerprint>, then -2, -3, ... (Fireworks ids: lowercase, digits, '-')."""
-    base = "thinker-" + (re.sub(r"[^a-z0-9]", "", fingerprint.lower())[:16] or "job")
+def job_ids(fingerprint: str, dpo: bool = False, attempts: int = 20):
+    """thinker-<first 16 hex of the fingerprint>, then -2, -3, ... (Fireworks ids: lowercase, digits, '-');
+    a DPO job's are thinker-dpo-<...>."""
+    base = "thinker-" + (DPO_TAG if dpo else "") + (re.sub(r"[^a-z0-9]", "", fingerprint.lower())[:16] or "job")
     yield base
     for n in range(2, attempts + 1):
         yield f"{base}-{n}"
+
+
+def is_dpo_job(job_id: str) -> bool:
+    return job_id.startswith("thinker-" + DPO_TAG)
+
+
+def jobs_api(client: Any, job_id: str) -> Any:
+    """The SDK resource that holds this job: dpo_jobs for thinker-dpo-* ids, else supervised_fine_tuning_jobs."""
+    return client.dpo_jobs if is_dpo_job(job_id) else client.supervised_fine_tuning_jobs
 
 
 def dataset_id_of(data: bytes, examples: int, purpose: str) -> str:

@@ -37,7 +37,8 @@ from thinker.config.job_configuration import JobConfiguration
 from thinker.config.ranges import PARAMETER_RANGES, Range
 from thinker.errors import ThinkerError
 from thinker.providers.adapter import FINGERPRINT_KEY, JobEvent, JobState, JobStatus, UploadedFiles
-from thinker.providers.capabilities import Capabilities, Finding, ParameterDefinition
+from thinker.providers.capabilities import Capabilities, Finding, ParameterDefinition, PreferenceSupport
+from thinker.providers.checks import is_preference
 from thinker.providers.sdk_adapter import CREATE_JOB, SdkAdapter
 
 # OpenAI's supervised fine-tuning snapshots (its model-optimization guide); `ft:` models (earlier fine-tunes)
@@ -45,6 +46,9 @@ from thinker.providers.sdk_adapter import CREATE_JOB, SdkAdapter
 # and a wrong id would otherwise fail only after the upload.
 SUPERVISED_MODELS = ("gpt-4.1-2025-04-14", "gpt-4.1-mini-2025-04-14", "gpt-4.1-nano-2025-04-14",
                      "gpt-4o-2024-08-06", "gpt-4o-mini-2024-07-18", "gpt-3.5-turbo-0125")
+# the snapshots OpenAI's DPO guide lists ("Direct preference optimization": use with), and ft: models
+DPO_MODELS = ("gpt-4.1-2025-04-14", "gpt-4.1-mini-2025-04-14", "gpt-4.1-nano-2025-04-14")
+DPO_BETA_MAX = 2.0  # FineTuneDPOHyperparameters.beta in OpenAI's OpenAPI spec: a number in (0, 2], or auto
 # OpenAI's published bounds (FineTuneSupervisedHyperparameters in its OpenAPI spec)
 OPENAI_EPOCHS = (1, 50)
 OPENAI_BATCH = (1, 256)
@@ -126,6 +130,8 @@ class OpenAIAdapter(SdkAdapter):
                 "optimizer.lr cannot be converted and is not sent: set provider.options.learning_rate_multiplier "
                 "to choose the factor, otherwise OpenAI picks it (auto)."),
             alternatives=ALTERNATIVES,
+            preference=PreferenceSupport(methods=["full"], losses=["sigmoid"], beta_min=0.0, beta_max=DPO_BETA_MAX,
+                                         base_models=list(DPO_MODELS)),
             notes=[
                 "OpenAI is winding self-serve fine-tuning down: since 2026-05-07 organisations that never "
                 "fine-tuned cannot create jobs, since 2026-07-02 neither can those without fine-tuned-model "
@@ -140,6 +146,9 @@ class OpenAIAdapter(SdkAdapter):
                 "metrics: train_loss, train_accuracy, val_batch_loss/val_batch_accuracy (one validation batch), "
                 "val_loss/val_accuracy (the whole validation file, at epoch ends).",
                 "method=full means OpenAI's supervised fine-tuning; OpenAI does not say which weights it updates.",
+                "objective=dpo is OpenAI's DPO job (method type dpo) with objective.beta as its beta, in (0, 2]: "
+                f"whole-model, sigmoid loss only, on {', '.join(DPO_MODELS)} or an ft: model (a DPO job is "
+                "best run on a supervised fine-tune of the same data).",
             ],
         )
 
@@ -154,11 +163,14 @@ class OpenAIAdapter(SdkAdapter):
                                            "batch_size": effective_batch(job)}
         if options.get("learning_rate_multiplier") is not None:
             hyperparameters["learning_rate_multiplier"] = float(options["learning_rate_multiplier"])
+        method = "supervised"
+        if is_preference(job):  # OpenAI's DPO job: the same hyperparameters plus beta
+            method, hyperparameters["beta"] = "dpo", float(job.objective.beta)
         payload: dict[str, Any] = {
             "model": base_model_of(job, self.base_model),
             "training_file": files.training_file_id,
             "seed": int(job.seed),
-            "method": {"type": "supervised", "supervised": {"hyperparameters": hyperparameters}},
+            "method": {"type": method, method: {"hyperparameters": hyperparameters}},
         }
         if files.validation_file_id:
             payload["validation_file"] = files.validation_file_id
@@ -290,6 +302,14 @@ def method_findings(job: JobConfiguration) -> list[Finding]:
 
 def model_findings(job: JobConfiguration, configured: str | None) -> list[Finding]:
     model = base_model_of(job, configured)
+    if is_preference(job):
+        offered = ", ".join(DPO_MODELS)
+        if not model or model in DPO_MODELS or model.startswith("ft:"):
+            return [] if model else [Finding("provider.base_model", "provider=openai needs an OpenAI model id "
+                                             "to fine-tune", f"set provider.base_model to one of {offered}")]
+        return [Finding("provider.base_model", f"provider.base_model={model} is not a model OpenAI's DPO "
+                        "fine-tuning accepts (OpenAI's DPO guide lists the GPT-4.1 snapshots)",
+                        f"use one of {offered}, or an ft: model")]
     offered = ", ".join(SUPERVISED_MODELS)
     if not model:
         return [Finding("provider.base_model", "provider=openai needs an OpenAI model id to fine-tune",

@@ -25,8 +25,8 @@ from thinker.config.job_configuration import JobConfiguration
 from thinker.config.ranges import Range
 from thinker.errors import ThinkerError
 from thinker.providers.adapter import JobEvent, JobState, JobStatus, UploadedFiles
-from thinker.providers.capabilities import Capabilities, Finding, ParameterDefinition
-from thinker.providers.checks import default_of
+from thinker.providers.capabilities import Capabilities, Finding, ParameterDefinition, PreferenceSupport
+from thinker.providers.checks import default_of, is_preference
 from thinker.providers.sdk_adapter import SdkAdapter, first_line
 
 # Together's job states -> the universal ones (docs/decisions/0003-universal-job-configuration.md). cancel_requested already decides the outcome, so polling stops there.
@@ -93,6 +93,8 @@ class TogetherAdapter(SdkAdapter):
             },
             serverless_inference=["lora"],
             upload_format="chat_messages_jsonl",
+            # Together's preference fine-tuning: training_method=dpo with dpo_beta (no published bound above 0)
+            preference=PreferenceSupport(methods=["lora", "full"], losses=["sigmoid"], beta_min=0.0),
             min_examples=1,
             max_file_bytes=int(50.1 * 2**30),  # the SDK's MAX_FILE_SIZE_GB
             learning_rate_note="optimizer.lr is sent as Together's learning_rate (the absolute peak rate; "
@@ -107,6 +109,8 @@ class TogetherAdapter(SdkAdapter):
                 "optimizer.scheduler.type=constant/constant_with_warmup run as Together's linear schedule "
                 "with min_lr_ratio=1.0 (constant after the warmup; constant has no warmup, as locally)",
                 "trainer.save_total_limit=0 sends n_checkpoints=1: Together always keeps the final model",
+                "objective=dpo is Together's preference fine-tuning (training_method=dpo, objective.beta as "
+                "dpo_beta), LoRA or full; its DPO limits (batch size, sequence length) are checked at create",
             ],
         )
 
@@ -147,9 +151,8 @@ class TogetherAdapter(SdkAdapter):
             **_scheduler_kwargs(job),
             "max_grad_norm": float(optimizer.max_gradient_norm),
             "weight_decay": float(optimizer.weight_decay),
-            "train_on_inputs": TRAIN_ON_INPUTS[str(schedule.train_on_inputs)],
-            "training_method": "sft",
             "random_seed": int(job.seed),
+            **_training_method_kwargs(job),
             **_method_kwargs(job),
         }
         if files.validation_file_id:
@@ -314,17 +317,18 @@ def _check_limits(body: dict[str, Any], limits: Any) -> None:
     if training is None or (not body["lora"] and limits.supports_full_training is False):
         raise ThinkerError(f"Together offers no full fine-tuning of {model}",
                            "provider=together, method=full", "use method=lora", stage="train")
+    dpo = body.get("training_method") == "dpo"  # DPO has its own batch and sequence limits
     checks: list[tuple[str, Any, float, float]] = [
         ("trainer.epochs", body["n_epochs"], 1, limits.max_num_epochs),
         ("trainer.save_total_limit", body["n_checkpoints"], 1, limits.max_num_checkpoints),
         ("trainer.evaluations", body["n_evals"], 0, limits.max_num_evals),
         ("optimizer.lr", body["learning_rate"], limits.min_learning_rate, limits.max_learning_rate),
         ("trainer.max_seq_length", body["max_seq_length"], limits.min_max_seq_length,
-         limits.max_seq_length_sft),
+         limits.max_seq_length_dpo if dpo else limits.max_seq_length_sft),
     ]
     if body["batch_size"] != "max":
         checks.append(("trainer.batch_size", body["batch_size"], training.min_batch_size,
-                       training.max_batch_size))
+                       training.max_batch_size_dpo if dpo else training.max_batch_size))
     if body["lora"]:
         checks.append(("method.rank", body["lora_r"], 1, limits.lora_training.max_rank))
     for key, value, low, high in checks:
@@ -357,6 +361,13 @@ def _scheduler_kwargs(job: JobConfiguration) -> dict[str, Any]:
     # constant == a linear decay from the peak to 1.0 x the peak; `constant` has no warmup (as locally)
     return {"lr_scheduler_type": "linear", "min_lr_ratio": 1.0,
             "warmup_ratio": warmup if kind == "constant_with_warmup" else 0.0}
+
+
+def _training_method_kwargs(job: JobConfiguration) -> dict[str, Any]:
+    """SFT with its train_on_inputs, or DPO with its beta (the SDK refuses train_on_inputs for DPO)."""
+    if is_preference(job):
+        return {"training_method": "dpo", "dpo_beta": float(job.objective.beta)}
+    return {"train_on_inputs": TRAIN_ON_INPUTS[str(job.schedule.train_on_inputs)], "training_method": "sft"}
 
 
 def _method_kwargs(job: JobConfiguration) -> dict[str, Any]:

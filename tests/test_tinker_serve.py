@@ -294,11 +294,186 @@ def test_importance_sampling_and_ppo_follow_the_tinker_definitions(service, toke
     assert not np.allclose(expected, -(ratio * advantages))  # the clip bites on this data
 
 
+def rl_datum(tokens: list[int], old: np.ndarray, advantages: np.ndarray, **extra) -> types.Datum:
+    return types.Datum(model_input=types.ModelInput.from_ints(tokens[:-1]),
+                       loss_fn_inputs={"target_tokens": tokens[1:], "logprobs": old.astype(np.float32),
+                                       "advantages": advantages.astype(np.float32), **extra})
+
+
+def elementwise_of(client, data, loss_fn: str, config=None) -> np.ndarray:
+    out = client.forward(data, loss_fn, config).result(timeout=60)
+    values = np.asarray(out.loss_fn_outputs[0]["elementwise_loss"].data, dtype=np.float64)
+    assert out.metrics["loss:sum"] == pytest.approx(float(values.sum()), rel=1e-4, abs=1e-5)
+    return values
+
+
+def test_cispo_dro_and_gspo_follow_the_tinker_definitions(service, tokenizer):
+    """The values the server answers, against the formulas of Tinker's loss docs written out in numpy."""
+    client = new_client(service)
+    tokens = tokenizer.encode(SENTENCES[1])
+    n = len(tokens) - 1
+    current = logprobs_of(client.forward([datum(tokens)], "cross_entropy").result(timeout=60))[0]
+    old = (current + np.linspace(-0.5, 0.5, n)).astype(np.float32)  # ratios from e^-0.5 to e^0.5
+    advantages = np.where(np.arange(n) % 2 == 0, 1.0, -1.0)
+    ratio = np.exp(current - old)
+    rl = rl_datum(tokens, old, advantages)
+    for low, high in ((0.8, 1.2), (0.9, 1.05)):
+        config = None if (low, high) == (0.8, 1.2) else {"clip_low_threshold": low, "clip_high_threshold": high}
+        np.testing.assert_allclose(elementwise_of(client, [rl], "cispo", config),
+                                   -(np.clip(ratio, low, high) * current * advantages), rtol=1e-4, atol=1e-5)
+    for beta in (None, 1.0):
+        b = 0.05 if beta is None else beta
+        np.testing.assert_allclose(elementwise_of(client, [rl], "dro", None if beta is None else {"beta": beta}),
+                                   -(current * advantages - 0.5 * b * (current - old) ** 2), rtol=1e-4, atol=1e-5)
+    mask = (np.arange(n) >= n // 2).astype(np.float32)  # the sequence ratio over the second half: e^-0.25 or so
+    s = np.exp(np.mean((current - old)[mask == 1]))
+    for low, high in ((0.8, 1.2), (0.5, 1.5)):
+        config = {"clip_low_threshold": low, "clip_high_threshold": high}
+        expected = -np.minimum(s * advantages, np.clip(s, low, high) * advantages)
+        np.testing.assert_allclose(elementwise_of(client, [rl_datum(tokens, old, advantages, sequence_ratio_mask=mask)],
+                                                  "gspo", config), expected, rtol=1e-4, atol=1e-5)
+    assert s < 0.8  # the default band clips the A < 0 tokens, the wide one none: the two configs differ
+
+
+@pytest.mark.parametrize("loss_fn", ["cispo", "dro", "gspo"])
+def test_policy_losses_train_like_the_same_loss_written_as_a_custom_loss(service, tokenizer, loss_fn):
+    """The gradient (stop-gradients included): one AdamW step on the built-in loss lands where the same
+    objective, written here in torch and run through forward_backward_custom, lands."""
+    tokens = tokenizer.encode(SENTENCES[0])
+    n = len(tokens) - 1
+    builtin, custom = new_client(service, seed=4), new_client(service, seed=4)
+    current = logprobs_of(builtin.forward([datum(tokens)], "cross_entropy").result(timeout=60))[0]
+    old = torch.tensor(current + np.linspace(-0.4, 0.4, n), dtype=torch.float32)
+    advantages = torch.tensor(np.where(np.arange(n) % 3 == 0, -1.0, 1.0), dtype=torch.float32)
+    rl = rl_datum(tokens, old.numpy(), advantages.numpy())
+
+    def objective(data, logprobs_list):
+        lp = logprobs_list[0]
+        if loss_fn == "cispo":
+            loss = -(torch.clamp(torch.exp(lp - old), 0.8, 1.2).detach() * lp * advantages).sum()
+        elif loss_fn == "dro":
+            loss = -(lp * advantages - 0.025 * (lp - old) ** 2).sum()
+        else:  # GSPO-token over the tokens with an advantage (all of them here)
+            s = torch.exp((lp.detach() - old).mean() + lp - lp.detach())
+            loss = -torch.minimum(s * advantages, torch.clamp(s, 0.8, 1.2) * advantages).sum()
+        return loss, {}
+
+    builtin.forward_backward([rl], loss_fn)
+    builtin.optim_step(adam(learning_rate=0.05)).result(timeout=60)
+    custom.forward_backward_custom([rl], objective).result(timeout=60)
+    custom.optim_step(adam(learning_rate=0.05)).result(timeout=60)
+    after = [logprobs_of(c.forward([datum(tokens)], "cross_entropy").result(timeout=60))[0] for c in (builtin, custom)]
+    np.testing.assert_allclose(after[0], after[1], atol=2e-5)
+    assert np.abs(after[0] - current).max() > 1e-3  # the step moved the model
+
+
+@pytest.mark.parametrize(("loss_fn", "config", "fragment"), [
+    ("ppo", {"clip_low_threshold": 1.5}, "'ppo' needs 0 <= clip_low_threshold <= 1 <= clip_high_threshold"),
+    ("dro", {"beta": -0.5}, "loss_fn_config['beta'] must be 0 or more, got -0.5"),
+    ("cispo", {"kl_coeff": 0.1}, "loss_fn_config key 'kl_coeff' is not used by 'cispo' (its keys: "
+                                 "clip_low_threshold, clip_high_threshold)"),
+    ("gspo", {"clip_high_threshold": "wide"}, "loss_fn_config['clip_high_threshold'] must be a number, got 'wide'"),
+])
+def test_a_bad_loss_fn_config_is_refused_with_the_rule(service, tokenizer, loss_fn, config, fragment):
+    client = new_client(service)
+    tokens = tokenizer.encode(SENTENCES[2])
+    n = len(tokens) - 1
+    rl = rl_datum(tokens, np.full(n, -1.0), np.ones(n))
+    with pytest.raises(Exception, match=re.escape(fragment)):
+        client.forward_backward([rl], loss_fn, config).result(timeout=60)
+    assert client.forward([rl], loss_fn).result(timeout=60).metrics["loss:sum"] != 0  # and the model serves on
+
+
+def sampled_datum(prompt: list[int], sequence, advantage: float, tokens: list[int] | None = None) -> types.Datum:
+    """A datum of prompt + sampled tokens with its provenance, as tinker-cookbook's rl_loop builds it."""
+    sampled = list(sequence.tokens if tokens is None else tokens)
+    ob = len(prompt) - 1
+    rl = types.Datum(model_input=types.ModelInput.from_ints(prompt + sampled[:-1]),
+                     loss_fn_inputs={"target_tokens": [0] * ob + sampled,
+                                     "logprobs": [0.0] * ob + list(sequence.logprobs),
+                                     "advantages": [0.0] * ob + [advantage] * len(sampled)})
+    sid = sequence.sequence_id
+    return rl.with_provenance(
+        model_input=[types.PromptProvenanceSpan(sequence_id=sid, length=len(prompt)),
+                     types.SampledProvenanceSpan(sequence_id=sid, length=len(sampled) - 1)],
+        loss_fn_inputs=[types.PromptProvenanceSpan(sequence_id=sid, offset=1, length=ob),
+                        types.SampledProvenanceSpan(sequence_id=sid, length=len(sampled))])
+
+
+def test_stable_reinforce_trains_on_what_the_sampler_recorded(service, tokenizer):
+    import dataclasses
+
+    client = new_client(service, seed=6)
+    sampler = client.save_weights_and_get_sampling_client(record_stability_info=True).result(timeout=60)
+    prompt = tokenizer.encode(SENTENCES[0])[:5]
+    sequence = sample(sampler, prompt, temperature=1.0, seed=11, max_tokens=6, stop=[]).sequences[0]
+    rl = sampled_datum(prompt, sequence, advantage=1.5)
+    ob, k = len(prompt) - 1, len(sequence.tokens)
+
+    current = logprobs_of(client.forward([rl], "importance_sampling").result(timeout=60))[0]
+    q = np.asarray(sequence.logprobs)  # what the sampler recorded: the same weights, so ratio 1 up to numerics
+    np.testing.assert_allclose(current[ob:], q, atol=1e-4)
+    ratio, kl = np.exp(current[ob:] - q), 0.5
+    expected = np.concatenate([np.zeros(ob), -(ratio * current[ob:] * 1.5) + kl * (ratio - 1 - np.log(ratio))])
+    np.testing.assert_allclose(elementwise_of(client, [rl], "stable_reinforce", {"kl_coeff": kl}), expected,
+                               rtol=1e-4, atol=1e-5)
+    # q is the record's, not the client's: a client that sends other logprobs gets the same loss
+    lied = dataclasses.replace(rl, loss_fn_inputs=rl.loss_fn_inputs | {
+        "logprobs": types.TensorData.from_numpy(np.full(ob + k, -0.1, dtype=np.float32))})
+    np.testing.assert_allclose(elementwise_of(client, [lied], "stable_reinforce", {"kl_coeff": kl}), expected,
+                               rtol=1e-4, atol=1e-5)
+    # and it trains: the sampled tokens become more likely
+    client.forward_backward([rl], "stable_reinforce")
+    client.optim_step(adam(learning_rate=0.02)).result(timeout=60)
+    after = logprobs_of(client.forward([rl], "importance_sampling").result(timeout=60))[0]
+    assert after[ob:].sum() > current[ob:].sum() + 0.05
+
+
+def test_stable_reinforce_refuses_data_without_a_true_provenance(server, service, tokenizer):
+    client = new_client(service, seed=6)
+    recording = client.save_weights_and_get_sampling_client(record_stability_info=True).result(timeout=60)
+    plain = client.save_weights_and_get_sampling_client().result(timeout=60)
+    prompt = tokenizer.encode(SENTENCES[1])[:4]
+    sequence = sample(recording, prompt, temperature=1.0, seed=2, max_tokens=5, stop=[]).sequences[0]
+    good = sampled_datum(prompt, sequence, advantage=1.0)
+
+    def refused_with(data, fragment: str) -> None:
+        with pytest.raises(Exception, match=re.escape(fragment)):
+            client.forward_backward(data, "stable_reinforce").result(timeout=60)
+
+    bare = types.Datum(model_input=good.model_input, loss_fn_inputs=good.loss_fn_inputs)
+    refused_with([bare], "loss_fn 'stable_reinforce' needs provenance on every datum, and data[0] has none")
+    unrecorded = sample(plain, prompt, temperature=1.0, seed=2, max_tokens=5, stop=[]).sequences[0]
+    refused_with([good, sampled_datum(prompt, unrecorded, 1.0)],
+                 f"names sequence {unrecorded.sequence_id!r}, which this server has no stability record of")
+    other = list(sequence.tokens)
+    other[1] = (other[1] + 1) % 100
+    forged = sampled_datum(prompt, sequence, 1.0, tokens=other)
+    refused_with([forged], f"holds token {other[1]}, but sampled position 1 of sequence {sequence.sequence_id!r} "
+                           f"is token {sequence.tokens[1]}")
+    advantages = np.asarray(good.loss_fn_inputs["advantages"].data, dtype=np.float32)
+    advantages[0] = 0.7
+    on_prompt = types.Datum(model_input=good.model_input, loss_fn_inputs=good.loss_fn_inputs | {
+        "advantages": types.TensorData.from_numpy(advantages)}).with_provenance(
+        model_input=good.model_input_spans, loss_fn_inputs=good.loss_fn_input_spans)
+    refused_with([on_prompt], "advantage 0.7 at target position 0, a prompt token")
+    # records belong to the session that sampled them
+    elsewhere = tinker.ServiceClient(base_url=server.base_url, api_key=KEY)
+    try:
+        with pytest.raises(Exception, match=re.escape(f"names sequence {sequence.sequence_id!r}, which this server "
+                                                      "has no stability record of in this session")):
+            new_client(elsewhere, seed=6).forward_backward([good], "stable_reinforce").result(timeout=60)
+    finally:
+        elsewhere.close("success").result(timeout=30)
+    # after all that, the good datum trains
+    assert client.forward_backward([good], "stable_reinforce").result(timeout=60).metrics["loss:sum"] != 0
+
+
 def test_unsupported_loss_and_bad_inputs_fail_with_a_clear_error(service, tokenizer):
     client = new_client(service)
     tokens = tokenizer.encode(SENTENCES[2])
-    with pytest.raises(Exception, match="loss_fn 'dro' is not supported"):
-        client.forward_backward([datum(tokens)], "dro").result(timeout=60)
+    with pytest.raises(Exception, match="loss_fn 'reinforce' is not supported"):
+        client.forward_backward([datum(tokens)], "reinforce").result(timeout=60)
     short = types.Datum(model_input=types.ModelInput.from_ints(tokens[:-1]), loss_fn_inputs={"target_tokens": tokens[2:]})
     with pytest.raises(Exception, match=r"must have shape"):
         client.forward([short], "cross_entropy").result(timeout=60)
@@ -633,6 +808,21 @@ def test_non_finite_or_wrongly_typed_adam_params_are_refused_and_the_model_train
                ({"grad_clip_norm": NAN}, "grad_clip_norm must be a finite number")]
     for params, fragment in hostile:
         refused(model.send("/optim_step", adam_params={"learning_rate": 1e-3} | params), 400, f"adam_params.{fragment}")
+    model.serves_on()
+
+
+def test_a_bad_loss_fn_config_answers_400_in_the_usual_shape(raw):
+    model = RawModel(raw)
+    rl = raw_datum(logprobs={"data": [-1.0, -1.0, -1.0], "dtype": "float32"},
+                   advantages={"data": [1.0, 1.0, 1.0], "dtype": "float32"})
+    refused(model.send("/forward_backward", forward_backward_input={
+        "loss_fn": "dro", "loss_fn_config": {"beta": -1}, "data": [rl]}), 400,
+        "loss_fn_config['beta'] must be 0 or more, got -1: fix the loss_fn_config of forward_backward")
+    refused(model.send("/forward_backward", forward_backward_input={
+        "loss_fn": "stable_reinforce", "data": [rl | {"model_input_spans": [{"sampled_tokens": {
+            "sequence_id": "nope", "length": 3}}], "loss_fn_input_spans": [{"sampled_tokens": {
+            "sequence_id": "nope", "length": 3}}]}]}), 400,
+        "data[0].model_input_spans[0] names sequence 'nope', which this server has no stability record of")
     model.serves_on()
 
 

@@ -9,8 +9,9 @@ Loss parity with backend=local and with a client-side twin matters, so the recip
 - the log-probability of datum i's target token t is read at position t of a forward pass over the datum's
   tokens as one sequence; a request's datums are batched with right padding and an attention mask, which
   gives the same numbers as one datum at a time (up to float rounding);
-- cross_entropy: loss = sum_t -logprob_t * weight_t; importance_sampling and ppo as in Tinker's docs; the
-  gradient of the summed loss accumulates over forward_backward calls until optim_step (AdamW, then zero).
+- cross_entropy: loss = sum_t -logprob_t * weight_t; the policy-gradient losses (importance_sampling, ppo,
+  cispo, dro, gspo, stable_reinforce) are thinker.models.rl_losses, shared with backend=local; the gradient
+  of the summed loss accumulates over forward_backward calls until optim_step (AdamW, then zero).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from thinker.models import rl_losses
 from thinker.tinker_serve import fields
 from thinker.tinker_serve.errors import UserError
 from thinker.tinker_serve.wire import Datum, FwdBwdOutput
@@ -38,8 +40,7 @@ MODULE_GROUPS = {
     "train_mlp": ("gate_proj", "up_proj", "down_proj"),
     "train_unembed": ("lm_head",),
 }
-SUPPORTED_LOSSES = ("cross_entropy", "importance_sampling", "ppo")
-PPO_CLIP = (0.8, 1.2)  # Tinker's default clip_low_threshold / clip_high_threshold (epsilon 0.2)
+SUPPORTED_LOSSES = ("cross_entropy", *rl_losses.LOSSES)  # every built-in loss of the tinker 0.38 SDK
 TOKENS_PER_MICROBATCH = 8192  # padded tokens per forward pass: bounds the logits' memory
 MAX_LORA_RANK = 256  # and at most the base model's hidden size (LoraSpec.check_fits)
 
@@ -219,12 +220,23 @@ def _vector(datum: Datum, key: str, n: int, i: int, *, default: float | None = N
     return value
 
 
-def check_datums(data: list[Datum], base: BaseModel, loss_fn: str) -> None:
-    if not data:
-        raise UserError("no data: forward_backward needs at least one datum")
+def loss_config(loss_fn: str, config: dict[str, Any] | None) -> dict[str, float]:
+    """The request's loss_fn_config checked against its loss, defaults filled in (cross_entropy takes none)."""
     if loss_fn not in SUPPORTED_LOSSES:
         raise UserError(f"loss_fn {loss_fn!r} is not supported by thinker tinker-serve (supported: "
                         f"{', '.join(SUPPORTED_LOSSES)}); forward_backward_custom runs any loss on top of them")
+    if loss_fn == "cross_entropy":
+        return {}
+    try:
+        return rl_losses.check_config(loss_fn, config)
+    except rl_losses.LossConfigError as exc:
+        raise UserError(f"{exc}: fix the loss_fn_config of forward_backward") from None
+
+
+def check_datums(data: list[Datum], base: BaseModel, loss_fn: str, config: dict[str, Any] | None = None) -> None:
+    if not data:
+        raise UserError("no data: forward_backward needs at least one datum")
+    loss_config(loss_fn, config)
     for i, d in enumerate(data):
         _check_tokens(d.tokens, base, f"data[{i}].model_input")
         target = d.inputs.get("target_tokens")
@@ -233,11 +245,18 @@ def check_datums(data: list[Datum], base: BaseModel, loss_fn: str) -> None:
                             "1-D targets (one token per position) are supported by thinker tinker-serve")
         targets = _vector(d, "target_tokens", len(d.tokens), i).astype(np.int64)
         _check_tokens(targets.tolist(), base, f"data[{i}].loss_fn_inputs['target_tokens']")
+        if (d.input_spans is None) != (d.target_spans is None):
+            raise UserError(f"data[{i}] has provenance for one field only: set both span lists or neither "
+                            "(Datum.with_provenance)")
         if loss_fn == "cross_entropy":
             _vector(d, "weights", len(d.tokens), i, default=1.0)
-        else:
+            continue
+        if loss_fn != "stable_reinforce":  # stable_reinforce takes q from the sampler's record instead
             _vector(d, "logprobs", len(d.tokens), i)
-            _vector(d, "advantages", len(d.tokens), i)
+        _vector(d, "advantages", len(d.tokens), i)
+        for key in rl_losses.LOSSES[loss_fn].optional_inputs:
+            if key in d.inputs:
+                _vector(d, key, len(d.tokens), i)
 
 
 def _microbatches(data: list[Datum]) -> list[list[int]]:
@@ -286,14 +305,15 @@ def elementwise_loss(loss_fn: str, logprobs: torch.Tensor, datum: Datum, config:
 
     if loss_fn == "cross_entropy":
         return -logprobs * vec("weights", 1.0)
-    ratio = torch.exp(logprobs - vec("logprobs"))
-    advantages = vec("advantages")
-    if loss_fn == "importance_sampling":
-        return -(ratio * advantages)
-    low = vec("clip_low_threshold", float(config.get("clip_low_threshold", PPO_CLIP[0])))
-    high = vec("clip_high_threshold", float(config.get("clip_high_threshold", PPO_CLIP[1])))
-    clipped = torch.minimum(torch.maximum(ratio, low), high)
-    return -torch.minimum(ratio * advantages, clipped * advantages)
+    inputs = {key: vec(key) for key in ("advantages", *rl_losses.LOSSES[loss_fn].optional_inputs)
+              if key in datum.inputs}
+    if loss_fn == "stable_reinforce":  # q and the sampled mask come from the sampler's record (stability.py)
+        assert datum.stability is not None, "stable_reinforce datums are resolved before they run"
+        inputs |= {k: torch.as_tensor(v, dtype=torch.float32, device=logprobs.device)
+                   for k, v in datum.stability.items()}
+    else:
+        inputs["logprobs"] = vec("logprobs")
+    return rl_losses.elementwise(loss_fn, logprobs, inputs, config)
 
 
 @dataclass
@@ -347,7 +367,8 @@ class TrainingModel:
     # ---------------------------------------------------------- forward / backward
 
     def forward_backward(self, data: list[Datum], loss_fn: str, config: dict[str, Any], backward: bool) -> FwdBwdOutput:
-        check_datums(data, self.base, loss_fn)
+        check_datums(data, self.base, loss_fn, config)
+        config = loss_config(loss_fn, config)
         outputs: list[dict[str, np.ndarray]] = [{} for _ in data]
         total = 0.0
         with torch.set_grad_enabled(backward):

@@ -38,6 +38,7 @@ from thinker.tinker_serve.engine import AdamParams, BaseModel, LoraSpec, Trainin
 from thinker.tinker_serve.errors import NotFound, ServeError, UserError
 from thinker.tinker_serve.futures import MAX_FINISHED, FutureEntry, FutureStore, SequencedWorker
 from thinker.tinker_serve.sampling import SamplerSource, SamplingParams, SamplingService, generate
+from thinker.tinker_serve.stability import StabilityRecords, session_of
 from thinker.tinker_serve.wire import FwdBwdRequest, tokens_from_json
 
 log = logging.getLogger("thinker")
@@ -76,6 +77,7 @@ class TinkerService:
         self.futures = futures
         self.tokenizer_dirs = tokenizer_dirs
         self.sampling = SamplingService(bases, futures)
+        self.stability = StabilityRecords()  # sequences sampled with record_stability_info (stable_reinforce)
         self.models: dict[str, ModelSlot] = {}
         self.sessions: dict[str, dict[str, Any]] = {}
         self._lock = threading.Lock()
@@ -242,8 +244,12 @@ class TinkerService:
         kind = "forward" if req.forward_only else "forward_backward"
         if req.error is not None:
             self.refuse(req.model_id, req.seq_id, kind, UserError(req.error))
-        try:  # sequence lengths, token ids and loss inputs against the model's base, before anything runs
-            check_datums(req.data, self.bases[self._slot(req.model_id).base], req.loss_fn)
+        try:  # sequence lengths, token ids, loss inputs and config against the model's base, before anything runs
+            check_datums(req.data, self.bases[self._slot(req.model_id).base], req.loss_fn, req.loss_fn_config)
+            if req.loss_fn == "stable_reinforce":
+                session = req.model_id.rsplit(":train:", 1)[0]
+                for i, d in enumerate(req.data):
+                    d.stability = self.stability.resolve(d, session, i)
         except UserError as exc:
             self.refuse(req.model_id, req.seq_id, kind, exc)
 
@@ -391,6 +397,7 @@ class TinkerService:
         topk_sample = fields.integer(body, "topk_sample_logprobs", 0, low=0, high=MAX_TOPK)
         last_n = fields.integer(body, "prompt_logprobs_last_n", None, low=0)
         prompt_logprobs = fields.boolean(body, "prompt_logprobs", False)
+        record_stability = fields.boolean(body, "record_stability_info", False)
         prompt = tokens_from_json(body.get("prompt"), "prompt")
         params = SamplingParams.from_request(body.get("sampling_params"))
         entry = self.futures.create("sample")
@@ -404,14 +411,23 @@ class TinkerService:
             if body.get("target_prompt_logprobs") is not None or body.get("prompt_alt_tokens_k"):
                 raise UserError("target_prompt_logprobs and prompt_alt_tokens_k are not supported by thinker "
                                 "tinker-serve: use include_prompt_logprobs / topk_prompt_logprobs")
+            session = session_of(body.get("sampling_session_id"))
+            if record_stability and session is None:
+                raise UserError("record_stability_info needs a sampling client of a session (the records belong "
+                                "to it): create it with ServiceClient / TrainingClient, e.g. "
+                                "save_weights_and_get_sampling_client(record_stability_info=True)")
         except ServeError as exc:
             self.futures.fail(entry, str(exc), exc.category)
             return entry, sequence_ids
 
         def job() -> Any:
-            return generate(self.sampling.model_for(source), self.bases[source.base], prompt, num_samples, params,
-                            prompt_logprobs=prompt_logprobs, prompt_logprobs_last_n=last_n,
-                            topk_prompt=topk_prompt, topk_sample=topk_sample)
+            out = generate(self.sampling.model_for(source), self.bases[source.base], prompt, num_samples, params,
+                           prompt_logprobs=prompt_logprobs, prompt_logprobs_last_n=last_n,
+                           topk_prompt=topk_prompt, topk_sample=topk_sample)
+            if record_stability:  # before the result is answered: the client trains on it only after that
+                for sequence_id, seq in zip(sequence_ids, out.sequences, strict=True):
+                    self.stability.record(session, sequence_id, prompt, seq.tokens, seq.logprobs or [])
+            return out
 
         self.sampling.submit(entry, job)
         return entry, sequence_ids

@@ -29,12 +29,30 @@ MAX_BODY_BYTES = 64 * 2**20  # a request body, decompressed; the SDK sends forwa
 MAX_TENSOR_VALUES = 2**24  # one loss input, dense: a sparse tensor's declared shape cannot ask for more
 
 
+@dataclass(frozen=True)
+class Span:
+    """A run of a datum's provenance (`Datum.with_provenance`): `length` positions that are positions
+    [offset, offset + length) of a sampled sequence's prompt ("prompt") or of its sampled tokens ("sampled")."""
+
+    kind: str
+    sequence_id: str
+    offset: int
+    length: int
+
+
 @dataclass
 class Datum:
-    """One sequence of a forward_backward request: its input tokens and its loss inputs (dense arrays)."""
+    """One sequence of a forward_backward request: its input tokens and its loss inputs (dense arrays).
+
+    `input_spans` / `target_spans` are its provenance (tiling the input tokens / the target tokens), None when
+    it has none; `stability` is what the sampler recorded for its targets (sampler logprobs, sampled-token mask),
+    filled in by the server from the provenance for stable_reinforce."""
 
     tokens: list[int]
     inputs: dict[str, np.ndarray] = field(default_factory=dict)
+    input_spans: list[Span] | None = None
+    target_spans: list[Span] | None = None
+    stability: dict[str, np.ndarray] | None = None
 
 
 @dataclass
@@ -202,10 +220,59 @@ def fwdbwd_request_from_proto(body: bytes) -> FwdBwdRequest:
         request.loss_fn, request.loss_fn_config = msg.loss_fn, loss_fn_config(config)
         request.forward_only = bool(msg.forward_only)
         request.data = [Datum(tokens=_chunks_to_tokens(pb, d.model_input),
-                              inputs={name: _tensor_from_proto(pb, t, name) for name, t in d.loss_fn_inputs.items()})
-                        for d in msg.data]
+                              inputs={name: _tensor_from_proto(pb, t, name) for name, t in d.loss_fn_inputs.items()},
+                              input_spans=_spans_from_proto(d.model_input_spans, f"data[{i}].model_input_spans"),
+                              target_spans=_spans_from_proto(d.loss_fn_input_spans,
+                                                             f"data[{i}].loss_fn_input_spans"))
+                        for i, d in enumerate(msg.data)]
 
     return _decoded(msg.model_id, int(msg.seq_id), False, decode)
+
+
+MAX_SPAN = 2**31  # a span's offset or length: more than any sequence
+
+
+def _span(kind: str, sequence_id: Any, offset: Any, length: Any, where: str) -> Span:
+    if not isinstance(sequence_id, str) or not sequence_id:
+        raise UserError(f"{where} needs a non-empty sequence_id")
+    values = []
+    for name, value in (("offset", offset), ("length", length)):
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < MAX_SPAN:
+            raise UserError(f"{where}.{name} must be a whole number from 0, got {value!r}")
+        values.append(value)
+    return Span(kind, sequence_id, values[0], values[1])
+
+
+def _spans_from_proto(spans: Any, where: str) -> list[Span] | None:
+    """Provenance runs (ProvenanceSpan: prompt_tokens | sampled_tokens); None for a datum without provenance."""
+    if not len(spans):
+        return None
+    out = []
+    for j, span in enumerate(spans):
+        arm = span.WhichOneof("span")
+        if arm is None:
+            raise UserError(f"{where}[{j}] is neither prompt_tokens nor sampled_tokens")
+        run = getattr(span, arm)
+        out.append(_span("prompt" if arm == "prompt_tokens" else "sampled", run.sequence_id, int(run.offset),
+                         int(run.length), f"{where}[{j}]"))
+    return out
+
+
+def spans_from_json(spans: Any, where: str) -> list[Span] | None:
+    """The JSON form of the same runs: [{"prompt_tokens" | "sampled_tokens": {sequence_id, offset, length}}]."""
+    if spans is None:
+        return None
+    if not isinstance(spans, list):
+        raise UserError(f"{where} must be a list of provenance spans")
+    out = []
+    for j, span in enumerate(spans):
+        arms = [k for k in ("prompt_tokens", "sampled_tokens") if isinstance(span, dict) and k in span]
+        if len(arms) != 1 or not isinstance(span[arms[0]], dict):
+            raise UserError(f"{where}[{j}] must be an object with one of prompt_tokens or sampled_tokens")
+        run = span[arms[0]]
+        out.append(_span("prompt" if arms[0] == "prompt_tokens" else "sampled", run.get("sequence_id"),
+                         run.get("offset", 0), run.get("length"), f"{where}[{j}]"))
+    return out or None
 
 
 def _decoded(model_id: str, seq_id: int | None, forward_only: bool, decode: Any) -> FwdBwdRequest:
@@ -287,7 +354,10 @@ def fwdbwd_request_from_json(body: dict[str, Any], forward_only: bool) -> FwdBwd
         request.loss_fn, request.loss_fn_config = fields.text(fb, "loss_fn", ""), loss_fn_config(fb.get("loss_fn_config"))
         request.forward_only = forward_only or fields.boolean(body, "forward_only", False)
         request.data = [Datum(tokens=tokens_from_json(d.get("model_input"), f"data[{i}].model_input"),
-                              inputs={k: tensor_from_json(v, k) for k, v in _loss_inputs(d, i).items()})
+                              inputs={k: tensor_from_json(v, k) for k, v in _loss_inputs(d, i).items()},
+                              input_spans=spans_from_json(d.get("model_input_spans"), f"data[{i}].model_input_spans"),
+                              target_spans=spans_from_json(d.get("loss_fn_input_spans"),
+                                                           f"data[{i}].loss_fn_input_spans"))
                         for i, d in enumerate(_datums(data))]
 
     return _decoded(fields.text(body, "model_id", ""), fields.integer(body, "seq_id", None, low=0), forward_only, decode)

@@ -12,7 +12,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from thinker.backends import Backend, Generate, TrainingReport, WeightsRef
 from thinker.backends.local.lightning_run import (
@@ -114,32 +114,16 @@ def total_optimizer_steps(n_batches: int, cfg: DictConfig) -> int:
     return min(by_epochs, max_steps) if max_steps > 0 else by_epochs
 
 
-def train(cfg: DictConfig, run_dir: Path, session: Any = None, callbacks: tuple = ()) -> TrainingReport:
-    """Fine-tune per `cfg` into `run_dir`. `callbacks`: extra Lightning callbacks (tools and tests)."""
+def load_training_model(cfg: DictConfig) -> tuple[Path, Any, Any, dict[str, Any] | None]:
+    """(start-point path, tokenizer, model with the method applied, 4-bit settings or None), seeded."""
     import lightning.pytorch as pl
     import torch
 
-    from thinker.backends.local.datamodule import FineTuneDataModule
-    from thinker.backends.local.module import FineTuneModule
-    from thinker.backends.local.resume import resume_checkpoint
-    from thinker.data.prepare import prepare_training_data
     from thinker.models.adapter_weights import training_start_point
     from thinker.models.loading import count_parameters, load_causal_lm, load_tokenizer, resolve_model_path
-    from thinker.tracking.mlflow_logger import BatchedMlflowLogger
 
-    method = str(cfg.method.name)
-    if method == "pretrain":
-        # pretraining has its own loop (Cognate + GrokFast), never this fine-tuning one (docs/decisions/0010-cognate-pretraining-path.md)
-        from thinker.pretraining.run import pretrain
-
-        return pretrain(cfg, run_dir, session)
-    quiet_lightning()
-    device = device_type(cfg)
-    world = planned_world_size(cfg, device)
-    precision = str(cfg.trainer.precision)
+    method, precision = str(cfg.method.name), str(cfg.trainer.precision)
     optimizations = {str(o) for o in cfg.trainer.optimizations}
-    ckpt_path = resume_checkpoint(run_dir) if cfg.resume else None
-
     # model: a registered LoRA fine-tune starts from its parent merged into its base (not the plain base)
     path = resolve_model_path(cfg.model, int(cfg.seed), [resolve_input(p) for p in cfg.model.tokenizer_corpus])
     path = training_start_point(path)
@@ -156,6 +140,41 @@ def train(cfg: DictConfig, run_dir: Path, session: Any = None, callbacks: tuple 
     trainable, total = count_parameters(model)
     log.info("parameters: %s trainable of %s total (%.2f%%)", f"{trainable:,}", f"{total:,}",
              100.0 * trainable / max(total, 1))
+    return path, tokenizer, model, quant
+
+
+def train(cfg: DictConfig, run_dir: Path, session: Any = None, callbacks: tuple = ()) -> TrainingReport:
+    """Fine-tune per `cfg` into `run_dir`. `callbacks`: extra Lightning callbacks (tools and tests)."""
+    from thinker.backends.local.datamodule import FineTuneDataModule
+    from thinker.backends.local.module import FineTuneModule
+    from thinker.backends.local.resume import resume_checkpoint
+    from thinker.data.prepare import prepare_training_data
+    from thinker.models.loading import count_parameters
+    from thinker.tracking.mlflow_logger import BatchedMlflowLogger
+
+    method = str(cfg.method.name)
+    if method == "pretrain":
+        # pretraining has its own loop (Cognate + GrokFast), never this fine-tuning one (docs/decisions/0010-cognate-pretraining-path.md)
+        from thinker.pretraining.run import pretrain
+
+        return pretrain(cfg, run_dir, session)
+    if str(OmegaConf.select(cfg, "objective.name", default="sft")) == "dpo":
+        # preference pairs against a reference (docs/objectives.md, "Preference tuning")
+        from thinker.backends.local.dpo import train_dpo
+
+        return train_dpo(cfg, run_dir, session, callbacks)
+    if str(OmegaConf.select(cfg, "objective.name", default="sft")) == "grpo":
+        # reinforcement learning samples its own completions each step (docs/objectives.md)
+        from thinker.backends.local.grpo import train_grpo
+
+        return train_grpo(cfg, run_dir, session, callbacks)
+    quiet_lightning()
+    device = device_type(cfg)
+    world = planned_world_size(cfg, device)
+    optimizations = {str(o) for o in cfg.trainer.optimizations}
+    ckpt_path = resume_checkpoint(run_dir) if cfg.resume else None
+    path, tokenizer, model, quant = load_training_model(cfg)
+    trainable, total = count_parameters(model)
 
     # data: the same tokens, masks and weights as every backend (thinker.data.prepare)
     packed = "sequence_packing" in optimizations

@@ -245,6 +245,29 @@ class DpoObjectiveConfig(ObjectiveConfig):
     reference: str = "base"  # base: the weights the run starts from (adapters off for LoRA/QLoRA)
 
 
+@dataclass
+class GrpoObjectiveConfig(ObjectiveConfig):
+    # reinforcement learning with verifiable rewards (docs/objectives.md, "Reinforcement learning"): each step
+    # samples group_size completions of each of trainer.batch_size prompts, scores them with `rewards`, and
+    # trains on the group-normalised advantages with `loss`
+    group_size: int = 4  # completions per prompt (>= 2: advantages compare a group's completions)
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_new_tokens: int = 64
+    # the Tinker SDK's loss_fn: importance_sampling | ppo | cispo | gspo | dro (same maths on every backend)
+    loss: str = "importance_sampling"
+    loss_config: dict[str, float] = field(default_factory=dict)  # its loss_fn_config (clip thresholds, beta)
+    # KL penalty to the reference (the run's starting weights), folded into the advantages as tinker-cookbook does
+    kl_coef: float = 0.0
+    # advantages are divided by the group's reward std (GRPO); false: only centred (tinker-cookbook)
+    scale_advantages: bool = True
+    # a list (an override replaces it whole): `name` (weight 1), {name: weight}, or {name: {weight: w, <arguments>}};
+    # a name is a conf/reward option or a callable's dotted path (thinker.rewards.spec)
+    rewards: list[Any] = field(default_factory=list)
+    # every this many steps, a table of prompts, completions and rewards goes to MLflow (0: never)
+    table_every: int = 10
+
+
 # ---------------------------------------------------------------- trainer / logger
 
 
@@ -410,7 +433,7 @@ SCHEMAS: dict[str, dict[str, type]] = {
     "data": {"data": DataConfig},
     "method": {"method": MethodConfig, "lora": LoraMethodConfig, "qlora": QLoraMethodConfig},
     "optimizer": {"optimizer": OptimizerConfig, "grokfast": GrokFastOptimizerConfig},
-    "objective": {"objective": ObjectiveConfig, "dpo": DpoObjectiveConfig},
+    "objective": {"objective": ObjectiveConfig, "dpo": DpoObjectiveConfig, "grpo": GrpoObjectiveConfig},
     "trainer": {"trainer": TrainerConfig},
     "logger": {"logger": LoggerConfig},
 }

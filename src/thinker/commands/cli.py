@@ -8,6 +8,7 @@
     thinker tinker-serve [--port 8000] [--models tiny-qwen,...]   # a Tinker-compatible server on this machine
     thinker providers [list] | capabilities NAME  # hosted fine-tuning providers and what each supports
     thinker jobs [list] | status JOB | cancel JOB # hosted jobs started from this project (bare: the list)
+    thinker estimate [overrides...] [-m] [--json]  # tokens, time and cost before a run (or a sweep)
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from pathlib import Path
 from thinker.errors import ThinkerError
 
 # one module per noun under thinker.commands, each with register(subparsers)
-COMMAND_MODULES = ["pipeline", "config", "use", "models", "data", "tinker_serve", "providers", "jobs"]
+COMMAND_MODULES = ["pipeline", "config", "estimate", "use", "models", "data", "tinker_serve", "providers", "jobs"]
 
 
 def default_subcommand(group: argparse.ArgumentParser, sub: argparse._SubParsersAction, name: str) -> None:

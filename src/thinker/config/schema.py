@@ -386,6 +386,21 @@ class SweepConfig:
 
 
 @dataclass
+class BudgetConfig:
+    """What a run may cost, and what the estimate prices it at (docs/costs.md)."""
+
+    # a run, or a whole sweep, estimated above this many USD is refused at config check; null: no limit
+    max_usd: float | None = None
+    # backend=local: what an hour of this machine costs; null: nothing (your own machine)
+    device_hour_usd: float | None = None
+    # backend=local: tokens per second to estimate time with; null: measured by earlier runs, else assumed
+    tokens_per_sec: float | None = None
+    # USD per million tokens in place of the published price (conf/prices/) for training and sampling
+    train_usd_per_mtok: float | None = None
+    sample_usd_per_mtok: float | None = None
+
+
+@dataclass
 class HparamsSearchConfig:
     """hparams_search=<option> (conf/hparams_search/): what the sweeper optimises and where its study lives.
     Checked at config check (thinker.sweeps.search); without the group the node is null and a sweep ranks
@@ -423,6 +438,7 @@ class ThinkerConfig:
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
     sweep: SweepConfig = field(default_factory=SweepConfig)
+    budget: BudgetConfig = field(default_factory=BudgetConfig)
     hparams_search: HparamsSearchConfig | None = None  # set by hparams_search=<option>
 
 

@@ -59,16 +59,35 @@ class PreparedData:
     val_rows: list[Row]
     stats: TokenStats  # of the training split
     read_train_examples: int  # before examples without a trainable token were left out
+    read_val_examples: int = 0
 
 
 def prepare_training_data(cfg: DictConfig, run_dir: Path, tokenizer: Any, packed: bool) -> PreparedData:
     """The run's train / held-out rows. Held-out is empty with trainer.evaluations=0 (sweepers then use
     train_loss); an example whose completion max_seq_length cuts off entirely teaches nothing and is left out."""
-    from thinker.data.examples import split_examples
     from thinker.data.source import effective_data_path
 
+    prepared = tokenized_data(cfg, effective_data_path(cfg, run_dir), tokenizer, packed)
+    st, max_len = prepared.stats, int(cfg.trainer.max_seq_length)
+    read = prepared.read_train_examples + prepared.read_val_examples
+    log.info("data: %d train / %d held-out examples, %d tokens in %d rows (packing %s), %d truncated, "
+             "%d left out (no completion token within max_seq_length)", len(prepared.train), len(prepared.val),
+             st.tokens, st.rows, "on" if packed else "off", st.truncated, read - len(prepared.train) - len(prepared.val))
+    if st.trained_tokens == 0:
+        raise ThinkerError(
+            f"no completion token survives trainer.max_seq_length={max_len} (prompts fill every sequence)",
+            "trainer.max_seq_length", "raise trainer.max_seq_length (the sample data needs about 768)", stage="train",
+        )
+    return prepared
+
+
+def tokenized_data(cfg: DictConfig, data_path: Path, tokenizer: Any, packed: bool) -> PreparedData:
+    """prepare_training_data's rows from `data_path`, quietly: what the run trains on, and what its estimate
+    counts (thinker.estimate) before the run."""
+    from thinker.data.examples import split_examples
+
     task = task_of(cfg.data)
-    examples = task.read(effective_data_path(cfg, run_dir), cfg.data, cfg.data.max_examples)
+    examples = task.read(data_path, cfg.data, cfg.data.max_examples)
     train_ex, val_ex = split_examples(examples, float(cfg.data.validation_split), int(cfg.seed))
     if int(cfg.trainer.evaluations) == 0:
         val_ex = []
@@ -77,13 +96,5 @@ def prepare_training_data(cfg: DictConfig, run_dir: Path, tokenizer: Any, packed
     train_tok = [t for t in tokenize_all(task, tokenizer, train_ex, max_len, cfg.data, on_inputs) if t.trained_tokens]
     val_tok = [t for t in tokenize_all(task, tokenizer, val_ex, max_len, cfg.data, on_inputs) if t.trained_tokens]
     train_rows, val_rows = make_rows(train_tok, max_len, packed), make_rows(val_tok, max_len, packed)
-    st = stats(train_tok, train_rows)
-    log.info("data: %d train / %d held-out examples, %d tokens in %d rows (packing %s), %d truncated, "
-             "%d left out (no completion token within max_seq_length)", len(train_tok), len(val_tok), st.tokens,
-             st.rows, "on" if packed else "off", st.truncated, len(train_ex) + len(val_ex) - len(train_tok) - len(val_tok))
-    if st.trained_tokens == 0:
-        raise ThinkerError(
-            f"no completion token survives trainer.max_seq_length={max_len} (prompts fill every sequence)",
-            "trainer.max_seq_length", "raise trainer.max_seq_length (the sample data needs about 768)", stage="train",
-        )
-    return PreparedData(train_tok, val_tok, train_rows, val_rows, st, len(train_ex))
+    return PreparedData(train_tok, val_tok, train_rows, val_rows, stats(train_tok, train_rows), len(train_ex),
+                        len(val_ex))

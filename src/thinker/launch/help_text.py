@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 RESOLVER = "thinker_groups"
-INTERNAL_GROUPS = ("schema", "hydra")  # top folders that are not user-facing groups
+# top folders that are not user-facing groups (conf/prices: the price tables thinker.estimate reads)
+INTERNAL_GROUPS = ("schema", "hydra", "prices")
 
 
 DESCRIPTION_WIDTH = 110  # one --help line: the first sentence, then whole sentences while they fit

@@ -83,7 +83,23 @@ def load_tokenizer(path_or_id: str, revision: str | None = None) -> Any:
                 stage="train",
             )
         tokenizer.pad_token = tokenizer.eos_token
+    folder = tokenizer_source_folder(path_or_id, revision)
+    if folder is not None:  # what the next config check counts tokens with (thinker.models.tokenizer_snapshot)
+        from thinker.models.tokenizer_snapshot import save_snapshot
+
+        save_snapshot(tokenizer, folder)
     return tokenizer
+
+
+def tokenizer_source_folder(path_or_id: str, revision: str | None = None) -> Path | None:
+    """The folder a tokenizer loads from: the folder itself, or a hub id's snapshot in the local cache."""
+    folder = Path(path_or_id).expanduser()
+    if folder.is_dir():
+        return folder
+    from huggingface_hub import try_to_load_from_cache
+
+    cached = try_to_load_from_cache(path_or_id, "tokenizer.json", revision=revision)
+    return Path(cached).parent if isinstance(cached, str) else None
 
 
 def load_training_tokenizer(cfg: Any) -> Any:

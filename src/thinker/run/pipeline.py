@@ -229,6 +229,11 @@ def run(cfg: DictConfig) -> float | None:
         record = continue_record(cfg, record)
         keep_existing_record = False
         check_config(cfg)
+        from thinker.estimate.cost import estimate_at_config_check
+
+        estimate = estimate_at_config_check(cfg, run_dir)  # tokens, time, USD; budget.max_usd (docs/costs.md)
+        if estimate is not None:
+            record.cost["estimate"] = estimate.as_dict()
         record.stage_update("config", "passed", fingerprint=record.config_fingerprint)
         log.info("run folder %s (config %s)", run_dir, (record.config_fingerprint or "")[:12])
         # after the check: the stages may import more

@@ -26,8 +26,9 @@ def stage_train(ctx: StageContext) -> None:
     if session is not None and report.weights is not None:
         log_weights(session, report.weights)
     record.metrics.update(report.metrics)
+    cost = record_cost(ctx, report.metrics)
     if session is not None:  # the losses were logged step by step; the run's totals go at its last step
-        session.log_metrics({k: v for k, v in report.metrics.items() if k not in STEP_METRICS},
+        session.log_metrics({**{k: v for k, v in report.metrics.items() if k not in STEP_METRICS}, **cost},
                             step=last_step(record))
     record.stage_update(
         "train",
@@ -38,6 +39,16 @@ def stage_train(ctx: StageContext) -> None:
         registered_as=registered,
         **report.extra,
     )
+
+
+def record_cost(ctx: StageContext, metrics: dict[str, float]) -> dict[str, float]:
+    """What the training took and cost, next to the config check's estimate (docs/costs.md); its MLflow metrics."""
+    from thinker.estimate.actual import actual_cost, cost_metrics, remember_throughput
+
+    estimate = ctx.record.cost.get("estimate")
+    ctx.record.cost["actual"] = actual_cost(ctx.cfg, estimate, metrics)
+    remember_throughput(ctx.cfg, estimate, metrics)
+    return cost_metrics(ctx.record.cost)
 
 
 # logged by the backend at every step (or evaluation) while training, never again afterwards

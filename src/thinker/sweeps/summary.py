@@ -363,6 +363,9 @@ class SweepSummary(Callback):
     def on_multirun_start(self, config: Any, **kwargs: Any) -> None:
         global _sweep_dir, _last, _info, _parent_uri, _storage
         check_search(config)  # before the sweeper creates its study with them
+        from thinker.estimate.sweep import check_sweep_budget
+
+        check_sweep_budget(config)  # every job's estimate and budget.max_usd on their total, before any job starts
         _sweep_dir, _last, _info, _parent_uri = Path(str(config.hydra.sweep.dir)), None, None, None
         _storage = OmegaConf.select(config, "hydra.sweeper.storage", default=None)
         from thinker.tracking.secrets import install_log_masking, mask_text

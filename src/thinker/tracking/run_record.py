@@ -29,7 +29,7 @@ _TEXT = ((str, type(None)), "a string or null")
 _FIELD_SHAPES: dict[str, tuple[tuple[type, ...], str]] = {
     "overrides": ((list,), "an array"), "stages": ((dict,), "an object"), "metrics": ((dict,), "an object"),
     "history": ((list,), "an array"), "git_dirty": ((bool, type(None)), "a boolean or null"),
-    "exit_code": ((int, type(None)), "an integer or null"),
+    "exit_code": ((int, type(None)), "an integer or null"), "cost": ((dict,), "an object"),
 }
 _ITEM_SHAPES: dict[str, tuple[tuple[type, ...], str]] = {
     "overrides": ((str,), "strings"), "stages": ((dict,), "objects"), "history": ((dict,), "objects"),
@@ -91,6 +91,8 @@ class RunRecord:
     stage: str | None = None
     stages: dict[str, dict[str, Any]] = field(default_factory=dict)
     metrics: dict[str, float] = field(default_factory=dict)
+    # the estimate before the run and what it took after (thinker.estimate, docs/costs.md)
+    cost: dict[str, Any] = field(default_factory=dict)
     mlflow_run_id: str | None = None
     # a sweep job that did not train: the MLflow run whose result (metrics, weights) it took (thinker.run.reuse)
     reused_from: str | None = None

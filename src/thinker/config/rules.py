@@ -348,6 +348,48 @@ def targets_installed(cfg: DictConfig, env: Mapping[str, str]) -> Iterator[Viola
                             f"{group}._target_", "install it, or fix the name (a module of your own goes on PYTHONPATH)")
 
 
+GRPO_LOSSES = ("importance_sampling", "ppo", "cispo", "gspo", "dro")  # the Tinker SDK's names (thinker.models.rl_losses)
+
+
+def grpo_settings_valid(cfg: DictConfig, env: Mapping[str, str]) -> Iterator[Violation]:
+    # objective=grpo (docs/objectives.md, "Reinforcement learning"): a backend that samples, a loss Tinker names,
+    # sampling settings that sample, and rewards that resolve
+    objective = OmegaConf.select(cfg, "objective", default=None)
+    if objective is None or str(objective.get("name")) != "grpo" or _s(cfg.stage) not in ("train", "run"):
+        return
+    if not cfg.backend.get("runs_here") and cfg.backend.get("uses_provider"):
+        yield Violation(
+            f"objective=grpo cannot run on backend={cfg.backend.name}: a hosted provider's fine-tuning API takes "
+            "a data file and trains on it, while reinforcement learning samples from the policy every step",
+            "objective, backend", "use backend=local (this machine) or backend=tinker (Tinker, or thinker tinker-serve)")
+    if _s(cfg.method.name) == TrainingMethod.pretrain:
+        yield Violation("objective=grpo fine-tunes a model that can already write; method=pretrain builds one",
+                        "objective, method", "use method=lora, qlora or full")
+    if str(objective.loss) not in GRPO_LOSSES:
+        yield Violation(f"objective.loss={objective.loss} is not a policy-gradient loss thinker trains with",
+                        "objective.loss", f"use one of {', '.join(GRPO_LOSSES)}")
+    if int(objective.group_size) < 2:
+        yield Violation(f"objective.group_size={objective.group_size}: advantages compare the completions of a "
+                        "group, so a group needs at least 2", "objective.group_size", "use 2 or more (4-16 is usual)")
+    for key, ok, fix in (("temperature", float(objective.temperature) > 0, "a number above 0 (1.0 samples the policy)"),
+                         ("top_p", 0 < float(objective.top_p) <= 1, "a number in (0, 1]"),
+                         ("max_new_tokens", int(objective.max_new_tokens) >= 1, "1 or more"),
+                         ("kl_coef", float(objective.kl_coef) >= 0, "0 (no penalty) or more")):
+        if not ok:
+            yield Violation(f"objective.{key}={objective[key]} is out of range", f"objective.{key}", f"use {fix}")
+    processes = cfg.trainer.devices if isinstance(cfg.trainer.devices, int) else None
+    if cfg.backend.get("runs_here") and ((processes or 1) > 1 or int(cfg.trainer.num_nodes) > 1):
+        yield Violation("objective=grpo trains in one process (its steps sample as they go)",
+                        "trainer.devices, trainer.num_nodes", "use trainer.devices=1 trainer.num_nodes=1")
+    from thinker.errors import ThinkerError
+    from thinker.rewards.spec import reward_specs
+
+    try:
+        reward_specs(objective.rewards)
+    except ThinkerError as error:
+        yield Violation(error.what, error.where, error.fix)
+
+
 def hparams_search_valid(cfg: DictConfig, env: Mapping[str, str]) -> Iterator[Violation]:
     # hparams_search=<option>: a direction the sweeper knows, an objective this run reports, an RDB URL
     from thinker.sweeps.search import search_problems
@@ -379,6 +421,7 @@ RULES: list[Rule] = [
     objective_fits_data,
     dpo_settings_valid,
     targets_installed,
+    grpo_settings_valid,
     hparams_search_valid,
 ]
 

@@ -1,0 +1,117 @@
+"""objective=grpo on backend=local: reinforcement learning with verifiable rewards in the one Lightning run
+(docs/objectives.md, "Reinforcement learning"). The model, method (full / LoRA / QLoRA), seed, checkpoints,
+graceful stop, logger and weights save are fine-tuning's; what differs is the data (the training split's
+prompts, each step's `trainer.batch_size` of them) and the step (thinker.backends.local.grpo_module). The
+held-out split is left to the eval stage, which scores the base and the trained weights on it as for any run.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig
+
+from thinker.backends import TrainingReport, WeightsRef
+from thinker.backends.local.lightning_run import (
+    WEIGHTS,
+    LightningRun,
+    checkpoint_interval,
+    device_type,
+    quiet_lightning,
+    save_weights_atomically,
+)
+
+log = logging.getLogger("thinker")
+
+SAMPLES_DIR = "rl_samples"  # the tables of prompts, completions and rewards (an MLflow artifact folder too)
+WINDOW = 5  # steps averaged for the reported reward at the start and the end of the run
+
+
+def training_prompts(cfg: DictConfig, run_dir: Path, tokenizer: Any) -> tuple[list[str], list[Any]]:
+    """The rendered prompts of the training split and their records (the same split every stage uses)."""
+    from thinker.data.examples import split_examples
+    from thinker.data.source import effective_data_path
+    from thinker.tasks import task_of
+
+    task = task_of(cfg.data)
+    examples = task.read(effective_data_path(cfg, run_dir), cfg.data, cfg.data.max_examples)
+    train, _ = split_examples(examples, float(cfg.data.validation_split), int(cfg.seed))
+    return [task.generation_prompt(ex, lambda: tokenizer) for ex in train], train
+
+
+def grpo_steps(n_prompts: int, cfg: DictConfig) -> tuple[int, int]:
+    """(optimizer steps, steps per epoch): one step per trainer.batch_size prompts."""
+    per_epoch = max(1, math.ceil(n_prompts / int(cfg.trainer.batch_size)))
+    by_epochs = per_epoch * int(cfg.trainer.epochs)
+    max_steps = int(cfg.trainer.max_steps)
+    return (min(by_epochs, max_steps) if max_steps > 0 else by_epochs), per_epoch
+
+
+def table_writer(run_dir: Path, session: Any) -> Any:
+    """Writes a step's rows as an MLflow table (columns / data JSON) under run_dir/rl_samples/, and logs it."""
+    folder = run_dir / SAMPLES_DIR
+
+    def write(step: int, rows: list[dict[str, Any]]) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        columns = list(rows[0]) if rows else []
+        path = folder / f"step_{step:06d}.json"
+        path.write_text(json.dumps({"columns": columns, "data": [[r[c] for c in columns] for r in rows]},
+                                   ensure_ascii=False) + "\n", encoding="utf-8")
+        if session is not None and hasattr(session, "log_artifact"):
+            session.log_artifact(path, SAMPLES_DIR)
+
+    return write
+
+
+def train_grpo(cfg: DictConfig, run_dir: Path, session: Any = None, callbacks: tuple = ()) -> TrainingReport:
+    from thinker.backends.local.backend import load_training_model
+    from thinker.backends.local.grpo_module import GrpoModule
+    from thinker.backends.local.prompts import PromptDataModule
+    from thinker.backends.local.resume import resume_checkpoint
+    from thinker.models.loading import count_parameters
+    from thinker.rewards.spec import build_rewards, reward_specs
+
+    quiet_lightning()
+    device = device_type(cfg)
+    ckpt_path = resume_checkpoint(run_dir) if cfg.resume else None
+    rewards = build_rewards(reward_specs(cfg.objective.rewards))
+    path, tokenizer, model, quant = load_training_model(cfg)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    prompts, records = training_prompts(cfg, run_dir, tokenizer)
+    steps, per_epoch = grpo_steps(len(prompts), cfg)
+    every = checkpoint_interval(steps, cfg)
+    module = GrpoModule(model, tokenizer, prompts, records, rewards, cfg.objective, cfg.optimizer, steps, device,
+                        int(cfg.trainer.log_every_n_steps), table_writer(run_dir, session))
+    data = PromptDataModule(len(prompts), int(cfg.trainer.batch_size), int(cfg.seed), bool(cfg.data.shuffle))
+    run = LightningRun(cfg, run_dir, session, steps=steps, every=every, steps_per_epoch=per_epoch, has_val=False,
+                       max_epochs=int(cfg.trainer.epochs), single_process=True, callbacks=callbacks)
+    log.info("grpo: %d steps of %d prompts x %d completions (%s loss, rewards %s), checkpoint every %d", steps,
+             int(cfg.trainer.batch_size), int(cfg.objective.group_size), cfg.objective.loss,
+             ", ".join(f"{r.name} x {r.weight:g}" for r in rewards), every)
+    run.fit(module, ckpt_path, {"datamodule": data}, None)
+
+    trainable, total = count_parameters(module.model)
+    history = module.history
+    metrics: dict[str, float] = {"trainable_params": float(trainable), "total_params": float(total),
+                                 "optimizer_steps": float(run.trainer.global_step), "train_seconds": run.fit_seconds,
+                                 "sampled_tokens": float(module.trained_tokens)}
+    if history:
+        metrics["train_loss"] = history[-1]["train_loss"]
+        metrics["reward_start"] = sum(h["reward/mean"] for h in history[:WINDOW]) / len(history[:WINDOW])
+        metrics["reward_end"] = sum(h["reward/mean"] for h in history[-WINDOW:]) / len(history[-WINDOW:])
+    metrics.update(run.finish("training"))
+    out = save_weights_atomically(
+        module.model, tokenizer, run_dir / WEIGHTS,
+        {"base_model": cfg.model.name, "base_path": str(path), "method": str(cfg.method.name),
+         "quantization": quant, "steps": run.trainer.global_step, "objective": "grpo", "metrics": metrics},
+    )
+    log.info("saved %s to %s", "adapter" if str(cfg.method.name) != "full" else "model", out)
+    return TrainingReport(backend="local", weights=WeightsRef.local(out), metrics=metrics,
+                          extra={"grpo_history": history},
+                          objects={"model": module.model, "tokenizer": tokenizer, "module": module,
+                                   "base_path": path})

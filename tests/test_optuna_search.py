@@ -131,15 +131,34 @@ def test_the_study_name_is_the_same_for_the_same_search_and_differs_for_another(
 def test_the_study_is_stored_beside_mlflows_sqlite_file_unless_told(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    assert default_storage(None, None, "mlflow") == f"sqlite:///{tmp_path / 'optuna.db'}"
-    assert default_storage(None, "sqlite:////srv/track/mlflow.db", "mlflow") == "sqlite:////srv/track/optuna.db"
-    assert default_storage(None, "sqlite:///sub/mlflow.db", "mlflow") == f"sqlite:///{tmp_path / 'sub' / 'optuna.db'}"
+    assert default_storage(None, None, True) == f"sqlite:///{tmp_path / 'optuna.db'}"
+    assert default_storage(None, "sqlite:////srv/track/mlflow.db", True) == "sqlite:////srv/track/optuna.db"
+    assert default_storage(None, "sqlite:///sub/mlflow.db", True) == f"sqlite:///{tmp_path / 'sub' / 'optuna.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:////srv/env/mlflow.db")
-    assert default_storage(None, None, "mlflow") == "sqlite:////srv/env/optuna.db"
+    assert default_storage(None, None, True) == "sqlite:////srv/env/optuna.db"
     # a tracking server, or no tracking: the working directory
-    assert default_storage(None, "http://mlflow:5000", "mlflow") == f"sqlite:///{tmp_path / 'optuna.db'}"
-    assert default_storage(None, None, "none") == f"sqlite:///{tmp_path / 'optuna.db'}"
-    assert default_storage("postgresql://db/optuna", None, "mlflow") == "postgresql://db/optuna"
+    assert default_storage(None, "http://mlflow:5000", True) == f"sqlite:///{tmp_path / 'optuna.db'}"
+    assert default_storage(None, None, False) == f"sqlite:///{tmp_path / 'optuna.db'}"
+    assert default_storage("postgresql://db/optuna", None, True) == "postgresql://db/optuna"
+
+
+@pytest.mark.parametrize(("logger", "beside_mlflow"), [
+    (["logger=mlflow", "logger.name=team-tracker"], True),  # an MLflow logger of another name: its flag counts
+    (["logger=csv"], False), (["logger=none"], False)])
+def test_the_study_storage_follows_the_logger_options_mlflow_flag(tmp_path, monkeypatch, logger, beside_mlflow):
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    import thinker.config.schema  # noqa: F401  (registers the structured configs)
+    from thinker.sweeps.search import register_resolvers
+
+    register_resolvers()
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:////srv/track/mlflow.db")
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = hydra_compose("config", ["hparams_search=optuna", *logger], return_hydra_config=True)
+    folder = "/srv/track" if beside_mlflow else str(tmp_path)
+    assert cfg.hydra.sweeper.storage == f"sqlite:///{folder}/optuna.db"
 
 
 def test_a_named_objective_is_taken_from_the_metrics_and_none_when_missing():

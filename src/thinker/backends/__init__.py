@@ -85,6 +85,12 @@ class Backend:
     def check(self, cfg: DictConfig, env: Mapping[str, str]) -> None:
         """Raise a ThinkerError for anything knowable before the run starts (default: nothing)."""
 
+    def builds_training_logger(self, cfg: DictConfig) -> bool:
+        """Whether train() builds the logger option's Lightning logger itself (a backend that runs here trains
+        on the shared Lightning run). Otherwise, with a logger option that is not MLflow (logger=csv), the train
+        stage gives train() a tracker that writes its metrics to that logger (thinker.tracking.loggers)."""
+        return bool(self.flags.get("runs_here"))
+
     def train(self, cfg: DictConfig, run_dir: Path, tracker: Any) -> TrainingReport:
         raise NotImplementedError
 

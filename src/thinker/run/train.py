@@ -20,16 +20,22 @@ def stage_train(ctx: StageContext) -> None:
     backend = instantiate_backend(cfg)
     record.stage_update("train", "running", backend=backend.name, method=str(cfg.method.name), model=cfg.model.name)
     session = ctx.open_session()
-    report = backend.train(cfg, ctx.run_dir, session)
-    ctx.results["train"] = report
-    registered = register_weights(ctx, report)
-    if session is not None and report.weights is not None:
-        log_weights(session, report.weights)
-    record.metrics.update(report.metrics)
-    cost = record_cost(ctx, report.metrics)
-    if session is not None:  # the losses were logged step by step; the run's totals go at its last step
-        session.log_metrics({**{k: v for k, v in report.metrics.items() if k not in STEP_METRICS}, **cost},
-                            step=last_step(record))
+    own_tracker = None if session is not None or backend.builds_training_logger(cfg) else logger_tracker(ctx)
+    tracker = session if own_tracker is None else own_tracker
+    try:
+        report = backend.train(cfg, ctx.run_dir, tracker)
+        ctx.results["train"] = report
+        registered = register_weights(ctx, report)
+        if session is not None and report.weights is not None:
+            log_weights(session, report.weights)
+        record.metrics.update(report.metrics)
+        cost = record_cost(ctx, report.metrics)
+        if tracker is not None:  # the losses were logged step by step; the run's totals go at its last step
+            tracker.log_metrics({**{k: v for k, v in report.metrics.items() if k not in STEP_METRICS}, **cost},
+                                step=last_step(record))
+    finally:
+        if own_tracker is not None:
+            own_tracker.close()
     record.stage_update(
         "train",
         "passed",
@@ -39,6 +45,14 @@ def stage_train(ctx: StageContext) -> None:
         registered_as=registered,
         **report.extra,
     )
+
+
+def logger_tracker(ctx: StageContext) -> Any:
+    """What a backend without a Lightning run of its own logs into under a logger option that is not MLflow
+    (logger=csv writes <run>/csv/version_N/metrics.csv); None for logger=none."""
+    from thinker.tracking.loggers import logger_tracker as tracker_for
+
+    return tracker_for(ctx.cfg.logger, run_dir=ctx.run_dir, resuming=bool(ctx.cfg.get("resume")))
 
 
 def record_cost(ctx: StageContext, metrics: dict[str, float]) -> dict[str, float]:

@@ -143,13 +143,13 @@ def launch_problems(config: Any) -> list[Problem]:
 # ---------------------------------------------------------------- resolvers for hydra.sweeper
 
 
-def default_storage(explicit: Any = None, tracking_uri: Any = None, logger_name: Any = None) -> str:
+def default_storage(explicit: Any = None, tracking_uri: Any = None, mlflow: Any = False) -> str:
     """`explicit` when given; else `sqlite:///<folder>/optuna.db`, the folder being that of MLflow's SQLite
-    store (logger=mlflow with a sqlite:/// tracking URI) or the working directory."""
+    store (a logger option with `mlflow: true` and a sqlite:/// tracking URI) or the working directory."""
     if explicit:
         return str(explicit)
     folder = Path.cwd()
-    if str(logger_name) == "mlflow":
+    if str(mlflow).lower() == "true":  # the logger option's flag (conf/logger/*.yaml), whatever its name
         from thinker.tracking.mlflow_run import tracking_uri as resolve_uri
 
         uri = resolve_uri(str(tracking_uri) if tracking_uri else None)

@@ -7,7 +7,8 @@ from pathlib import Path
 
 DESCRIPTION = """\
 Serve the tinker SDK's API on this machine: tinker.ServiceClient(base_url=..., api_key="tml-...") then trains
-LoRA adapters (forward_backward with cross_entropy, importance_sampling or ppo; optim_step with AdamW),
+LoRA adapters (forward_backward with every built-in loss of the SDK: cross_entropy, importance_sampling, ppo,
+cispo, dro, gspo, stable_reinforce; optim_step with AdamW),
 saves and loads checkpoints (kept in --state-dir, so a restarted server loads them) and samples, all with
 transformers + peft, the engine of backend=local. Any API key that starts with tml- is accepted unless
 THINKER_SERVE_API_KEYS lists the accepted keys (comma-separated)."""

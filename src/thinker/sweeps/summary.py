@@ -63,6 +63,13 @@ class JobRow:
     reused_from: str | None = None
     error: str | None = None
     best: bool = False
+    usd: float | None = None  # what the job's training cost (the run record's cost.actual; docs/costs.md)
+    estimated_usd: float | None = None  # its estimate at config check
+
+
+def _cost(record: dict[str, Any], which: str) -> float | None:
+    value = ((record.get("cost") or {}).get(which) or {}).get("usd")
+    return float(value) if isinstance(value, int | float) else None
 
 
 def _seconds(record: dict[str, Any]) -> float | None:
@@ -89,7 +96,7 @@ def job_rows(sweep_dir: Path, info: SweepInfo | None) -> list[JobRow]:
             job=int(folder.name), overrides=mask_text(job_label(list(record.get("overrides") or []), keys)),
             objective_name=name, objective=value, status="reused" if reused and status == "succeeded" else status,
             seconds=_seconds(record), run_id=record.get("mlflow_run_id"), reused_from=reused,
-            error=record.get("error"),
+            error=record.get("error"), usd=_cost(record, "actual"), estimated_usd=_cost(record, "estimate"),
         ))
     return rows
 
@@ -128,14 +135,29 @@ def markdown_table(title: str, rows: list[JobRow], best: JobRow | None, info: Sw
                      f"{study['complete']} complete, {study['failed']} failed"
                      + (f"; its best value {study['best_value']:.4f}" if study.get("best_value") is not None
                         else "") + ".")
-    lines += ["", f"| job | overrides | {header} | status | time (s) | MLflow run |", "|---|---|---|---|---|---|"]
+    lines.append(cost_line(rows))
+    lines += ["", f"| job | overrides | {header} | status | time (s) | cost ($) | MLflow run |",
+              "|---|---|---|---|---|---|---|"]
     for r in rows:
         value = f"{r.objective:.4f}" if r.objective is not None else ""
         status = r.status + (f" from {r.reused_from}" if r.reused_from else "") + (" (best)" if r.best else "")
         seconds = f"{r.seconds:.0f}" if r.seconds is not None else ""
-        lines.append(f"| #{r.job} | {r.overrides.replace('|', '/')} | {value} | {status} | {seconds} | "
+        cost = f"{r.usd:.4f}" if r.usd is not None else ""
+        lines.append(f"| #{r.job} | {r.overrides.replace('|', '/')} | {value} | {status} | {seconds} | {cost} | "
                      f"{r.run_id or ''} |")
     return "\n".join(lines) + "\n"
+
+
+def cost_line(rows: list[JobRow]) -> str:
+    """`Cost: $0.0123 in all (estimated $0.0100).` over the jobs that trained (a reused job cost nothing now)."""
+    trained = [r for r in rows if r.status != "reused"]
+    spent = sum(r.usd for r in trained if r.usd is not None)
+    estimated = [r.estimated_usd for r in trained if r.estimated_usd is not None]
+    unknown = sum(r.usd is None for r in trained)
+    text = f"Cost: ${spent:.4f} in all"
+    if estimated:
+        text += f" (estimated ${sum(estimated):.4f})"
+    return text + (f"; {unknown} job(s) without a cost." if unknown else ".")
 
 
 def write_tables(sweep_dir: Path, info: SweepInfo | None, rows: list[JobRow], best: JobRow | None,
@@ -154,6 +176,7 @@ def write_tables(sweep_dir: Path, info: SweepInfo | None, rows: list[JobRow], be
         "overrides": info.overrides if info else [], "swept_keys": info.swept_keys if info else [],
         "direction": info.direction if info else "minimize", "objective": _objective_header(rows, info),
         "study": study, "best": asdict(best) if best else None, "jobs": [asdict(r) for r in rows],
+        "usd": sum(r.usd for r in rows if r.usd is not None and r.status != "reused"),
     }
     js = atomic_write_json(Path(sweep_dir) / f"{TABLE_NAME}.json", mask(data))
     return [md, table, js]
@@ -161,6 +184,11 @@ def write_tables(sweep_dir: Path, info: SweepInfo | None, rows: list[JobRow], be
 
 def plot_losses(path: Path, title: str, rows: list[JobRow], histories: dict[int, list[tuple[int, float]]]) -> Path | None:
     """One held-out loss curve per job (the best one thicker, failed ones dashed); None without any curve."""
+    fig = loss_figure(title, rows, histories)
+    return None if fig is None else atomic_write(path, lambda fh: fig.savefig(fh, format="png"))
+
+
+def loss_figure(title: str, rows: list[JobRow], histories: dict[int, list[tuple[int, float]]]) -> Any:
     curves = [(r, sorted(histories[r.job])) for r in rows if histories.get(r.job)]
     if not curves:
         return None
@@ -175,11 +203,14 @@ def plot_losses(path: Path, title: str, rows: list[JobRow], histories: dict[int,
                 linestyle="-" if ok else "--",
                 label=f"#{row.job} {row.overrides}" + (" (best)" if row.best else "") + ("" if ok else f" ({row.status})"))
     ax.set_xlabel("optimizer step")
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # steps are whole numbers: no 2.5 tick
     ax.set_ylabel("val_loss (held-out)")
     ax.set_title(f"{title}: held-out loss per job")
     ax.grid(alpha=0.3)
     ax.legend(fontsize="small")
-    return atomic_write(path, lambda fh: fig.savefig(fh, format="png"))
+    return fig
 
 
 def study_state(info: SweepInfo, storage: str | None) -> dict[str, Any] | None:
@@ -317,10 +348,11 @@ def finish_sweep(sweep_dir: Path, info: SweepInfo | None, uri: str | None, outco
 
     tags = {"jobs_total": len(rows), "jobs_succeeded": sum(r.status in ("succeeded", "reused") for r in rows),
             "jobs_reused": sum(r.status == "reused" for r in rows)}
-    metrics = []
+    now = int(dt.datetime.now().timestamp() * 1000)
+    spent = [r.usd for r in rows if r.usd is not None and r.status != "reused"]
+    metrics = [Metric("sweep_usd", float(sum(spent)), now, 0)] if spent else []  # docs/costs.md
     if best is not None:
         tags.update(best_job=best.job, best_job_overrides=best.overrides, best_run_id=best.run_id)
-        now = int(dt.datetime.now().timestamp() * 1000)
         metrics.append(Metric(f"best_{best.objective_name}", float(best.objective), now, 0))
         if best.run_id:
             client.set_tag(best.run_id, "best", "true")

@@ -56,7 +56,11 @@ def data_task(cfg: Any) -> Any:
     from thinker.tasks import task_of
 
     data = OmegaConf.select(cfg, "data", default=None)
-    return task_of(data if data is not None else OmegaConf.create({"format": "prompt_completion"}))
+    if data is None:  # a config without a data group: the data schema's default task
+        from thinker.config.schema import DataConfig
+
+        data = OmegaConf.structured(DataConfig)
+    return task_of(data)
 
 
 def produced_metrics(cfg: Any) -> tuple[list[str], dict[str, str]]:

@@ -123,3 +123,12 @@ def test_pretraining_data_is_refused_in_one_line(capsys):
     assert out == ""
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("[thinker] error: data.format=multihop_qa is not trainable")
+
+
+def test_pretraining_data_is_refused_under_a_backend_that_lists_no_formats(capsys):
+    """A backend without a data_formats list trains every fine-tuning task: pretraining-only data is still
+    refused in one line, saying why (not a crash on the missing list)."""
+    code, out, err = preview(capsys, "data=hotpotqa", "backend.data_formats=null")
+    assert code == 2 and out == ""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "data.format=multihop_qa is not trainable locally (it is pretraining data" in lines[0]

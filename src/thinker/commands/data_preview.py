@@ -71,11 +71,13 @@ def check_previewable(cfg: DictConfig) -> None:
     from thinker.tasks import task_of
 
     fmt, trained = str(cfg.data.format), cfg.backend.get("data_formats")
-    fine_tuned = task_of(cfg.data).fine_tunes  # pretraining-only data has its own processors, not this view
-    if not fine_tuned or (trained is not None and fmt not in [str(f) for f in trained]):
+    task = task_of(cfg.data)  # pretraining-only data has its own processors, not this view
+    listed = trained is None or fmt in [str(f) for f in trained]
+    if not task.fine_tunes or not listed:
+        why = (f"backend={cfg.backend.name} trains {', '.join(str(f) for f in trained)} data" if not listed
+               else "it is pretraining data, not fine-tuned")
         raise ThinkerError(
-            f"data.format={fmt} is not trainable locally (backend={cfg.backend.name} trains "
-            f"{', '.join(str(f) for f in trained)} data), so there is no training view of data={cfg.data.name}",
+            f"data.format={fmt} is not trainable locally ({why}), so there is no training view of data={cfg.data.name}",
             f"data={cfg.data.name}",
             "check the file with `thinker validate`, or preview fine-tuning data (data=sample, data=jsonl, data=chat)",
         )

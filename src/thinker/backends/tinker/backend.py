@@ -44,10 +44,14 @@ class TinkerBackend(Backend):
     def train(self, cfg: DictConfig, run_dir: Path, tracker: Any) -> TrainingReport:
         from thinker.backends.tinker.loop import TinkerTrainer
 
-        return TinkerTrainer(cfg, run_dir, tracker, self.options, self.url()).train()
+        trainer = TinkerTrainer
+        if str(cfg.get("objective", {}).get("name", "sft")) == "dpo":  # docs/objectives.md, "Preference tuning"
+            from thinker.backends.tinker.preference import TinkerDpoTrainer
+
+            trainer = TinkerDpoTrainer
+        return trainer(cfg, run_dir, tracker, self.options, self.url()).train()
 
     def sampler(self, report: TrainingReport, cfg: DictConfig) -> Generate:
-        import tinker
         from tinker import types
 
         from thinker.backends.tinker.watch import ServiceLost, ServiceWatch
@@ -57,16 +61,9 @@ class TinkerBackend(Backend):
             raise ThinkerError(f"{weights.uri} is a local folder, which backend=tinker cannot sample",
                                "backend=tinker", "evaluate it with backend=local", stage="eval")
         url = self.url()
-        service = tinker.ServiceClient(base_url=url)
         watch = ServiceWatch(url)  # the SDK alone waits forever for a service that is gone
         run = report.extra.get("run_dir") or _run_folder(cfg)
-        try:
-            if weights.uri.startswith(BASE_SCHEME):
-                client = watch.result(service.create_sampling_client(base_model=weights.uri[len(BASE_SCHEME):]))
-            else:
-                client = watch.result(service.create_sampling_client(model_path=weights.uri))
-        except ServiceLost:
-            raise sampling_lost(url, run) from None
+        client = self.sampling_client(weights, watch, run)
         tokenizer = sampling_tokenizer(report, cfg, client)
         d = cfg.evaluation.decoding
         params = types.SamplingParams(
@@ -83,6 +80,45 @@ class TinkerBackend(Backend):
                 raise sampling_lost(url, run) from None
 
         return generate
+
+    def sampling_client(self, weights: WeightsRef, watch: Any, run: str | None) -> Any:
+        """A SamplingClient of the service's base model (tinker-base://) or of saved sampler weights."""
+        import tinker
+
+        from thinker.backends.tinker.watch import ServiceLost
+
+        service = tinker.ServiceClient(base_url=self.url())
+        try:
+            if weights.uri.startswith(BASE_SCHEME):
+                return watch.result(service.create_sampling_client(base_model=weights.uri[len(BASE_SCHEME):]))
+            return watch.result(service.create_sampling_client(model_path=weights.uri))
+        except ServiceLost:
+            raise sampling_lost(self.url(), run) from None
+
+    def logprob_scorer(self, weights: WeightsRef, cfg: DictConfig) -> Any:
+        """Held-out preference pairs scored by the service (docs/objectives.md, "Preference tuning"): each
+        sequence's summed log-probs over its weighted tokens, from SamplingClient.compute_logprobs."""
+        from tinker import types
+
+        from thinker.backends.tinker.watch import ServiceLost, ServiceWatch
+
+        if weights.is_local:
+            return None
+        watch, run = ServiceWatch(self.url()), _run_folder(cfg)
+        client = self.sampling_client(weights, watch, run)
+
+        def score(sequences: list[Any]) -> list[float]:
+            # all submitted before the first is awaited: the service batches them
+            futures = [client.compute_logprobs(types.ModelInput.from_ints(list(seq.input_ids))) for seq in sequences]
+            try:
+                per_token = [watch.result(f) for f in futures]
+            except ServiceLost:
+                raise sampling_lost(self.url(), run) from None
+            # position t's log-prob is log p(token t | before it); a sequence's weights mark its completion
+            return [float(sum(w * lp for w, lp in zip(seq.weights[1:], lps[1:], strict=True) if w))
+                    for seq, lps in zip(sequences, per_token, strict=True)]
+
+        return score
 
     def base_weights(self, cfg: DictConfig) -> WeightsRef:
         return WeightsRef(BASE_SCHEME + preflight.tinker_base_name(cfg))

@@ -106,7 +106,6 @@ class TinkerTrainer:
     def _train(self) -> TrainingReport:
         from thinker.backends.local.backend import checkpoint_interval, total_optimizer_steps
         from thinker.data.batches import ResumableLoader
-        from thinker.data.prepare import prepare_training_data
 
         cfg = self.cfg
         saved = self.start_point()
@@ -122,21 +121,21 @@ class TinkerTrainer:
         # base models (tiny-qwen, registry models) are not
         tokenizer.save_pretrained(self.run_dir / TOKENIZER)
         self.tokenizer = tokenizer
-        data = prepare_training_data(cfg, self.run_dir, tokenizer, packed=False)
-        loader = ResumableLoader(data.train_rows, int(cfg.trainer.batch_size), 0, False, int(cfg.seed),
+        train_rows, counts = self.prepare_data(tokenizer)
+        loader = ResumableLoader(train_rows, int(cfg.trainer.batch_size), 0, False, int(cfg.seed),
                                  bool(cfg.data.shuffle), micro_batches_per_step=int(cfg.trainer.grad_accum))
         self.steps = total_optimizer_steps(loader.micro_batches, cfg)
         self.every = checkpoint_interval(self.steps, cfg)
         self.steps_per_epoch = len(loader)
         self.loader = loader
-        self.val_targets = step_targets(data.val_rows)
         if self.tracker is not None:
-            self.tracker.log_metrics({"train_examples": data.read_train_examples, "train_tokens": data.stats.tokens})
+            self.tracker.log_metrics(counts)
             self.tracker.set_tags({"tinker_base_model": self.base, "tinker_service": self.url,
                                    "tinker_checkpoints": str(self.ledger.file)})
-        log.info("training on Tinker (%s, base %s, LoRA rank %d): %d optimizer steps of %d x %d sequences, "
+        log.info("training on Tinker (%s, base %s, LoRA rank %d): %d optimizer steps of %d x %d %s, "
                  "held-out eval + saved state every %d, %d in flight", self.url, self.base, int(cfg.method.rank),
-                 self.steps, int(cfg.trainer.grad_accum), int(cfg.trainer.batch_size), self.every, self.in_flight)
+                 self.steps, int(cfg.trainer.grad_accum), int(cfg.trainer.batch_size), self.unit, self.every,
+                 self.in_flight)
         started = time.perf_counter()
         first_step = self.progress.step
         while True:
@@ -161,6 +160,17 @@ class TinkerTrainer:
         self.ledger.append(SavedState(self.progress.step, sampler_path, self.progress.trained_tokens, kind="sampler"))
         log.info("saved the sampler weights as %s", sampler_path)
         return self.report(sampler_path, seconds, self.progress.step - first_step)
+
+    unit = "sequences"  # what one trainer.batch_size counts (the log line)
+
+    def prepare_data(self, tokenizer: Any) -> tuple[list[Any], dict[str, float]]:
+        """(the training items the loader orders: rows here, pairs for objective=dpo, the counts to log);
+        keeps the held-out items for checkpoint()."""
+        from thinker.data.prepare import prepare_training_data
+
+        data = prepare_training_data(self.cfg, self.run_dir, tokenizer, packed=False)
+        self.val_targets = step_targets(data.val_rows)
+        return data.train_rows, {"train_examples": data.read_train_examples, "train_tokens": data.stats.tokens}
 
     def start_point(self) -> SavedState | None:
         if not self.cfg.resume:
@@ -223,9 +233,10 @@ class TinkerTrainer:
 
     def checkpoint(self) -> None:
         p = self.progress
-        if self.val_targets:
-            p.val_loss = self.held_out_loss()
-            p.held_back.append((p.step, {"val_loss": p.val_loss}))
+        held_out = self.held_out_metrics()
+        if held_out:
+            p.val_loss = held_out["val_loss"]
+            p.held_back.append((p.step, held_out))
             log.info("step %d/%d: held-out loss %.4f", p.step, self.steps, p.val_loss)
         path = self.watch.result(self.client.save_state(name=f"step{p.step:06d}")).path
         self.ledger.append(SavedState(p.step, path, p.trained_tokens))
@@ -233,6 +244,10 @@ class TinkerTrainer:
             for step, metrics in p.held_back:
                 self.tracker.log_metrics(metrics, step=step)
         p.held_back = []
+
+    def held_out_metrics(self) -> dict[str, float]:
+        """What each checkpoint logs about the held-out data ({} without any): val_loss at least."""
+        return {"val_loss": self.held_out_loss()} if self.val_targets else {}
 
     def held_out_loss(self) -> float:
         batch = int(self.cfg.trainer.batch_size)

@@ -95,11 +95,24 @@ def get_client(uri: str):
     return client
 
 
+# MLflow 3's UI opens an experiment by its kind: untagged, it may land on the GenAI "first trace" page;
+# custom_model_development ("Machine learning" in its experiment settings) opens on the runs table
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
+
+
+def tag_experiment_kind(client, experiment: Any) -> None:
+    """Tag an experiment thinker's runs live in as model training, unless someone chose its kind already."""
+    if (experiment.tags or {}).get(EXPERIMENT_KIND_TAG) is None:
+        client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
+
+
 def ensure_experiment(client, name: str) -> str:
     """The id of experiment `name`, created if missing. Get-or-create runs under store_lock (SQLite); with any
     other store a job that loses the race to create it reads the winner's (MLflow says it already exists)."""
     found = client.get_experiment_by_name(name)
     if found is not None:
+        tag_experiment_kind(client, found)  # one made before the tag existed
         return found.experiment_id
     location = Path(ARTIFACT_ROOT).resolve().as_uri()
     with store_lock(str(client.tracking_uri)):
@@ -107,7 +120,8 @@ def ensure_experiment(client, name: str) -> str:
         if found is not None:
             return found.experiment_id
         try:
-            return client.create_experiment(name, artifact_location=location)
+            return client.create_experiment(name, artifact_location=location,
+                                            tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
         except Exception:  # noqa: BLE001 - another process (another machine's job) created it first
             found = client.get_experiment_by_name(name)
             if found is None:

@@ -16,6 +16,7 @@ import textwrap
 import pytest
 from conftest import CONF, ROOT, compose, launch
 
+from thinker.config import rules
 from thinker.data.reasoning import (
     check_hotpotqa_context,
     check_hotpotqa_supporting_facts,
@@ -308,8 +309,10 @@ def test_fine_tuning_backends_refuse_multihop_qa(tmp_path):
     out = launch(["data=hotpotqa", "stage=train", "logger=none"], tmp_path)
     assert out.returncode == 2, out.stdout[-2000:] + out.stderr[-2000:]
     assert "data.format=multihop_qa: backend=local trains" in out.stderr
-    for backend in ("local", "tinker", "provider"):  # no backend trains it until pretraining does
-        assert "multihop_qa" not in compose([f"backend={backend}"]).backend.data_formats
+    for backend in ("local", "tinker", "provider"):  # no backend fine-tunes it: its task is pretraining data
+        cfg = compose(["data=hotpotqa", "stage=train", f"backend={backend}"])
+        assert [v.what.split(" (")[0] for v in rules.data_format_trainable_by_backend(cfg, {})] == [
+            f"data.format=multihop_qa: backend={backend} trains fine-tuning data, not multihop_qa"]
 
 
 def test_checking_a_hotpotqa_config_stays_light():

@@ -301,7 +301,7 @@ def data_format_trainable_by_backend(cfg: DictConfig, env: Mapping[str, str]) ->
     if stage not in ("train", "run") or task is None or (task.fine_tunes and not restricted):
         return
     trains = (f"backend={backend} trains {', '.join(str(f) for f in formats)} data, not {fmt}" if restricted
-              else f"{task.describe()} is pretraining data, not fine-tuned")
+              else f"backend={backend} trains fine-tuning data, not {fmt} ({task.describe()} is pretraining data)")
     yield Violation(
         f"data.format={fmt}: {trains} (stage={stage} trains; the file can still be checked with stage=validate)",
         f"data={cfg.data.name}, backend={backend}",

@@ -97,6 +97,13 @@ class Backend:
     def sampler(self, report: TrainingReport, cfg: DictConfig) -> Generate:
         raise NotImplementedError
 
+    def logprob_scorer(self, weights: WeightsRef, cfg: DictConfig) -> Callable[[list[Any]], list[float]] | None:
+        """How the eval stage scores preference pairs under `weights` (docs/objectives.md, "Preference
+        tuning"): a function from token sequences (thinker.data.tokenize.TokenizedExample) to each one's sum of
+        log p(token | before it) over its weighted tokens. None: this backend cannot, and the preference
+        metrics are skipped with that reason."""
+        return None
+
     def base_weights(self, cfg: DictConfig) -> WeightsRef | None:
         """The weights a run of `cfg` starts from, for the eval stage's before/after (None: not comparable)."""
         return None

@@ -52,6 +52,11 @@ def stage_eval(ctx: StageContext) -> None:
     from thinker.tasks import task_of
 
     task = task_of(cfg.data)
+    if task.pairs:  # preference pairs: scored by log-probabilities, before -> after
+        from thinker.run.evaluate_preference import stage_eval_preference
+
+        stage_eval_preference(ctx, task)
+        return
     if not task.scores_claims:
         stage_eval_heldout(ctx, task)
         return

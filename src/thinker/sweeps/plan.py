@@ -177,6 +177,9 @@ def sweeper_value(cfg: Any, metrics: dict[str, Any]) -> float | None:
 
     wanted = objective_setting(cfg)
     name, value = objective_of(metrics, wanted)
+    if value is None and wanted and not OmegaConf.select(cfg, "hparams_search.objective", default=None):
+        name, value = objective_of(metrics)  # the data task's default is not reported (stage=train): the loss
+        wanted = None
     if value is None and wanted:
         log.warning("hparams_search.objective=%s is not among this run's metrics: the sweeper gets no value", wanted)
     elif name == "train_loss" and not wanted:
@@ -255,13 +258,15 @@ def sweep_name(sweep_dir: Path) -> str:
 
 def plan(config: Any) -> SweepInfo:
     """The sweep's name, overrides, swept keys and size, from the multirun's config (nothing is launched)."""
-    from thinker.sweeps.search import masked_storage, objective_setting
+    from thinker.sweeps.search import masked_storage, objective_setting, task_default
 
     sweep_dir = Path(str(config.hydra.sweep.dir))
     overrides = [str(o) for o in OmegaConf.select(config, "hydra.overrides.task", default=[]) or []]
     target = str(OmegaConf.select(config, "hydra.sweeper._target_", default="") or "")
-    # hparams_search.direction (the Optuna sweeper's follows it), else the sweeper's own, else minimize
-    direction = (OmegaConf.select(config, "hparams_search.direction", default=None)
+    # hparams_search.direction (the Optuna sweeper's follows it), else the data task's with its own objective
+    # (task_default), else the sweeper's own, else minimize
+    own = task_default(config)
+    direction = (OmegaConf.select(config, "hparams_search.direction", default=None) or (own and own[1])
                  or OmegaConf.select(config, "hydra.sweeper.direction", default="minimize"))
     sweeper = ("optuna" if "optuna" in target.lower() else "basic" if "BasicSweeper" in target
                else target.rsplit(".", 1)[-1] or "unknown")

@@ -4,8 +4,8 @@
   and launch_problems in the launching process, before the sweeper creates its study): a direction other than
   minimize | maximize, an objective the run cannot produce (knowable from stage, trainer.evaluations,
   data.validation_split, evaluation.enabled and data.format), a storage that is not an RDB URL.
-- objective_setting(cfg): the objective name a job returns to the sweeper (None without hparams_search: the
-  sweep ranks val_loss, else train_loss, as before).
+- objective_setting(cfg): the objective name a job returns to the sweeper (without hparams_search: the data
+  task's own when it is not val_loss, e.g. pref_accuracy; else None: the sweep ranks val_loss, else train_loss).
 - the two resolvers conf/hparams_search/optuna.yaml fills hydra.sweeper.storage and study_name with
   (register_resolvers, called by thinker.launch.app before Hydra composes):
   `${thinker_optuna_storage:...}`: hparams_search.storage, else `optuna.db` beside MLflow's SQLite store (the
@@ -47,9 +47,30 @@ def _value(node: Any) -> str:
 
 
 def objective_setting(cfg: Any) -> str | None:
-    """hparams_search.objective, or None when the config has no hparams_search."""
+    """hparams_search.objective; without hparams_search the data task's own objective when it has one other
+    than the held-out loss (task_default); else None."""
     name = OmegaConf.select(cfg, "hparams_search.objective", default=None)
-    return str(name) if name else None
+    if name:
+        return str(name)
+    default = task_default(cfg)
+    return default[0] if default else None
+
+
+def task_default(cfg: Any) -> tuple[str, str] | None:
+    """Without hparams_search: (the data task's default_objective, its default_direction) when that is not
+    val_loss, so that `-m objective.beta=0.05,0.1` over preference data ranks by pref_accuracy, maximised
+    (docs/objectives.md); None otherwise (the sweep ranks val_loss, else train_loss, as before)."""
+    if OmegaConf.select(cfg, "hparams_search", default=None) is not None:
+        return None
+    from thinker.errors import ThinkerError
+
+    try:
+        task = data_task(cfg)
+    except ThinkerError:  # the config check reports an unknown data format
+        return None
+    if task.default_objective == "val_loss":
+        return None
+    return str(task.default_objective), str(task.default_direction)
 
 
 def data_task(cfg: Any) -> Any:

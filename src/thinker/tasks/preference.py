@@ -229,6 +229,14 @@ def tokenize_pair(tokenizer: Any, pair: PreferencePair, max_length: int) -> tupl
             tokenize_completion(tokenizer, pair, "rejected", max_length))
 
 
+def tokenize_pairs(tokenizer: Any, pairs: Sequence[PreferencePair], max_length: int) -> tuple[list[tuple[Any, Any]], int]:
+    """(tokenize_pair of each pair that keeps a completion token on both sides within max_length, how many
+    did not): training and the eval stage leave out the same pairs."""
+    kept = [tokenize_pair(tokenizer, pair, max_length) for pair in pairs]
+    kept = [(c, r) for c, r in kept if c.trained_tokens and r.trained_tokens]
+    return kept, len(pairs) - len(kept)
+
+
 # ---------------------------------------------------------------- the task
 
 

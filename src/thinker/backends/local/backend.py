@@ -352,6 +352,13 @@ class LocalBackend(Backend):
                             int(cfg.seed))
         return local_generator(weights.path, decoding, device_type(cfg))
 
+    def logprob_scorer(self, weights: WeightsRef, cfg: DictConfig) -> Any:
+        from thinker.evaluation.preference import local_logprob_scorer
+
+        if not weights.is_local:
+            return None
+        return local_logprob_scorer(weights.path, device_type(cfg), int(cfg.evaluation.batch_size))
+
     def base_weights(self, cfg: DictConfig) -> WeightsRef:
         from thinker.models.adapter_weights import training_start_point
         from thinker.models.loading import resolve_model_path

@@ -77,14 +77,10 @@ class PairDataModule(pl.LightningDataModule):
 
 def tokenized_pairs(tokenizer: Any, pairs: list[Any], max_length: int) -> tuple[list[Pair], int]:
     """(each pair's two rows, how many pairs were left out because max_seq_length cut a whole completion)."""
-    from thinker.tasks.preference import tokenize_pair
+    from thinker.tasks.preference import tokenize_pairs
 
-    out: list[Pair] = []
-    for pair in pairs:
-        chosen, rejected = tokenize_pair(tokenizer, pair, max_length)
-        if chosen.trained_tokens and rejected.trained_tokens:
-            out.append(tuple(single_rows([chosen, rejected])))  # type: ignore[arg-type]
-    return out, len(pairs) - len(out)
+    kept, left_out = tokenize_pairs(tokenizer, pairs, max_length)
+    return [tuple(single_rows([chosen, rejected])) for chosen, rejected in kept], left_out  # type: ignore[misc]
 
 
 def preference_data(cfg: DictConfig, run_dir: Path, tokenizer: Any) -> tuple[list[Pair], list[Pair], int]:

@@ -244,3 +244,32 @@ def test_the_step_loss_is_the_named_loss_summed_over_sampled_tokens(tiny, loss):
     assert got.keys() == want.keys() and got
     for name in got:
         assert torch.allclose(got[name], want[name], rtol=1e-3, atol=1e-6), name
+
+
+def test_sampler_and_trainer_log_probs_agree_at_step_zero_on_tinker_serve(tmp_path):
+    """backend=tinker's Datums (thinker.backends.tinker.grpo.completion_datum) put each sampled token where the
+    trainer scores it: tinker-serve's forward pass over the Datum gives the sampler's log-probs back."""
+    import tinker
+    from tinker import types
+
+    from thinker.backends.tinker.datums import output_logprobs
+    from thinker.backends.tinker.grpo import completion_datum
+    from thinker.tinker_serve.server import start_in_thread
+
+    with start_in_thread("tiny-qwen", tmp_path) as server:
+        service = tinker.ServiceClient(base_url=server.base_url, api_key="tml-local")
+        client = service.create_lora_training_client(base_model="tiny-qwen", rank=8, seed=42,
+                                                     train_unembed=True).result()
+        tokenizer = client.get_tokenizer()
+        sampler = client.save_weights_and_get_sampling_client(name="step0").result()
+        prompt = tokenizer(PROMPTS[0], add_special_tokens=False)["input_ids"]
+        sample = sampler.sample(prompt=types.ModelInput.from_ints(prompt), num_samples=4,
+                                sampling_params=types.SamplingParams(max_tokens=12, temperature=1.0, seed=7)).result()
+        sequences = sample.sequences
+        datums = [completion_datum(prompt, list(s.tokens), list(s.logprobs), [1.0] * len(s.tokens), "ppo")
+                  for s in sequences]
+        trained = output_logprobs(client.forward(datums, "ppo").result())
+    gaps = [q - p for s, lp in zip(sequences, trained, strict=True)
+            for q, p in zip(s.logprobs, lp[len(prompt) - 1:], strict=True)]
+    assert len(gaps) == sum(len(s.tokens) for s in sequences) > 0
+    assert abs(sum(gaps) / len(gaps)) < 1e-3 and max(abs(g) for g in gaps) < 1e-3

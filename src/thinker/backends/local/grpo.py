@@ -7,7 +7,6 @@ held-out split is left to the eval stage, which scores the base and the trained 
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from pathlib import Path
@@ -27,20 +26,6 @@ from thinker.backends.local.lightning_run import (
 
 log = logging.getLogger("thinker")
 
-SAMPLES_DIR = "rl_samples"  # the tables of prompts, completions and rewards (an MLflow artifact folder too)
-WINDOW = 5  # steps averaged for the reported reward at the start and the end of the run
-
-
-def training_prompts(cfg: DictConfig, run_dir: Path, tokenizer: Any) -> tuple[list[str], list[Any]]:
-    """The rendered prompts of the training split and their records (the same split every stage uses)."""
-    from thinker.data.examples import split_examples
-    from thinker.data.source import effective_data_path
-    from thinker.tasks import task_of
-
-    task = task_of(cfg.data)
-    examples = task.read(effective_data_path(cfg, run_dir), cfg.data, cfg.data.max_examples)
-    train, _ = split_examples(examples, float(cfg.data.validation_split), int(cfg.seed))
-    return [task.generation_prompt(ex, lambda: tokenizer) for ex in train], train
 
 
 def grpo_steps(n_prompts: int, cfg: DictConfig) -> tuple[int, int]:
@@ -52,19 +37,9 @@ def grpo_steps(n_prompts: int, cfg: DictConfig) -> tuple[int, int]:
 
 
 def table_writer(run_dir: Path, session: Any) -> Any:
-    """Writes a step's rows as an MLflow table (columns / data JSON) under run_dir/rl_samples/, and logs it."""
-    folder = run_dir / SAMPLES_DIR
+    from thinker.rewards.report import write_table
 
-    def write(step: int, rows: list[dict[str, Any]]) -> None:
-        folder.mkdir(parents=True, exist_ok=True)
-        columns = list(rows[0]) if rows else []
-        path = folder / f"step_{step:06d}.json"
-        path.write_text(json.dumps({"columns": columns, "data": [[r[c] for c in columns] for r in rows]},
-                                   ensure_ascii=False) + "\n", encoding="utf-8")
-        if session is not None and hasattr(session, "log_artifact"):
-            session.log_artifact(path, SAMPLES_DIR)
-
-    return write
+    return lambda step, rows: write_table(run_dir, session, step, rows)
 
 
 def train_grpo(cfg: DictConfig, run_dir: Path, session: Any = None, callbacks: tuple = ()) -> TrainingReport:
@@ -73,6 +48,8 @@ def train_grpo(cfg: DictConfig, run_dir: Path, session: Any = None, callbacks: t
     from thinker.backends.local.prompts import PromptDataModule
     from thinker.backends.local.resume import resume_checkpoint
     from thinker.models.loading import count_parameters
+    from thinker.rewards.prompts import training_prompts
+    from thinker.rewards.report import reward_window
     from thinker.rewards.spec import build_rewards, reward_specs
 
     quiet_lightning()
@@ -102,8 +79,7 @@ def train_grpo(cfg: DictConfig, run_dir: Path, session: Any = None, callbacks: t
                                  "sampled_tokens": float(module.trained_tokens)}
     if history:
         metrics["train_loss"] = history[-1]["train_loss"]
-        metrics["reward_start"] = sum(h["reward/mean"] for h in history[:WINDOW]) / len(history[:WINDOW])
-        metrics["reward_end"] = sum(h["reward/mean"] for h in history[-WINDOW:]) / len(history[-WINDOW:])
+    metrics.update(reward_window(history))
     metrics.update(run.finish("training"))
     out = save_weights_atomically(
         module.model, tokenizer, run_dir / WEIGHTS,

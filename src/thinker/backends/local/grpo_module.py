@@ -21,6 +21,7 @@ from thinker.backends.local.module import FineTuneModule
 from thinker.backends.local.rollout import Rollout, completion_logprobs, sample_groups
 from thinker.models import rl_losses
 from thinker.rewards.advantages import group_advantages, kl_penalised, mean_std
+from thinker.rewards.report import table_due
 from thinker.rewards.spec import Reward, score
 
 
@@ -149,7 +150,6 @@ class GrpoModule(FineTuneModule):
         self.log("reward", metrics["reward/mean"], prog_bar=True, logger=False, on_step=True)
         if step % self.log_every_n_steps == 0 or step >= self.total_steps:
             self.log_to_tracker(metrics, step)
-        every = int(self.objective.table_every)
-        if self.table_writer is not None and every > 0 and (step % every == 0 or step == 1):
+        if self.table_writer is not None and table_due(step, int(self.objective.table_every)):
             self.table_writer(step, result.table)
         return result.loss.detach()

@@ -49,6 +49,10 @@ class TinkerBackend(Backend):
             from thinker.backends.tinker.preference import TinkerDpoTrainer
 
             trainer = TinkerDpoTrainer
+        if str(cfg.get("objective", {}).get("name", "sft")) == "grpo":  # docs/objectives.md, "Reinforcement learning"
+            from thinker.backends.tinker.grpo import TinkerGrpoTrainer
+
+            trainer = TinkerGrpoTrainer
         return trainer(cfg, run_dir, tracker, self.options, self.url()).train()
 
     def sampler(self, report: TrainingReport, cfg: DictConfig) -> Generate:

@@ -90,7 +90,7 @@ def _tokenizer(cfg: DictConfig, heavy: bool) -> tuple[Any, str | None]:
 def _needs_template(cfg: DictConfig) -> bool:
     from thinker.tasks import task_of
 
-    return getattr(task_of(cfg.data), "name", "") == "chat"
+    return task_of(cfg.data).renders_chat_template
 
 
 def plan_of(cfg: DictConfig, heavy: bool = False, run_dir: Path | None = None) -> tuple[TokenPlan | None, str | None]:

@@ -39,6 +39,9 @@ class Task:
     scores_claims: ClassVar[bool] = False
     generation_metrics: ClassVar[tuple[str, ...]] = ()  # what the held-out generation check adds
     default_objective: ClassVar[str] = "val_loss"  # what a sweep over this data optimises unless told
+    # its tokens come from the tokenizer's chat template (Jinja, rendered by transformers only): counting them
+    # before a run (thinker estimate) needs the tokenizer training loads
+    renders_chat_template: ClassVar[bool] = False
     default_direction: ClassVar[str] = "minimize"  # and which way: minimize | maximize
     # its records are chosen/rejected pairs, trained by objective=dpo only (thinker.tasks.preference)
     pairs: ClassVar[bool] = False

@@ -67,6 +67,7 @@ def trained_spans(tokenizer: Any, messages: Sequence[dict]) -> tuple[str, list[t
 
 class ChatTask(Task):
     name = "chat"
+    renders_chat_template = True
     generation_metrics = ("reply_match_rate", "replies")
 
     def read(self, path: str | Path, data: Any, limit: int | None = None) -> list[Any]:

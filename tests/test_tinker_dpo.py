@@ -63,6 +63,7 @@ def test_the_first_step_loss_is_ln2_and_every_dpo_metric_is_logged(server, tmp_p
     assert report.metrics["train_rewards_accuracy"] == recorder.history("rewards/accuracy")[-1][1]
 
 
+@pytest.mark.slow  # trains on both backends (about a minute on 2 cores)
 def test_tinker_and_local_give_the_same_dpo_loss_curve(server, tmp_path, monkeypatch):
     """Same pairs, seed, LoRA rank/alpha, schedule and reference (the starting weights): 5 steps within 2e-3."""
     from thinker.backends.local.dpo import train_dpo
@@ -76,6 +77,27 @@ def test_tinker_and_local_give_the_same_dpo_loss_curve(server, tmp_path, monkeyp
     for (step, a), (_, b) in zip(ours, theirs, strict=True):
         assert a == pytest.approx(b, abs=2e-3), f"step {step}: tinker {a} vs local {b}"
     assert theirs[-1][1] < theirs[0][1] - 0.01, "the curve must move for the comparison to mean much"
+
+
+@pytest.mark.slow  # trains on both backends (about a minute on 2 cores)
+def test_resume_continues_from_the_saved_state_with_the_same_losses(server, tmp_path, monkeypatch):
+    """resume=true from a saved state (weights and Adam moments; the reference is the base again) gives the
+    steps after it the losses the uninterrupted run had."""
+    from thinker.backends.tinker.preference import TinkerDpoTrainer
+
+    steps = ["trainer.max_steps=4", "trainer.evaluations=2"]
+    _, whole = train_on_tinker(server, tmp_path, monkeypatch, *steps)
+    ledger = tmp_path / "tinker" / "checkpoints.jsonl"
+    saved = ledger.read_text().splitlines()
+    assert [json.loads(line)["step"] for line in saved] == [2, 4, 4]
+    ledger.write_text(saved[0] + "\n")  # as if the run had stopped after its step-2 state
+    cfg = compose(["backend=tinker", *PAIRS, *steps, "resume=true"])
+    recorder = Recorder()
+    TinkerDpoTrainer(cfg, tmp_path / "tinker", recorder, dict(cfg.backend.options), server.base_url).train()
+    resumed = recorder.history("loss")
+    assert [s for s, _ in resumed] == [3, 4]
+    for (step, a), (_, b) in zip(resumed, whole.history("loss")[2:], strict=True):
+        assert a == pytest.approx(b, abs=1e-4), f"step {step}: resumed {a} vs uninterrupted {b}"
 
 
 @pytest.mark.slow

@@ -53,17 +53,20 @@ def summary_row(caps: Any) -> tuple[str, ...]:
 def markdown_table(caps: list[Any]) -> str:
     """The provider table of docs/providers.md (tests/test_provider_backend.py keeps the page equal to it)."""
     lines = ["| provider | fine-tunes | methods | `method.rank` | schedulers | `provider.options` | "
-             "eval without a deployment |", "| --- | --- | --- | --- | --- | --- | --- |"]
+             "eval without a deployment | `objective=dpo` |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for c in caps:
         if not c.available:
-            lines.append(f"| `{c.provider}` | no: {c.unavailable_reason} | - | - | - | - | - |")
+            lines.append(f"| `{c.provider}` | no: {c.unavailable_reason} | - | - | - | - | - | - |")
             continue
+        pref = c.preference
+        dpo = (f"{', '.join(pref.methods)}; `objective.beta` in {pref.beta_range()}; loss "
+               f"{', '.join(pref.losses)}" if pref else f"no: {c.preference_refusal or 'no preference jobs'}")
         rank = c.parameter_ranges.get("method.rank")
         rank_text = rank.describe() if rank and "lora" in c.supported_methods else "-"
         options = ", ".join(f"`{k}`" for k in sorted(c.custom_parameters)) or "-"
         lines.append(f"| `{c.provider}` | yes | {', '.join(c.supported_methods)} | {rank_text} | "
                      f"{', '.join(c.supported_schedulers) or 'its own'} | {options} | "
-                     f"{', '.join(c.serverless_inference) or 'none (`evaluation.provider_deploy=true`)'} |")
+                     f"{', '.join(c.serverless_inference) or 'none (`evaluation.provider_deploy=true`)'} | {dpo} |")
     return "\n".join(lines)
 
 

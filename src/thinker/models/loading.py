@@ -58,6 +58,12 @@ def _looks_like_path(source: str) -> bool:
     return source.startswith(("/", "./", "../", "~")) or source.count("/") > 1 or "\\" in source
 
 
+def looks_like_hub_id(source: str) -> bool:
+    """model.source names a hub repository: not builtin, not remote weights, not a folder here or a path."""
+    return (source != "builtin" and "://" not in source and not Path(source).expanduser().is_dir()
+            and not _looks_like_path(source))
+
+
 def hub_token() -> str | None:
     return os.environ.get(TOKEN_ENV) or None
 

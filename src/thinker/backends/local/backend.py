@@ -335,7 +335,10 @@ class LocalBackend(Backend):
     """backend=local: Lightning on this machine; weights are a local folder, sampled with transformers."""
 
     def check(self, cfg: DictConfig, env: Any) -> None:
+        from thinker.backends.local.preflight import check_machine
+
         check_data_parallel(cfg, env)
+        check_machine(cfg, env)  # CUDA-only settings without a GPU, a gated model without HF_TOKEN
 
     def train(self, cfg: DictConfig, run_dir: Path, tracker: Any) -> TrainingReport:
         return train(cfg, run_dir, tracker)

@@ -110,6 +110,12 @@ def test_a_loss_or_method_the_provider_does_not_run_is_refused():
     assert "method" in errors("openai", "method=lora")
 
 
+def test_loss_on_prompts_is_dropped_with_a_warning_for_a_preference_job():
+    job, adapter = job_and_adapter("together", "trainer.train_on_inputs=enabled")
+    (warning,) = [f for f in adapter.validate(job) if f.key == "trainer.train_on_inputs"]
+    assert not warning.error and "completions only" in warning.message
+
+
 def test_openai_dpo_needs_a_model_its_dpo_guide_lists():
     assert "DPO" in errors("openai", "provider.base_model=gpt-4o-mini-2024-07-18")["provider.base_model"]
 

@@ -91,6 +91,26 @@ def generic_findings(caps: Capabilities, job: JobConfiguration) -> list[Finding]
         found.append(Finding("trainer.optimizations", f"trainer.optimizations {', '.join(dropped)} are dropped: "
                              f"{name} decides these itself", error=False))
     found += option_findings(caps, dict(job.metadata or {}))
+    found += optional_part_findings(caps, job)
+    return found
+
+
+def optional_part_findings(caps: Capabilities, job: JobConfiguration) -> list[Finding]:
+    """provider.integrations / hardware / output.suffix where the provider has no such thing."""
+    name = f"provider={caps.provider}"
+    found = []
+    wandb = job.integrations.wandb if job.integrations else None
+    if wandb is not None and wandb.project and "wandb" not in caps.integrations:
+        found.append(Finding("provider.integrations.wandb", f"{name} does not log to Weights & Biases",
+                             "drop provider.integrations.wandb (the run's MLflow run has its metrics)"))
+    hardware = job.hardware
+    if hardware is not None and (hardware.gpu_type or hardware.num_gpus) and not caps.hardware_selection:
+        found.append(Finding("provider.hardware", f"{name} chooses the hardware itself",
+                             "drop provider.hardware.gpu_type / num_gpus"))
+    suffix = job.output.suffix if job.output else None
+    if suffix and not caps.output_suffix:
+        found.append(Finding("output.name", f"output.name={suffix} does not reach {name}: it names its "
+                             "fine-tunes itself (the registry still uses it)", error=False))
     return found
 
 
@@ -115,6 +135,9 @@ def objective_findings(caps: Capabilities, job: JobConfiguration) -> list[Findin
                         "use a provider that does (thinker providers capabilities <name>: preference), "
                         "or backend=local / backend=tinker")]
     found = []
+    if str(job.schedule.train_on_inputs) == "enabled":
+        found.append(Finding("trainer.train_on_inputs", "trainer.train_on_inputs=enabled is dropped: a preference "
+                             "job scores the completions only", error=False))
     loss = str(job.objective.loss)
     if loss not in preference.losses:
         found.append(Finding("objective.loss", f"objective.loss={loss} is not a loss {name} trains",

@@ -294,6 +294,8 @@ class TrainerConfig:
     # (step, loss, tokens/s, time left) every this many seconds; 0: none
     progress_every_s: float = 10.0
     train_on_inputs: TrainOnInputs = TrainOnInputs.auto
+    # backend=local: torch.compile each decoder layer (the same computation; the first steps pay for compiling)
+    compile: bool = False
     optimizations: list[OptimizationFeature] = field(
         default_factory=lambda: [OptimizationFeature.sequence_packing]
     )

@@ -137,6 +137,7 @@ def load_training_model(cfg: DictConfig) -> tuple[Path, Any, Any, dict[str, Any]
     # the adapters' initial values depend on the seed alone (what backend=tinker asks its service for too)
     torch.manual_seed(int(cfg.seed))
     model = apply_method(model, cfg.method, checkpointing="gradient_checkpointing" in optimizations)
+    speedups = apply_speedups(model, cfg, device)
     trainable, total = count_parameters(model)
     log.info("parameters: %s trainable of %s total (%.2f%%)", f"{trainable:,}", f"{total:,}",
              100.0 * trainable / max(total, 1))
@@ -148,6 +149,7 @@ def train(cfg: DictConfig, run_dir: Path, session: Any = None, callbacks: tuple 
     from thinker.backends.local.datamodule import FineTuneDataModule
     from thinker.backends.local.module import FineTuneModule
     from thinker.backends.local.resume import resume_checkpoint
+    from thinker.backends.local.speedups import apply_speedups
     from thinker.data.prepare import prepare_training_data
     from thinker.models.loading import count_parameters
     from thinker.tracking.mlflow_logger import BatchedMlflowLogger
@@ -191,7 +193,8 @@ def train(cfg: DictConfig, run_dir: Path, session: Any = None, callbacks: tuple 
     steps_per_epoch = max(1, math.ceil(n_batches / grad_accum))
     # checkpoints (and held-out evaluations, when there are any) every 1/evaluations of the run
     every = checkpoint_interval(steps, cfg)
-    module = FineTuneModule(model, cfg.optimizer, steps, device, int(cfg.trainer.log_every_n_steps))
+    module = FineTuneModule(model, cfg.optimizer, steps, device, int(cfg.trainer.log_every_n_steps),
+                            hidden_state_loss=speedups.hidden_state_loss)
 
     # one loader item is one optimizer step (its micro-batches inside), so Lightning counts steps
     run = LightningRun(cfg, run_dir, session, steps=steps, every=every, steps_per_epoch=steps_per_epoch,

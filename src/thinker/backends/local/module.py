@@ -30,16 +30,12 @@ import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F  # noqa: N812
 
+from thinker.backends.local.losses import shift_left
 from thinker.backends.local.optimizers import build_optimizer
 from thinker.backends.schedules import scheduled_multiplier
 from thinker.data.tokenize import IGNORE_INDEX
 
 log = logging.getLogger("thinker")
-
-
-def shift_left(t: torch.Tensor, fill: float) -> torch.Tensor:
-    """t[:, 1:] padded back to full length: position i holds what position i predicts (token i+1)."""
-    return F.pad(t[:, 1:], (0, 1), value=fill)
 
 
 def token_losses(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -53,6 +49,10 @@ def token_losses(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         logits.float().reshape(-1, logits.size(-1)), targets.reshape(-1), ignore_index=IGNORE_INDEX,
         reduction="none",
     ).view_as(targets)
+
+
+def model_inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: batch[k] for k in ("input_ids", "attention_mask", "position_ids") if k in batch}
 
 
 def target_weights(batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -84,7 +84,7 @@ def keep_4bit_training_layout(model: torch.nn.Module) -> int:
 
 class FineTuneModule(pl.LightningModule):
     def __init__(self, model: torch.nn.Module, optimizer_cfg: Any, total_steps: int, device_type: str = "cpu",
-                 log_every_n_steps: int = 1):
+                 log_every_n_steps: int = 1, hidden_state_loss: Any = None):
         super().__init__()
         self.automatic_optimization = False  # see the module docstring: per-step token normalisation
         self.model = model
@@ -96,6 +96,9 @@ class FineTuneModule(pl.LightningModule):
         self.device_type = device_type
         self.log_every_n_steps = max(1, int(log_every_n_steps))
         self.strict_loading = False  # checkpoints hold only the trainable tensors
+        # trainer.optimizations fused_kernels: the loss from the last hidden states, never the full logits
+        # (thinker.backends.local.losses.HiddenStateLoss); None: from the model's logits
+        self.hidden_state_loss = hidden_state_loss
         self._val_sum = 0.0
         self._val_count = 0
         self.trained_tokens = 0
@@ -106,8 +109,14 @@ class FineTuneModule(pl.LightningModule):
         self.tokens_per_sec = 0.0  # trained tokens per second since this fit started (progress bar, MLflow)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "position_ids") if k in batch}
-        return self.model(**inputs, use_cache=False).logits
+        return self.model(**model_inputs(batch), use_cache=False).logits
+
+    def weighted_and_token_losses(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(sum of weight x cross-entropy over the batch's targets, each position's cross-entropy)."""
+        if self.hidden_state_loss is not None:
+            return self.hidden_state_loss(model_inputs(batch), batch["labels"], batch["weights"])
+        losses = token_losses(self(batch), batch["labels"])
+        return (losses * target_weights(batch)).sum(), losses
 
     # ------------------------------------------------------------ training
 
@@ -137,8 +146,7 @@ class FineTuneModule(pl.LightningModule):
         loss_sum, weighted_sum, n = 0.0, 0.0, 0
         for i, batch in enumerate(micro_batches):
             with self._no_grad_sync(last=i == len(micro_batches) - 1):
-                losses = token_losses(self(batch), batch["labels"])
-                weighted = (losses * target_weights(batch)).sum()
+                weighted, losses = self.weighted_and_token_losses(batch)
                 self.manual_backward(weighted / scale)
             mask = target_mask(batch)
             loss_sum += float((losses.detach() * mask).sum())
@@ -188,7 +196,7 @@ class FineTuneModule(pl.LightningModule):
         self._val_sum, self._val_count = 0.0, 0
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        losses = token_losses(self(batch), batch["labels"])
+        _, losses = self.weighted_and_token_losses(batch)
         mask = target_mask(batch)
         self._val_sum += float((losses * mask).sum())
         self._val_count += int(mask.sum().item())

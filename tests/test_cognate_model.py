@@ -218,6 +218,71 @@ def test_left_padding_does_not_change_a_row():
     assert torch.allclose(masked_path[1], causal_path[1], atol=1e-5)
 
 
+# ---------------------------------------------------------------- the KV cache (generation)
+
+
+def _varied_ponderer():
+    """A model whose tokens halt after different numbers of steps, so a later token often ponders longer than
+    the tokens it attends to (what the cache must still hold keys and values for)."""
+    model = small_model(seed=2, halt_bias_init=-0.5)
+    with torch.no_grad():
+        model.model.act.halt.weight.normal_(0, 1.0)
+    return model
+
+
+def test_token_by_token_with_the_cache_gives_the_whole_sequence_logits():
+    model = _varied_ponderer()
+    ids = batch(3, 23, seed=3)
+    mask = torch.ones_like(ids)
+    mask[1, :3] = 0  # left padding: the rows cross memory chunks (4 tokens) at different columns
+    mask[2, :6] = 0
+    with torch.no_grad():
+        whole = model(ids, attention_mask=mask)
+        out = model(ids[:, :7], attention_mask=mask[:, :7], use_cache=True)  # a prompt, then one token at a time
+        cache, pieces = out.past_key_values, [out.logits]
+        for t in range(7, 23):
+            out = model(ids[:, t:t + 1], attention_mask=mask[:, :t + 1], past_key_values=cache)
+            pieces.append(out.logits)
+    steps = whole.token_ponder_steps[mask.bool()]
+    assert len(steps.unique()) >= 3, steps  # halting varies: the cache must hold every step of every token
+    real = mask.bool()
+    torch.testing.assert_close(torch.cat(pieces, dim=1)[real], whole.logits[real], rtol=1e-4, atol=1e-5)
+    assert len(cache.layers) == SMALL["n_layers"] + SMALL["max_ponder_steps"] * SMALL["act_layers"]
+    assert cache.get_seq_length() == 23 and cache.chunk_index.tolist() == [5, 4, 4]  # 23, 20, 17 real tokens
+
+
+def test_cached_generation_is_the_uncached_greedy_output():
+    model = _varied_ponderer()
+    prompt = batch(3, 9, seed=4)
+    mask = torch.ones_like(prompt)
+    mask[1, :3] = 0
+    mask[2, :6] = 0
+    runs = {}
+    for use_cache in (False, True):
+        runs[use_cache] = model.generate(input_ids=prompt, attention_mask=mask, max_new_tokens=14, do_sample=False,
+                                         use_cache=use_cache, output_scores=True, return_dict_in_generate=True,
+                                         pad_token_id=0, eos_token_id=None)
+    assert runs[True].past_key_values is not None and runs[False].past_key_values is None
+    assert torch.equal(runs[True].sequences, runs[False].sequences)
+    torch.testing.assert_close(torch.stack(runs[True].scores), torch.stack(runs[False].scores), rtol=1e-4, atol=1e-5)
+    assert model.generation_config.use_cache  # generate() takes the cached path unless told otherwise
+
+
+def test_the_cache_follows_repeated_rows_and_refuses_packed_positions():
+    model = _varied_ponderer()
+    ids = batch(1, 10, seed=5)
+    with torch.no_grad():
+        whole = model(ids.expand(2, -1)).logits
+        out = model(ids[:, :6], use_cache=True)  # the serving path: one prefill, its cache repeated per sample
+        out.past_key_values.batch_repeat_interleave(2)
+        for t in range(6, 10):
+            out = model(ids[:, t:t + 1].expand(2, -1), past_key_values=out.past_key_values, logits_to_keep=1)
+    torch.testing.assert_close(out.logits[:, 0], whole[:, -1], rtol=1e-4, atol=1e-5)
+    packed = torch.cat([torch.arange(4), torch.arange(6)])[None]
+    with pytest.raises(ValueError, match="use_cache=False"):
+        model(ids, position_ids=packed, use_cache=True)
+
+
 # ---------------------------------------------------------------- the Hugging Face path
 
 

@@ -63,5 +63,8 @@ class CognateAdapter(HFCausalLMAdapter):
             raise ThinkerError(f"the cognate architecture has its own attention, not {attn_implementation}",
                                "trainer.optimizations", "remove flash_attention for this model", stage="train")
         cls.register()
-        return cls(cls.from_pretrained(folder, method=method, quant=None, dtype=dtype, attn_implementation="sdpa",
-                                       **kwargs))
+        adapter = cls(cls.from_pretrained(folder, method=method, quant=None, dtype=dtype, attn_implementation="sdpa",
+                                          **kwargs))
+        # folders saved before the Cognate KV cache existed say use_cache=false; the cache is exact, so use it
+        adapter.model.generation_config.use_cache = True
+        return adapter

@@ -20,6 +20,17 @@ values from the slots) as it stands after the writes of its example's earlier ch
 chunk's mean state writes into the slots under a learned gate g = sigmoid(w . x + b), spread over slots by
 content addressing a: M <- (1 - g a) * M + g a * content(x). So nothing a token reads comes from its own
 chunk or later (no future leakage), and g = 0 leaves the memory as it was.
+
+Generation keeps a KV cache (CognateCache) that computes what a pass over the whole sequence computes. Under
+causal attention no token's state at any layer, memory read or ACT step depends on a later token, so:
+  - plain layers: the usual per-layer keys and values;
+  - ACT: keys and values per (ponder step, transition block). Every step runs the transition on every token,
+    halted or not (halting only sets the mixing weights), so a past token's state at step s is the same whatever
+    the tokens after it do. A new token can ponder longer than every past one, so the cached path runs all
+    max_ponder_steps for every token (the whole-sequence pass stops early only when every weight left is 0);
+  - memory: each row's memory as its current chunk reads it, plus that chunk's running sum and count. A chunk's
+    write is applied when the row's next chunk begins, which is when the whole-sequence pass applies it.
+Only summation order differs, so logits agree within float tolerance (tests/test_cognate_model.py).
 """
 
 from __future__ import annotations
@@ -31,7 +42,14 @@ from typing import Any
 import torch
 import torch.nn.functional as F  # noqa: N812
 from torch import nn
-from transformers import AutoConfig, AutoModelForCausalLM, GenerationMixin, PreTrainedConfig, PreTrainedModel
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    DynamicCache,
+    GenerationMixin,
+    PreTrainedConfig,
+    PreTrainedModel,
+)
 from transformers import initialization as init
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.utils import ModelOutput
@@ -77,7 +95,7 @@ class CognateConfig(PreTrainedConfig):
     param_budget: int | None = 25_000_000
     param_tolerance: float = PARAM_TOLERANCE
     cognate_format: int = FORMAT_VERSION
-    use_cache: bool = False  # no KV cache: every step of generate() runs the whole sequence
+    use_cache: bool = True  # generate() keeps a CognateCache; forward() builds one only when asked (use_cache=True)
     pad_token_id: int | None = None
     bos_token_id: int | None = None
     eos_token_id: int | list[int] | None = None
@@ -127,6 +145,7 @@ class CognateCausalLMOutput(ModelOutput):
     memory_read_entropy: torch.Tensor | None = None
     memory_read_norm: torch.Tensor | None = None
     hidden_states: tuple[torch.Tensor, ...] | None = None
+    past_key_values: CognateCache | None = None
 
 
 # ---------------------------------------------------------------- token layout (examples, padding, chunks)
@@ -179,6 +198,73 @@ def token_layout(input_shape: torch.Size, device: torch.device, chunk_size: int,
                   offset=index % chunk_size, attention_mask=mask[:, None])
 
 
+class CognateCache(DynamicCache):
+    """The generation cache (see the module docstring for why it is exact): keys and values of every attention
+    layer a token passes (plain layers, then each ACT step's transition blocks, numbered by `attention_index`),
+    which keys are real tokens, how many real tokens each row has seen, and the long-term memory's per-row
+    state. One example per row (generation's layout): packed rows (position_ids) are not cached."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.key_valid: torch.Tensor | None = None  # (B, past) bool: real tokens (not left padding)
+        self.real_tokens: torch.Tensor | None = None  # (B,) real tokens seen
+        self.memory: torch.Tensor | None = None  # (B, slots, d): what the row's current chunk reads
+        self.chunk_sum: torch.Tensor | None = None  # (B, d): the current chunk's tokens so far, summed
+        self.chunk_count: torch.Tensor | None = None  # (B,)
+        self.chunk_index: torch.Tensor | None = None  # (B,) the current chunk
+
+    def _extra(self) -> tuple[str, ...]:
+        return ("key_valid", "real_tokens", "memory", "chunk_sum", "chunk_count", "chunk_index")
+
+    def _map_rows(self, fn: Any) -> None:
+        for name in self._extra():
+            value = getattr(self, name)
+            if value is not None:
+                setattr(self, name, fn(value))
+
+    def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
+        super().reorder_cache(beam_idx)
+        self._map_rows(lambda t: t.index_select(0, beam_idx.to(t.device)))
+
+    def batch_repeat_interleave(self, repeats: int) -> None:
+        super().batch_repeat_interleave(repeats)
+        self._map_rows(lambda t: t.repeat_interleave(repeats, dim=0))
+
+    def batch_select_indices(self, indices: torch.Tensor) -> None:
+        super().batch_select_indices(indices)
+        self._map_rows(lambda t: t[indices])
+
+    @property
+    def is_croppable(self) -> bool:
+        return False  # a memory write cannot be undone
+
+    def crop(self, tokens_to_remove: int) -> None:
+        raise NotImplementedError("a Cognate cache cannot be cropped: its memory writes cannot be undone")
+
+
+def cached_layout(cache: CognateCache, batch: int, new: int, device: torch.device, chunk_size: int,
+                  attention_mask: torch.Tensor | None) -> Layout:
+    """The Layout of `new` tokens appended to what `cache` has seen, as token_layout gives them in a pass over
+    the whole (left-padded) sequence; records the new tokens in the cache."""
+    new_valid = (attention_mask[:, -new:].bool().to(device) if attention_mask is not None
+                 else torch.ones(batch, new, dtype=torch.bool, device=device))
+    if cache.key_valid is None:
+        cache.key_valid = torch.zeros(batch, 0, dtype=torch.bool, device=device)
+        cache.real_tokens = torch.zeros(batch, dtype=torch.long, device=device)
+    past = cache.key_valid.shape[1]
+    counted = cache.real_tokens[:, None] + new_valid.long().cumsum(-1)
+    index = counted - new_valid.long()  # real tokens before each new token
+    key_valid = torch.cat((cache.key_valid, new_valid), dim=1)
+    query_at = past + torch.arange(new, device=device)
+    key_at = torch.arange(past + new, device=device)
+    mask = (key_at[None, None, :] <= query_at[None, :, None]) & key_valid[:, None, :]
+    mask = mask | (key_at[None, None, :] == query_at[None, :, None])  # a padding query attends to itself
+    cache.key_valid, cache.real_tokens = key_valid, counted[:, -1]
+    return Layout(valid=new_valid, positions=(counted - 1).clamp(min=0),
+                  segment=torch.zeros(batch, new, dtype=torch.long, device=device), chunk=index // chunk_size,
+                  offset=index % chunk_size, attention_mask=mask[:, None])
+
+
 # ---------------------------------------------------------------- blocks
 
 
@@ -214,8 +300,8 @@ class CognateAttention(nn.Module):
         self.v_proj = nn.Linear(config.d_model, config.d_model)
         self.o_proj = nn.Linear(config.d_model, config.d_model)
 
-    def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor],
-                mask: torch.Tensor | None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor], mask: torch.Tensor | None,
+                cache: CognateCache | None = None, cache_index: int = 0) -> torch.Tensor:
         batch, length, width = x.shape
 
         def heads(t: torch.Tensor) -> torch.Tensor:
@@ -223,6 +309,8 @@ class CognateAttention(nn.Module):
 
         q, k, v = heads(self.q_proj(x)), heads(self.k_proj(x)), heads(self.v_proj(x))
         q, k = rotate(q, *rope), rotate(k, *rope)
+        if cache is not None:  # the keys and values of the tokens before, at this same layer (and ACT step)
+            k, v = cache.update(k, v, cache_index)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None,
                                              dropout_p=self.dropout if self.training else 0.0)
         return self.o_proj(out.transpose(1, 2).reshape(batch, length, width))
@@ -247,9 +335,9 @@ class CognateBlock(GradientCheckpointingLayer):
         self.mlp = CognateMLP(config)
         self.dropout = nn.Dropout(config.dropout)
 
-    def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor],
-                mask: torch.Tensor | None) -> torch.Tensor:
-        x = x + self.dropout(self.attn(self.input_norm(x), rope, mask))
+    def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor], mask: torch.Tensor | None,
+                cache: CognateCache | None = None, cache_index: int = 0) -> torch.Tensor:
+        x = x + self.dropout(self.attn(self.input_norm(x), rope, mask, cache, cache_index))
         return x + self.dropout(self.mlp(self.mlp_norm(x)))
 
 
@@ -303,7 +391,10 @@ class LongTermMemory(nn.Module):
         out = (attention @ v).transpose(1, 2).reshape(n, c, d)
         return self.read_out(out), attention
 
-    def forward(self, x: torch.Tensor, layout: Layout) -> tuple[torch.Tensor, MemoryStats]:
+    def forward(self, x: torch.Tensor, layout: Layout,
+                cache: CognateCache | None = None) -> tuple[torch.Tensor, MemoryStats]:
+        if cache is not None:
+            return self.forward_cached(x, layout, cache)
         batch, length, d = x.shape
         valid = layout.valid.reshape(-1)
         # one group per (row, example, chunk) that has real tokens; sorted, so an example's chunks are in order
@@ -357,6 +448,48 @@ class LongTermMemory(nn.Module):
         return x + out.view(batch, length, d), MemoryStats(write_gate, read_entropy.detach(), read_norm, versions)
 
 
+    def forward_cached(self, x: torch.Tensor, layout: Layout, cache: CognateCache) -> tuple[torch.Tensor, MemoryStats]:
+        """New tokens x (B, n, d) against each row's memory state in `cache`, which it then advances. A row's
+        pending chunk is written when its next chunk's first token arrives, before that token reads: the same
+        memory versions as forward(), which writes every chunk and lets later chunks read the result."""
+        batch, _, d = x.shape
+        if cache.memory is None:
+            cache.memory = self.memory.to(x.dtype)[None].expand(batch, -1, -1)
+            cache.chunk_sum = x.new_zeros(batch, d)
+            cache.chunk_count = x.new_zeros(batch)
+            cache.chunk_index = torch.zeros(batch, dtype=torch.long, device=x.device)
+        memory, total, count = cache.memory, cache.chunk_sum, cache.chunk_count
+        # 0: the row's current chunk, k: the k-th chunk after it (chunks advance by one per memory_chunk tokens)
+        ahead = torch.where(layout.valid, layout.chunk - cache.chunk_index[:, None], -1)
+        out, gates, entropy = torch.zeros_like(x), [], x.new_zeros(layout.valid.shape)
+        for k in range(int(ahead.max()) + 1):
+            members = ahead == k
+            rows = members.any(dim=1)
+            if not bool(rows.any()):
+                continue
+            if k > 0:  # these rows' previous chunk is complete: its write comes before their next chunk reads
+                written, gate = self.write(memory, total / count.clamp_min(1)[:, None])
+                memory = torch.where(rows[:, None, None], written, memory)
+                gates.append(gate[rows])
+                total = torch.where(rows[:, None], torch.zeros_like(total), total)
+                count = torch.where(rows, torch.zeros_like(count), count)
+            read, attention = self.read(x, memory)
+            out = torch.where(members[..., None], read, out)
+            token_entropy = -(attention * attention.clamp_min(1e-12).log()).sum(-1).mean(1)
+            entropy = torch.where(members, token_entropy, entropy)
+            total = total + torch.where(members[..., None], x, torch.zeros_like(x)).sum(dim=1)
+            count = count + members.to(x.dtype).sum(dim=1)
+        last_chunk = torch.where(layout.valid, layout.chunk, -1).max(dim=1).values
+        cache.chunk_index = torch.where(last_chunk >= 0, last_chunk, cache.chunk_index)
+        cache.memory, cache.chunk_sum, cache.chunk_count = memory, total, count
+        real = layout.valid
+        read_entropy = (entropy[real].mean() / math.log(self.slots) if self.slots > 1 and bool(real.any())
+                        else x.new_zeros(()))
+        read_norm = out[real].detach().float().norm(dim=-1).mean() if bool(real.any()) else x.new_zeros(())
+        write_gate = torch.cat(gates) if gates else x.new_zeros(0)
+        return x + out, MemoryStats(write_gate, read_entropy.detach(), read_norm, memory)
+
+
 # ---------------------------------------------------------------- adaptive computation time
 
 
@@ -378,7 +511,10 @@ class AdaptiveComputation(nn.Module):
         self.halt_norm = nn.LayerNorm(config.d_model, eps=config.norm_eps)
         self.halt = nn.Linear(config.d_model, 1)
 
-    def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor], layout: Layout) -> PonderResult:
+    def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor], layout: Layout,
+                cache: CognateCache | None = None, cache_start: int = 0) -> PonderResult:
+        """With a cache, every step runs whatever the halting: a later token may ponder longer and attend to
+        this token's state at that step (its weight here is 0 after halting, as in the whole-sequence pass)."""
         batch, length, _ = x.shape
         # the bookkeeping stays in fp32 whatever the weights: a threshold of 0.99 is below bf16's resolution
         zeros = torch.zeros(batch, length, dtype=torch.float32, device=x.device)
@@ -387,8 +523,8 @@ class AdaptiveComputation(nn.Module):
         weights = []
         for step in range(self.max_steps):
             x = x + self.step_embed[step].to(x.dtype)
-            for block in self.blocks:
-                x = block(x, rope, layout.attention_mask)
+            for j, block in enumerate(self.blocks):
+                x = block(x, rope, layout.attention_mask, cache, cache_start + step * len(self.blocks) + j)
             p = torch.sigmoid(self.halt(self.halt_norm(x)).float()).squeeze(-1)
             last = step == self.max_steps - 1
             halting = running if last else running & (cumulative + p >= self.threshold)
@@ -403,7 +539,7 @@ class AdaptiveComputation(nn.Module):
             steps = steps + running.float()
             weights.append(weight)
             running = continuing
-            if not bool(running.any()):  # every token halted: the remaining steps would weigh nothing
+            if cache is None and not bool(running.any()):  # every token halted: later steps would weigh nothing
                 break
         stacked = torch.stack(weights, dim=-1)
         stacked = F.pad(stacked, (0, self.max_steps - stacked.shape[-1]))
@@ -450,14 +586,27 @@ class CognateModel(CognatePreTrainedModel):
 
     def forward(self, input_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
                 position_ids: torch.Tensor | None = None, inputs_embeds: torch.Tensor | None = None,
+                past_key_values: CognateCache | None = None,
                 **kwargs: Any) -> tuple[torch.Tensor, PonderResult, MemoryStats, Layout]:
+        """With `past_key_values`, the tokens given follow those the cache has seen (attention_mask: the whole
+        sequence's or the new tokens' own)."""
         x = self.embed_tokens(input_ids) if inputs_embeds is None else inputs_embeds
-        layout = token_layout(x.shape[:2], x.device, self.config.memory_chunk, attention_mask, position_ids)
+        cache = past_key_values
+        if cache is None:
+            layout = token_layout(x.shape[:2], x.device, self.config.memory_chunk, attention_mask, position_ids)
+        else:
+            layout = cached_layout(cache, x.shape[0], x.shape[1], x.device, self.config.memory_chunk, attention_mask)
+            # generate() passes the positions it counts from the mask; packed rows restart them, which a cache
+            # of one example per row cannot follow
+            given = position_ids[:, -x.shape[1]:].to(x.device) if position_ids is not None else None
+            if given is not None and not bool(((given == layout.positions) | ~layout.valid).all()):
+                raise ValueError("the Cognate cache holds one example per row: position_ids of packed rows "
+                                 "need use_cache=False")
         rope = self.rotary(layout.positions, x.dtype)
-        for layer in self.layers:
-            x = layer(x, rope, layout.attention_mask)
-        x, memory = self.memory(x, layout)
-        ponder = self.act(x, rope, layout)
+        for i, layer in enumerate(self.layers):
+            x = layer(x, rope, layout.attention_mask, cache, i)
+        x, memory = self.memory(x, layout, cache)
+        ponder = self.act(x, rope, layout, cache, len(self.layers))
         return self.norm(ponder.output), ponder, memory, layout
 
 
@@ -469,12 +618,16 @@ class CognateForCausalLM(CognatePreTrainedModel, GenerationMixin):
         self.model = CognateModel(config)
         self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)
         self.post_init()
-        self.generation_config.use_cache = False  # no KV cache: generate() passes the whole sequence each step
+        self.generation_config.use_cache = True  # generate() keeps a CognateCache (exact: see the module docstring)
         built = sum(p.numel() for name, p in self.named_parameters() if name != "lm_head.weight")
         built += 0 if config.tie_word_embeddings else self.lm_head.weight.numel()
         if built != config.parameter_count():  # the formula the budget check relies on must describe this code
             raise RuntimeError(f"cognate built {built:,} parameters where its config counts "
                                f"{config.parameter_count():,}")
+
+    @classmethod
+    def _supports_default_dynamic_cache(cls) -> bool:
+        return False  # generate() must not build a DynamicCache: forward() builds a CognateCache when use_cache
 
     def get_input_embeddings(self) -> nn.Module:
         return self.model.embed_tokens
@@ -491,10 +644,17 @@ class CognateForCausalLM(CognatePreTrainedModel, GenerationMixin):
     def forward(self, input_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
                 position_ids: torch.Tensor | None = None, labels: torch.Tensor | None = None,
                 inputs_embeds: torch.Tensor | None = None, use_cache: bool | None = None,
+                past_key_values: CognateCache | None = None, logits_to_keep: int = 0,
                 num_items_in_batch: Any = None, **kwargs: Any) -> CognateCausalLMOutput:
+        """use_cache=True (what generate() passes) starts a CognateCache when `past_key_values` is None; left
+        at None, no cache is built (training). logits_to_keep > 0: logits of the last positions only."""
+        if past_key_values is None and use_cache:
+            past_key_values = CognateCache()
         hidden, ponder, memory, layout = self.model(input_ids=input_ids, attention_mask=attention_mask,
-                                                    position_ids=position_ids, inputs_embeds=inputs_embeds)
-        logits = self.lm_head(hidden)
+                                                    position_ids=position_ids, inputs_embeds=inputs_embeds,
+                                                    past_key_values=past_key_values)
+        kept = hidden[:, -logits_to_keep:] if logits_to_keep and labels is None else hidden
+        logits = self.lm_head(kept)
         real = layout.valid.to(ponder.cost.dtype)
         n_real = real.sum().clamp_min(1)
         ponder_cost = (ponder.cost * real).sum() / n_real
@@ -509,8 +669,10 @@ class CognateForCausalLM(CognatePreTrainedModel, GenerationMixin):
         return CognateCausalLMOutput(
             loss=loss, logits=logits, lm_loss=lm_loss, ponder_cost=ponder_cost,
             ponder_steps=((ponder.steps * real).sum() / n_real).detach(), token_ponder_steps=ponder.steps.detach(),
-            halting_weights=ponder.weights, memory_write_gate=memory.write_gate.mean().detach(),
+            halting_weights=ponder.weights,
+            memory_write_gate=memory.write_gate.mean().detach() if memory.write_gate.numel() else None,
             memory_read_entropy=memory.read_entropy, memory_read_norm=memory.read_norm,
+            past_key_values=past_key_values,
         )
 
 

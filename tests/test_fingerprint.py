@@ -71,6 +71,7 @@ def test_is_sha256_hex_of_the_inputs():
         "validation.enabled=false", "validation.max_errors_shown=3", "validation.pytest.enabled=false",
         "trainer.log_every_n_steps=5", "trainer.save_total_limit=3", "trainer.evaluations=2",
         "trainer.accelerator=gpu", "trainer.optimizations=[sequence_packing,gradient_checkpointing]",
+        "trainer.optimizations=[sequence_packing,fused_kernels]", "trainer.compile=true",
         "output.dir=/somewhere/else", "output.name=my-run", "stage=validate", "debug=true", "resume=true",
         "data.schema=[]",
     ],

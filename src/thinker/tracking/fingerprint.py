@@ -94,7 +94,9 @@ TRAINER_KEYS = (
 #   evaluations        held-out evaluation and checkpoint cadence; the weights trained are the same
 #   save_total_limit   how many checkpoints are kept
 #   name               the preset's label (cpu, gpu, ...); its values are what counts
-WEIGHT_NEUTRAL_OPTIMIZATIONS = frozenset({"gradient_checkpointing", "activation_offloading"})  # memory only
+# memory and speed only: the same loss and gradients, within float rounding (fused_kernels: the loss computed
+# from hidden states in chunks; docs/backends/local.md, "Speed and memory")
+WEIGHT_NEUTRAL_OPTIMIZATIONS = frozenset({"gradient_checkpointing", "activation_offloading", "fused_kernels"})
 
 # Files of a model folder that decide what training starts from (top level of the folder).
 WEIGHT_SUFFIXES = (".safetensors", ".safetensors.index.json")

@@ -44,7 +44,7 @@ def test_cfg_job_shows_the_universal_job_configuration(provider, tmp_path):
     job = yaml.safe_load(out.stdout)["provider"]["job"]
     assert job["optimizer"]["learning_rate"] == 2e-5 and job["schedule"]["epochs"] == 2
     assert set(job) == {"model", "datasets", "method", "objective", "schedule", "optimizer", "optimizations",
-                        "output", "seed", "metadata"}
+                        "output", "seed", "metadata", "integrations", "hardware", "passthrough"}
     assert job["objective"] == {"name": "sft", "beta": None, "loss": None}
 
 

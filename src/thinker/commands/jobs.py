@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from dataclasses import replace
 
@@ -47,6 +48,14 @@ def _status(args: argparse.Namespace) -> int:
     except ProviderUnreachable as error:
         raise ThinkerError(f"provider={entry.provider} did not answer ({error})", f"job {entry.job_id}",
                            "try again later") from error
+    jobs_ledger.append(replace(entry, state=str(status.state), model_id=status.model_id, updated_at=0.0))
+    if args.json:  # the design's job status: status, progress, metrics, events, estimatedTimeRemaining
+        from thinker.providers.job_status import status_document
+
+        document = status_document(entry.provider, status, run_dir=entry.run_dir, estimated_usd=entry.estimated_usd,
+                                   started_at=entry.created_at)
+        print(json.dumps(document, indent=2))
+        return 0
     print(progress_line(entry.provider, status))
     if status.model_id:
         print(f"model: {status.model_id}")
@@ -54,7 +63,6 @@ def _status(args: argparse.Namespace) -> int:
         print(f"error: {status.error}")
     for event in status.events[-args.events:]:
         print(f"  {time.strftime('%H:%M:%S', time.localtime(event.created_at))} {event.message}")
-    jobs_ledger.append(replace(entry, state=str(status.state), model_id=status.model_id, updated_at=0.0))
     return 0
 
 
@@ -81,6 +89,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     status = sub.add_parser("status", help="ask the provider where a job stands")
     status.add_argument("job", help="the provider's job id (thinker jobs list)")
     status.add_argument("--events", type=int, default=10, help="how many recent events to show (default 10)")
+    status.add_argument("--json", action="store_true", help="the job's status as JSON: status, progress, metrics, "
+                        "events, estimatedTimeRemaining, estimatedCost")
     status.set_defaults(func=_status)
     cancel = sub.add_parser("cancel", help="cancel a job at its provider")
     cancel.add_argument("job", help="the provider's job id")

@@ -100,6 +100,9 @@ def describe(caps: Any) -> str:
     if caps.learning_rate_note:
         lines.append(f"  learning rate:     {caps.learning_rate_note}")
     lines.append(f"  preference (dpo):  {preference_line(caps)}")
+    lines.append(f"  integrations:      {', '.join(caps.integrations) or 'none'} (provider.integrations); hardware: "
+                 f"{'provider.hardware' if caps.hardware_selection else 'chosen by the provider'}; output.name "
+                 f"{'names the fine-tune' if caps.output_suffix else 'does not reach it'}")
     if caps.parameter_ranges:
         lines.append("  ranges:")
         lines += [f"    {key:<28}{rng.describe()}" for key, rng in sorted(caps.parameter_ranges.items())]

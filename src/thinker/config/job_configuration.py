@@ -90,6 +90,24 @@ class JobOutput:
 
 
 @dataclass
+class JobWandb:  # integrations.wandb (the key: WANDB_API_KEY in the environment, added only to the request)
+    project: Any = "${oc.select:provider.integrations.wandb.project,null}"
+    entity: Any = "${oc.select:provider.integrations.wandb.entity,null}"
+    name: Any = "${oc.select:provider.integrations.wandb.name,null}"
+
+
+@dataclass
+class JobIntegrations:
+    wandb: JobWandb = field(default_factory=JobWandb)
+
+
+@dataclass
+class JobHardware:  # hardware: only for providers that let users choose
+    gpu_type: Any = "${oc.select:provider.hardware.gpu_type,null}"
+    num_gpus: Any = "${oc.select:provider.hardware.num_gpus,null}"
+
+
+@dataclass
 class JobConfiguration:
     model: JobModel = field(default_factory=JobModel)
     datasets: JobDatasets = field(default_factory=JobDatasets)
@@ -102,6 +120,10 @@ class JobConfiguration:
     seed: Any = "${seed}"
     # the universal schema's provider-specific overrides: provider.options (each provider's custom parameters)
     metadata: Any = "${provider.options}"
+    integrations: JobIntegrations = field(default_factory=JobIntegrations)
+    hardware: JobHardware = field(default_factory=JobHardware)
+    # provider.metadata: parameters the provider's API takes that thinker does not declare, sent as they are
+    passthrough: Any = "${oc.select:provider.metadata,{}}"
 
 
 def job_configuration(cfg: DictConfig) -> JobConfiguration:

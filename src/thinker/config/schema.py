@@ -90,6 +90,29 @@ class BackendConfig:
 
 
 @dataclass
+class WandbIntegration:
+    """provider.integrations.wandb: the hosted job logs to Weights & Biases (where the provider offers it; the
+    key comes from WANDB_API_KEY, never from the config)."""
+
+    project: str | None = None
+    entity: str | None = None
+    name: str | None = None  # the W&B run's name; null: the provider's
+
+
+@dataclass
+class ProviderIntegrations:
+    wandb: WandbIntegration = field(default_factory=WandbIntegration)
+
+
+@dataclass
+class ProviderHardware:
+    """provider.hardware: for a provider that lets users choose (thinker providers capabilities NAME)."""
+
+    gpu_type: str | None = None
+    num_gpus: int | None = None
+
+
+@dataclass
 class ProviderConfig:
     # the ProviderAdapter class Hydra instantiates with these keys (thinker.providers.<name>); null: no provider
     _target_: str | None = None
@@ -110,6 +133,12 @@ class ProviderConfig:
     # provider-specific custom parameters (`thinker providers capabilities NAME` lists them); they travel in
     # the universal job configuration's metadata
     options: dict[str, Any] = field(default_factory=dict)
+    # the universal job configuration's integrations, hardware and metadata (docs/providers.md): W&B logging,
+    # a GPU choice, and provider-specific parameters passed to the create call as they are (undeclared, so
+    # they are recorded and part of the config fingerprint when set)
+    integrations: ProviderIntegrations = field(default_factory=ProviderIntegrations)
+    hardware: ProviderHardware = field(default_factory=ProviderHardware)
+    metadata: dict[str, Any] = field(default_factory=dict)
     # the universal job configuration (docs/decisions/0003-universal-job-configuration.md): interpolations of the run's
     # keys, filled in by each hosted provider's option; null for provider=none
     job: Any = None

@@ -84,6 +84,7 @@ class JobStatus:
     metrics: dict[int, dict[str, float]] = field(default_factory=dict)
     total_steps: int | None = None
     trained_tokens: int | None = None
+    estimated_finish: float | None = None  # unix seconds, where the provider predicts it (OpenAI)
 
 
 class ProviderUnreachable(Exception):
@@ -101,7 +102,8 @@ class ProviderAdapter:
     def __init__(self, name: str, api_key_env: str | None = None, required_env: Sequence[str] = (),
                  base_url: str | None = None, base_url_env: str | None = None, base_model: str | None = None,
                  poll_interval: float = 30.0, max_wait: float = 86400.0, options: Mapping[str, Any] | None = None,
-                 job: Any = None):
+                 job: Any = None, integrations: Any = None, hardware: Any = None, metadata: Any = None):
+        # job, integrations, hardware and metadata reach the provider through job_configuration(cfg)
         self.name = name
         self.api_key_env = api_key_env
         self.required_env = list(required_env)

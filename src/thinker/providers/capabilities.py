@@ -77,6 +77,12 @@ class Capabilities:
     preference_refusal: str | None = None
     alternatives: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    # the universal job configuration's optional parts this provider takes (docs/providers.md): integrations
+    # it logs to ("wandb"), whether users choose its hardware, whether output.suffix names the fine-tune
+    integrations: list[str] = field(default_factory=list)
+    integration_keys: dict[str, str] = field(default_factory=dict)  # integration -> the variable holding its key
+    hardware_selection: bool = False
+    output_suffix: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)

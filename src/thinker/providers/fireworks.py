@@ -41,6 +41,8 @@ from thinker.providers.checks import is_preference
 from thinker.providers.sdk_adapter import SdkAdapter
 
 ACCOUNT_ENV = "FIREWORKS_ACCOUNT_ID"
+WANDB_KEY_ENV = "WANDB_API_KEY"
+MODEL_ID_CHARS = 63  # a Fireworks resource id: lowercase letters, digits and dashes
 MAX_UPLOAD_BYTES = 150 * 1000 * 1000  # the single-request dataset upload takes files up to 150 MB
 MIN_EXAMPLES = 3  # Fireworks refuses SFT datasets with fewer examples
 FIREWORKS_MODELS = "accounts/fireworks/models/"
@@ -141,6 +143,9 @@ class FireworksAdapter(SdkAdapter):
             },
             preference=PreferenceSupport(methods=["lora"], losses=["sigmoid"], beta_min=0.0, beta_max=DPO_BETA_MAX,
                                          beta_max_exclusive=True),
+            integrations=["wandb"],  # its key: WANDB_API_KEY, added to the create request only
+            integration_keys={"wandb": WANDB_KEY_ENV},
+            output_suffix=True,  # output.name leads the fine-tuned model's id (output_model)
             serverless_inference=[],  # a LoRA fine-tune needs a dedicated deployment (evaluation.provider_deploy)
             upload_format="chat_messages_jsonl",
             min_examples=MIN_EXAMPLES,
@@ -192,8 +197,15 @@ class FireworksAdapter(SdkAdapter):
             payload["is_turbo"] = bool(options["is_turbo"])
         if options.get("region"):
             payload["region"] = str(options["region"])
-        # lrScheduler is in Fireworks' API but not in fireworks-ai 1.2.28's create(): it travels as extra body
-        payload["extra_body"] = {"lrScheduler": lr_scheduler(job, options.get("lr_decay_ratio"))}
+        # lrScheduler is in Fireworks' API but not in fireworks-ai 1.2.28's create(): it travels as extra body,
+        # with provider.metadata (parameters of Fireworks' API thinker does not declare, as they are)
+        payload["extra_body"] = {"lrScheduler": lr_scheduler(job, options.get("lr_decay_ratio")),
+                                 **dict(job.passthrough or {})}
+        wandb = job.integrations.wandb
+        if wandb.project:
+            payload["wandb_config"] = {k: v for k, v in {"enabled": True, "project": wandb.project,
+                                                         "entity": wandb.entity, "run_id": wandb.name}.items()
+                                       if v is not None}
         return payload
 
     def _dpo_payload(self, job: JobConfiguration, files: UploadedFiles, samples: int) -> dict[str, Any]:
@@ -273,6 +285,10 @@ class FireworksAdapter(SdkAdapter):
         dpo = is_preference(job)
         job_id = self._next_job_id.pop(fingerprint, None) or self._free_job_id(fingerprint, dpo)
         body = {"display_name": f"thinker {fingerprint[:32]}", **payload}
+        if job.output.suffix and not dpo:  # the fine-tune's model id: output.name, then this job's id
+            body["output_model"] = output_model_id(str(job.output.suffix), job_id)
+        if "wandb_config" in body:  # the key from the environment, in this request only (never recorded)
+            body["wandb_config"] = {**body["wandb_config"], "api_key": os.environ.get(WANDB_KEY_ENV, "")}
         if dpo:
             return self.create_once(lambda client: job_id_of(client.dpo_jobs.create(dpo_job_id=job_id, **body).name)
                                     or job_id)
@@ -515,6 +531,13 @@ def examples_in(dataset: str) -> int | None:
 
 def job_id_of(name: str | None) -> str | None:
     return name.rsplit("/", 1)[-1] if name else None
+
+
+def output_model_id(suffix: str, job_id: str) -> str:
+    """output.name, as a Fireworks model id, then the job's id (unique: a re-launch never clashes)."""
+    lead = re.sub(r"[^0-9a-z-]+", "-", suffix.lower()).strip("-")
+    tail = job_id.rsplit("/", 1)[-1]
+    return f"{lead[:MODEL_ID_CHARS - len(tail) - 1].rstrip('-')}-{tail}" if lead else tail
 
 
 def model_name(base_model: str) -> str:

@@ -31,6 +31,7 @@ from thinker.providers.adapter import (
     ProviderUnreachable,
     UploadedFiles,
 )
+from thinker.providers.job_status import create_result, status_document
 from thinker.providers.upload_format import prepare_upload
 from thinker.tracking.atomic import append_json_line, atomic_write_json
 
@@ -152,7 +153,9 @@ class ProviderJobRun:
             print(line, flush=True)
             self.last_line = line
         self.job_file.update(state=str(status.state), provider_state=status.provider_state,
-                             model_id=status.model_id, error=status.error)
+                             model_id=status.model_id, error=status.error,
+                             status=status_document(self.name, status, run_dir=str(self.run_dir),
+                                                    estimated_usd=self.estimate()[0]))
 
     # ------------------------------------------------------------------ whole job
 
@@ -164,9 +167,12 @@ class ProviderJobRun:
             raise ThinkerError(f"provider={self.name} could not be reached while submitting the job ({error})",
                                f"provider={self.name}", "launch the same command again: a job that was made is "
                                "found and reattached to, never created twice", stage="train") from error
+        usd, seconds = self.estimate()
+        cost = f", estimated ${usd:,.4f}" if usd is not None else ""
         print(f"[provider] {self.name} job {job_id} {'reattached' if reattached else 'created'} "
-              f"(base model {self.job.model.base_model}, method={self.job.method.type})", flush=True)
-        self.job_file.update(job_id=job_id, reattached=reattached)
+              f"(base model {self.job.model.base_model}, method={self.job.method.type}{cost})", flush=True)
+        self.job_file.update(job_id=job_id, reattached=reattached,
+                             create_result=create_result(str(self.run_dir), job_id, usd, seconds, reattached))
         self.ledger(job_id, "queued")
         if self.tracker is not None:
             self.tracker.set_tags({"provider": self.name, "provider_job_id": job_id,
@@ -197,8 +203,21 @@ class ProviderJobRun:
                        "job_configuration"], "run_dir": str(self.run_dir)})
 
     def ledger(self, job_id: str, state: str, model_id: str | None = None) -> None:
+        usd, seconds = self.estimate()
         jobs_ledger.append(jobs_ledger.JobEntry(self.name, job_id, self.fingerprint, str(self.run_dir),
-                                                self.job.model.base_model, state, model_id))
+                                                self.job.model.base_model, state, model_id, estimated_usd=usd,
+                                                estimated_seconds=seconds,
+                                                created_at=time.time() if state == "queued" else None))
+
+    def estimate(self) -> tuple[float | None, float | None]:
+        """(USD, seconds) the config check estimated for this run (its record's cost.estimate; docs/costs.md)."""
+        from thinker.tracking.run_record import RECORD_NAME, read_record
+
+        try:
+            estimate = (read_record(self.run_dir / RECORD_NAME).get("cost") or {}).get("estimate") or {}
+        except (OSError, ValueError):
+            return None, None
+        return estimate.get("usd"), estimate.get("seconds")
 
 
 def no_model_error(provider: str, job_id: str, status: JobStatus) -> ThinkerError:

@@ -32,6 +32,10 @@ class JobEntry:
     state: str
     model_id: str | None = None
     updated_at: float = 0.0
+    # the run's estimate (thinker.estimate) and when the job was made: kept by later lines that omit them
+    estimated_usd: float | None = None
+    estimated_seconds: float | None = None
+    created_at: float | None = None
 
 
 def append(entry: JobEntry, path: Path | None = None) -> None:
@@ -56,8 +60,9 @@ def jobs(path: Path | None = None) -> list[JobEntry]:
             continue
         key = (entry.provider, entry.job_id)
         first = latest.pop(key, None)
-        if first is not None and entry.model_id is None:
-            entry.model_id = first.model_id
+        for kept in ("model_id", "estimated_usd", "estimated_seconds", "created_at"):
+            if first is not None and getattr(entry, kept) is None:
+                setattr(entry, kept, getattr(first, kept))
         latest[key] = entry
     return list(latest.values())
 

@@ -122,6 +122,8 @@ class OpenAIAdapter(SdkAdapter):
                     "(ft:<base>:<org>:<suffix>:<id>)"),
             },
             serverless_inference=["full"],
+            integrations=["wandb"],  # OpenAI holds the W&B key in the organisation's settings
+            output_suffix=True,
             upload_format="chat_messages_jsonl",
             min_examples=MIN_EXAMPLES,
             max_file_bytes=MAX_FILE_BYTES,
@@ -174,8 +176,14 @@ class OpenAIAdapter(SdkAdapter):
         }
         if files.validation_file_id:
             payload["validation_file"] = files.validation_file_id
-        if options.get("suffix"):
-            payload["suffix"] = str(options["suffix"])
+        suffix = options.get("suffix") or job.output.suffix  # provider.options.suffix, else output.name
+        if suffix:
+            payload["suffix"] = str(suffix)[:SUFFIX_MAX]
+        wandb = {k: v for k, v in vars(job.integrations.wandb).items() if v is not None}
+        if wandb.get("project"):
+            payload["integrations"] = [{"type": "wandb", "wandb": wandb}]
+        if job.passthrough:  # provider.metadata: parameters of OpenAI's API thinker does not declare
+            payload["extra_body"] = dict(job.passthrough)
         return payload
 
     # ------------------------------------------------------------------ SDK calls
@@ -260,7 +268,8 @@ class OpenAIAdapter(SdkAdapter):
         return JobStatus(job_id=job_id, state=state, provider_state=str(job.status), progress=progress,
                          model_id=str(job.fine_tuned_model) if job.fine_tuned_model else None, error=error,
                          events=[*self._events.get(job_id, []), *self._checkpoints.get(job_id, [])],
-                         metrics=metrics, total_steps=total, trained_tokens=job.trained_tokens)
+                         metrics=metrics, total_steps=total, trained_tokens=job.trained_tokens,
+                         estimated_finish=float(job.estimated_finish) if job.estimated_finish else None)
 
     # ------------------------------------------------------------------ OpenAI's own refusals
 

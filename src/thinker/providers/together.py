@@ -15,6 +15,7 @@ The SDK is imported inside methods only: capabilities, validate and translate wo
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 from collections.abc import Mapping
 from datetime import datetime
@@ -46,6 +47,8 @@ STATES: dict[str, JobState] = {
 REATTACHABLE = {"pending", "queued", "running", "compressing", "uploading", "completed"}
 FAILURE_EVENTS = {"job_error", "job_user_error"}
 SUFFIX_TAG = "thinker-"
+MAX_SUFFIX = 40
+WANDB_KEY_ENV = "WANDB_API_KEY"
 FINGERPRINT_CHARS = 12  # 48 bits of the fingerprint: `thinker-` + 12 = 20 of Together's 40 suffix characters
 TRAIN_ON_INPUTS: dict[str, bool | str] = {"auto": "auto", "enabled": True, "disabled": False}
 # schedules Together runs as they are, and the two that are exactly its linear schedule with a floor of 1.0
@@ -92,6 +95,9 @@ class TogetherAdapter(SdkAdapter):
                     "(needs a validation split and trainer.evaluations >= patience + 2)", min=1, max=20),
             },
             serverless_inference=["lora"],
+            integrations=["wandb"],  # its key: WANDB_API_KEY, added to the create request only
+            integration_keys={"wandb": WANDB_KEY_ENV},
+            output_suffix=True,
             upload_format="chat_messages_jsonl",
             # Together's preference fine-tuning: training_method=dpo with dpo_beta (no published bound above 0)
             preference=PreferenceSupport(methods=["lora", "full"], losses=["sigmoid"], beta_min=0.0),
@@ -160,11 +166,19 @@ class TogetherAdapter(SdkAdapter):
         patience = options.get("early_stopping_patience")
         if patience is not None:
             payload.update(early_stopping_enabled=True, early_stopping_patience=int(patience))
+        wandb = job.integrations.wandb
+        if wandb.project:
+            payload.update({k: v for k, v in {"wandb_project_name": wandb.project, "wandb_entity": wandb.entity,
+                                              "wandb_name": wandb.name}.items() if v is not None})
+        payload.update(dict(job.passthrough or {}))  # provider.metadata: create() parameters, as they are
         return payload
 
-    def job_suffix(self, fingerprint: str) -> str:
-        """The model-name suffix that ties a Together job to the config that made it."""
-        return SUFFIX_TAG + re.sub(r"[^0-9a-z]", "", str(fingerprint).lower())[:FINGERPRINT_CHARS]
+    def job_suffix(self, fingerprint: str, name: str | None = None) -> str:
+        """The model-name suffix that ties a Together job to the config that made it, after output.name's
+        first characters when it is set (Together's suffix holds 40)."""
+        tag = SUFFIX_TAG + re.sub(r"[^0-9a-z]", "", str(fingerprint).lower())[:FINGERPRINT_CHARS]
+        lead = re.sub(r"[^0-9a-z-]+", "-", str(name or "").lower()).strip("-")[:MAX_SUFFIX - len(tag) - 1]
+        return f"{lead.rstrip('-')}-{tag}" if lead.rstrip("-") else tag
 
     # ------------------------------------------------------------------ SDK calls
 
@@ -183,7 +197,7 @@ class TogetherAdapter(SdkAdapter):
         return str(response.id)
 
     def find_job(self, job: JobConfiguration, fingerprint: str) -> str | None:
-        suffix = self.job_suffix(fingerprint)
+        suffix = self.job_suffix(fingerprint, job.output.suffix)
         listing = self.request(lambda client: client.fine_tuning.list(), "list fine-tuning jobs")
         mine = [j for j in listing.data or [] if _suffix_of(j) == suffix and str(j.status) in REATTACHABLE]
         if not mine:
@@ -191,7 +205,14 @@ class TogetherAdapter(SdkAdapter):
         return str(max(mine, key=lambda j: _timestamp(j.created_at)).id)
 
     def create(self, payload: dict[str, Any], job: JobConfiguration, fingerprint: str) -> str:
-        body = {**payload, "suffix": self.job_suffix(fingerprint)}
+        body = {**payload, "suffix": self.job_suffix(fingerprint, job.output.suffix)}
+        if "wandb_project_name" in body:  # the key from the environment, in this request only (never recorded)
+            body["wandb_api_key"] = os.environ.get(WANDB_KEY_ENV, "")
+        unknown = sorted(set(dict(job.passthrough or {})) - sdk_create_parameters())
+        if unknown:
+            raise ThinkerError(f"provider.metadata {', '.join(unknown)} is not a parameter of Together's "
+                               "fine-tuning create call", "provider.metadata",
+                               "use the names of together's client.fine_tuning.create()", stage="train")
         limits = self.request(lambda client: client.fine_tuning.model_limits(model_name=str(body["model"])),
                               f"read the fine-tuning limits of {body['model']}",
                               fix="set provider.base_model to a model Together fine-tunes "
@@ -376,6 +397,15 @@ def _method_kwargs(job: JobConfiguration) -> dict[str, Any]:
     lora = job.method.lora
     return {"lora": True, "lora_r": int(lora.rank), "lora_alpha": int(float(lora.alpha)),
             "lora_dropout": float(lora.dropout), "lora_trainable_modules": str(lora.trainable_modules)}
+
+
+def sdk_create_parameters() -> set[str]:
+    """The keyword parameters of the together SDK's fine-tuning create() (what provider.metadata may name)."""
+    import inspect
+
+    from together.resources.fine_tuning import FineTuningResource
+
+    return set(inspect.signature(FineTuningResource.create).parameters) - {"self"}
 
 
 def _suffix_of(job: Any) -> str | None:

@@ -232,8 +232,12 @@ def _provider_identity(cfg: DictConfig) -> Any:
     name = _str_or_none(_select(cfg, "provider.name"))
     if name in (None, "none") or not _select(cfg, "backend.uses_provider"):
         return name
-    return {"name": name, "base_model": _str_or_none(_select(cfg, "provider.base_model")),
-            "options": _plain(_select(cfg, "provider.options"))}
+    identity = {"name": name, "base_model": _str_or_none(_select(cfg, "provider.base_model")),
+                "options": _plain(_select(cfg, "provider.options"))}
+    metadata = _plain(_select(cfg, "provider.metadata"))
+    if metadata:  # parameters passed to the provider as they are; only when set (fingerprints without stay)
+        identity["metadata"] = metadata
+    return identity
 
 
 def _trainer_identity(cfg: DictConfig) -> dict[str, Any]:

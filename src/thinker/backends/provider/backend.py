@@ -62,7 +62,12 @@ class ProviderBackend(Backend):
                 "that names one (thinker providers capabilities " + adapter.name + ")")
         if cfg.evaluation.provider_deploy and not cfg.evaluation.enabled:
             log.warning("evaluation.provider_deploy=true does nothing with evaluation.enabled=false")
-        findings = adapter.validate(job_configuration(cfg))
+        job = job_configuration(cfg)
+        key_env = adapter.capabilities().integration_keys.get("wandb")
+        if job.integrations.wandb.project and key_env and not str(env.get(key_env, "")).strip():
+            raise ThinkerError(f"provider.integrations.wandb needs {key_env} in the environment for {adapter.name}",
+                               "provider.integrations.wandb", f"export {key_env}=<your W&B key>, or drop the integration")
+        findings = adapter.validate(job)
         for finding in findings:
             if not finding.error:
                 log.warning("provider=%s: %s", adapter.name, finding.message)

@@ -66,10 +66,10 @@ def test_the_first_step_loss_is_ln2_and_every_dpo_metric_is_logged(server, tmp_p
 @pytest.mark.slow  # trains on both backends (about a minute on 2 cores)
 def test_tinker_and_local_give_the_same_dpo_loss_curve(server, tmp_path, monkeypatch):
     """Same pairs, seed, LoRA rank/alpha, schedule and reference (the starting weights): 5 steps within 2e-3."""
-    from thinker.backends.local.dpo import train_dpo
+    from thinker.backends.local.backend import train  # objective=dpo: thinker.backends.local.dpo.train_dpo
 
     common = ["trainer.max_steps=5", "trainer.evaluations=1"]
-    local = train_dpo(compose(["method=lora", "method.alpha=32", *PAIRS, *common]), tmp_path / "local")
+    local = train(compose(["method=lora", "method.alpha=32", *PAIRS, *common]), tmp_path / "local")
     theirs = [(int(h["step"]), h["loss"]) for h in local.extra["dpo_history"]]
     _, recorder = train_on_tinker(server, tmp_path, monkeypatch, *common)
     ours = recorder.history("loss")

@@ -92,7 +92,7 @@ def read_data(path: Path, cfg: DictConfig, limit: int | None) -> list[Any]:
         raise ThinkerError(f"data file {path} does not exist", f"data.path={cfg.data.path}",
                            "pass data.path=<a prompt/completion JSONL file>", stage="validate")
     try:
-        return task_of(cfg.data).read(path, cfg.data, limit)
+        return list(task_of(cfg.data).read(path, cfg.data, limit))  # parsed here, so a bad record is this error
     except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError) as exc:
         raise ThinkerError(
             f"{path} is not data.format={cfg.data.format} JSONL ({type(exc).__name__}: {exc})",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,11 +29,17 @@ def read_examples(path: str | Path, prompt_field: str, completion_field: str, li
     return out
 
 
-def split_examples(examples: list[Example], fraction: float, seed: int) -> tuple[list[Example], list[Example]]:
-    """A seeded shuffle, then the last `fraction` held out. At least one example stays on each side."""
-    order = list(range(len(examples)))
+def split_indices(count: int, fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """The positions of split_examples' train and held-out parts among `count` examples."""
+    order = list(range(count))
     random.Random(seed).shuffle(order)
-    n_val = int(round(len(examples) * fraction)) if fraction > 0 else 0
-    n_val = min(max(n_val, 1 if fraction > 0 else 0), max(len(examples) - 1, 0))
-    cut = len(order) - n_val
-    return [examples[i] for i in order[:cut]], [examples[i] for i in order[cut:]]
+    n_val = int(round(count * fraction)) if fraction > 0 else 0
+    n_val = min(max(n_val, 1 if fraction > 0 else 0), max(count - 1, 0))
+    cut = count - n_val
+    return order[:cut], order[cut:]
+
+
+def split_examples(examples: Sequence[Example], fraction: float, seed: int) -> tuple[list[Example], list[Example]]:
+    """A seeded shuffle, then the last `fraction` held out. At least one example stays on each side."""
+    train, held_out = split_indices(len(examples), fraction, seed)
+    return [examples[i] for i in train], [examples[i] for i in held_out]

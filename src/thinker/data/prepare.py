@@ -7,11 +7,12 @@ prompt masking and loss weights (docs/decisions/0011-same-training-on-every-back
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from thinker.data.packing import Row, pack_rows, single_rows
 from thinker.data.tokenize import TokenizedExample
@@ -19,6 +20,10 @@ from thinker.errors import ThinkerError
 from thinker.tasks import Task, task_of
 
 log = logging.getLogger("thinker")
+
+# examples tokenised and packed together (tokenized_data): more than any shipped file has, few enough that a
+# chunk's token lists stay far below a gigabyte
+CHUNK_EXAMPLES = 10_000
 
 
 @dataclass
@@ -30,7 +35,7 @@ class TokenStats:
     rows: int
 
 
-def tokenize_all(task: Task, tokenizer: Any, examples: list[Any], max_length: int, data: Any,
+def tokenize_all(task: Task, tokenizer: Any, examples: Sequence[Any], max_length: int, data: Any,
                  train_on_inputs: bool) -> list[TokenizedExample]:
     """The data task's tokens, labels and loss weights for each example (thinker.tasks)."""
     return [task.tokenize(tokenizer, ex, max_length=max_length, data=data, train_on_inputs=train_on_inputs)
@@ -83,18 +88,55 @@ def prepare_training_data(cfg: DictConfig, run_dir: Path, tokenizer: Any, packed
 
 def tokenized_data(cfg: DictConfig, data_path: Path, tokenizer: Any, packed: bool) -> PreparedData:
     """prepare_training_data's rows from `data_path`, quietly: what the run trains on, and what its estimate
-    counts (thinker.estimate) before the run."""
-    from thinker.data.examples import split_examples
+    counts (thinker.estimate) before the run.
+
+    The examples are read one at a time (the task's read() indexes the file; thinker.data.records) and
+    tokenised and packed CHUNK_EXAMPLES at a time in the split's seeded order, so memory follows the chunks
+    used, not the file (docs/data.md, "Large files and hub datasets"). Data of one chunk (every shipped file)
+    is tokenised and packed as a whole, as it always was. A run capped by trainer.max_steps stops at the
+    chunk that gives its steps rows enough; the held-out loss takes the first chunk of the held-out split."""
+    from thinker.data.examples import split_indices
+    from thinker.data.records import Picked
 
     task = task_of(cfg.data)
     examples = task.read(data_path, cfg.data, cfg.data.max_examples)
-    train_ex, val_ex = split_examples(examples, float(cfg.data.validation_split), int(cfg.seed))
+    train_idx, val_idx = split_indices(len(examples), float(cfg.data.validation_split), int(cfg.seed))
     if int(cfg.trainer.evaluations) == 0:
-        val_ex = []
+        val_idx = []
     max_len = int(cfg.trainer.max_seq_length)
     on_inputs = str(cfg.trainer.train_on_inputs) == "enabled"
-    train_tok = [t for t in tokenize_all(task, tokenizer, train_ex, max_len, cfg.data, on_inputs) if t.trained_tokens]
-    val_tok = [t for t in tokenize_all(task, tokenizer, val_ex, max_len, cfg.data, on_inputs) if t.trained_tokens]
-    train_rows, val_rows = make_rows(train_tok, max_len, packed), make_rows(val_tok, max_len, packed)
-    return PreparedData(train_tok, val_tok, train_rows, val_rows, stats(train_tok, train_rows), len(train_ex),
-                        len(val_ex))
+
+    def tokenized_rows(indices: list[int], rows_needed: int | None) -> tuple[list[TokenizedExample], list[Row], int]:
+        tokenized: list[TokenizedExample] = []
+        rows: list[Row] = []
+        read = 0
+        for first in range(0, len(indices), CHUNK_EXAMPLES):
+            chunk = Picked(examples, indices[first : first + CHUNK_EXAMPLES])
+            kept = [t for t in tokenize_all(task, tokenizer, chunk, max_len, cfg.data, on_inputs) if t.trained_tokens]
+            tokenized += kept
+            rows += make_rows(kept, max_len, packed)
+            read += len(chunk)
+            if rows_needed is not None and len(rows) >= rows_needed:
+                break
+        return tokenized, rows, read
+
+    train_tok, train_rows, read_train = tokenized_rows(train_idx, rows_for_max_steps(cfg))
+    val_tok, val_rows, read_val = tokenized_rows(val_idx[:CHUNK_EXAMPLES], None)
+    return PreparedData(train_tok, val_tok, train_rows, val_rows, stats(train_tok, train_rows), read_train, read_val)
+
+
+def rows_for_max_steps(cfg: DictConfig) -> int | None:
+    """The rows a run capped by trainer.max_steps trains on at most (its steps x micro-batches x batch size x
+    processes); None when it is not capped, or its processes are not a count in the config (devices=auto)."""
+    max_steps = int(cfg.trainer.max_steps)
+    devices = cfg.trainer.get("devices", 1)
+    if max_steps <= 0:
+        return None
+    if isinstance(devices, int) and devices > 0:
+        processes = devices
+    elif OmegaConf.is_list(devices) or isinstance(devices, list):
+        processes = len(devices)
+    else:
+        return None
+    processes *= int(cfg.trainer.get("num_nodes", 1) or 1)
+    return max_steps * int(cfg.trainer.grad_accum) * int(cfg.trainer.batch_size) * processes

@@ -1,8 +1,10 @@
-"""Where a run's training data really is: `data.path`, or the file converted from a SciFact release.
+"""Where a run's training data really is: `data.path`, or the file converted from a SciFact release or
+written from a hub dataset.
 
 With `data.source_format=scifact` the validate stage converts `data.claims_file` + `data.corpus_file` into
-`<run_dir>/data/<data.name>.jsonl` (atomically), and everything after it (validation, the pytest gate,
-training, the dataset digest) reads that file: effective_data_path is the one place that says which.
+`<run_dir>/data/<data.name>.jsonl` (atomically); with `data.path=hf://org/name` it writes the hub dataset's
+split there (thinker.data.hub). Everything after it (validation, the pytest gate, training, the dataset
+digest) reads that file: effective_data_path is the one place that says which.
 """
 
 from __future__ import annotations
@@ -25,17 +27,31 @@ def source_format(cfg: DictConfig) -> str | None:
     return str(value) if value else None
 
 
+def written_by_validate(cfg: DictConfig) -> bool:
+    """Whether the validate stage writes the run's data file (a SciFact conversion, a hub dataset)."""
+    from thinker.data.hub import hub_dataset
+
+    return source_format(cfg) is not None or hub_dataset(cfg.data.get("path")) is not None
+
+
 def effective_data_path(cfg: DictConfig, run_dir: str | Path) -> Path:
     """The prompt/completion JSONL this run validates and trains on."""
-    if source_format(cfg):
+    if written_by_validate(cfg):
         return Path(run_dir) / "data" / f"{cfg.data.name}.jsonl"
     return resolve_input(str(cfg.data.path))
 
 
 def prepare_data(cfg: DictConfig, run_dir: str | Path) -> Path:
     """Convert the configured source if there is one (the validate stage calls this first); return the path."""
+    from thinker.data.hub import hub_dataset, write_hub_dataset
+
     fmt = source_format(cfg)
     target = effective_data_path(cfg, run_dir)
+    hub = hub_dataset(cfg.data.get("path")) if fmt is None else None
+    if hub is not None:
+        count = write_hub_dataset(*hub, target)
+        log.info("wrote %d rows of hub dataset %s (split %s) into %s", count, *hub, target)
+        return target
     if fmt is None:
         return target
     if fmt not in SOURCE_FORMATS:

@@ -41,10 +41,10 @@ def answer_accuracy(examples: list[Any], generate: Callable[[list[str]], list[st
 
 def heldout_examples(cfg: Any, data_path: Any) -> list[Any]:
     """The held-out split exactly as training made it (same seed), first evaluation.max_samples of it."""
-    from thinker.data.examples import split_examples
+    from thinker.data.examples import split_indices
     from thinker.tasks import task_of
 
-    examples = task_of(cfg.data).read(data_path, cfg.data, cfg.data.max_examples)
-    _train, held_out = split_examples(examples, float(cfg.data.validation_split), int(cfg.seed))
+    examples = task_of(cfg.data).read(data_path, cfg.data, cfg.data.max_examples)  # read when indexed
+    _train, held_out = split_indices(len(examples), float(cfg.data.validation_split), int(cfg.seed))
     limit = cfg.evaluation.max_samples
-    return held_out[:limit] if limit else held_out
+    return [examples[i] for i in (held_out[:limit] if limit else held_out)]

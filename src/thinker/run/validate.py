@@ -7,7 +7,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from thinker.data.source import prepare_data, source_format
+from thinker.data.source import prepare_data, written_by_validate
 from thinker.errors import ThinkerError
 from thinker.paths import resolve_input
 from thinker.run.context import StageContext
@@ -37,7 +37,7 @@ def stage_validate(ctx: StageContext) -> None:
         _record_dataset_digest(ctx, found)
         return
 
-    converted = source_format(cfg) is not None
+    converted = written_by_validate(cfg)
     path = str(found) if converted else str(cfg.data.path)
     if converted:
         record.dataset_path = path  # the file this run really validates and trains on

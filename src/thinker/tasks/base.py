@@ -29,6 +29,14 @@ def read_jsonl(path: str | Path, limit: int | None = None) -> list[dict]:
     return out
 
 
+def jsonl_records(path: str | Path, limit: int | None = None) -> Sequence[dict]:
+    """read_jsonl's records, each parsed when it is read: a large file is never held in memory
+    (thinker.data.records; docs/data.md, "Large files and hub datasets")."""
+    from thinker.data.records import JsonlRecords
+
+    return JsonlRecords(path, limit)
+
+
 class Task:
     """A data format. Subclasses set the class attributes and override what differs from prompt/completion."""
 
@@ -56,8 +64,9 @@ class Task:
 
     # ---------------------------------------------------------------- records and tokens
 
-    def read(self, path: str | Path, data: Any, limit: int | None = None) -> list[Any]:
-        """The examples of a (validated) data file; `data` is the data config."""
+    def read(self, path: str | Path, data: Any, limit: int | None = None) -> Sequence[Any]:
+        """The examples of a (validated) data file; `data` is the data config. A list, or a Sequence that reads
+        each example when asked for it (jsonl_records), so that a file larger than memory trains."""
         raise NotImplementedError
 
     def tokenize(self, tokenizer: Any, example: Any, *, max_length: int, data: Any, train_on_inputs: bool) -> Any:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from thinker.tasks.base import Task, read_jsonl
+from thinker.tasks.base import Task, jsonl_records
 
 MESSAGES_FIELD = "messages"
 ASSISTANT = "assistant"
@@ -33,6 +33,10 @@ class Conversation:
     @property
     def reply(self) -> str:
         return str(self.messages[-1]["content"])
+
+
+def conversation_of(record: dict) -> Conversation:
+    return Conversation(tuple(record[MESSAGES_FIELD]))
 
 
 def render(tokenizer: Any, messages: Sequence[dict], generation_prompt: bool = False) -> str:
@@ -70,8 +74,10 @@ class ChatTask(Task):
     renders_chat_template = True
     generation_metrics = ("reply_match_rate", "replies")
 
-    def read(self, path: str | Path, data: Any, limit: int | None = None) -> list[Any]:
-        return [Conversation(tuple(r[MESSAGES_FIELD])) for r in read_jsonl(path, limit)]
+    def read(self, path: str | Path, data: Any, limit: int | None = None) -> Sequence[Any]:
+        from thinker.data.records import MappedRecords
+
+        return MappedRecords(jsonl_records(path, limit), conversation_of)
 
     def tokenize(self, tokenizer: Any, example: Any, *, max_length: int, data: Any, train_on_inputs: bool) -> Any:
         from thinker.data.tokenize import IGNORE_INDEX, TokenizedExample

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from thinker.tasks.base import Task, read_jsonl
+from thinker.tasks.base import Task, jsonl_records, read_jsonl
 
 PREFERENCE_FORMAT = "preference"
 ASSISTANT = "assistant"
@@ -252,8 +252,10 @@ class PreferenceTask(Task):
         # held-out pairs scored by the trained policy against its reference (the eval stage)
         return ("pref_accuracy", "pref_margin")
 
-    def read(self, path: str | Path, data: Any, limit: int | None = None) -> list[Any]:
-        return read_pairs(path, limit)
+    def read(self, path: str | Path, data: Any, limit: int | None = None) -> Sequence[Any]:
+        from thinker.data.records import MappedRecords
+
+        return MappedRecords(jsonl_records(path, limit), pair_from_record)
 
     def tokenize(self, tokenizer: Any, example: Any, *, max_length: int, data: Any, train_on_inputs: bool) -> Any:
         """The prompt with the chosen completion: what the data preview shows (objective=dpo trains on

@@ -4,19 +4,28 @@ data.claim_c1_weight / data.evidence_weight where a completion has them (1 by de
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-from thinker.tasks.base import Task, read_jsonl
+from thinker.tasks.base import Task, jsonl_records
+
+
+def _example(prompt_field: str, completion_field: str, record: dict) -> Any:
+    from thinker.data.examples import Example
+
+    return Example(record[prompt_field], record[completion_field])
 
 
 class PromptCompletionTask(Task):
     name = "prompt_completion"
 
-    def read(self, path: str | Path, data: Any, limit: int | None = None) -> list[Any]:
-        from thinker.data.examples import Example
+    def read(self, path: str | Path, data: Any, limit: int | None = None) -> Sequence[Any]:
+        from thinker.data.records import MappedRecords
 
-        return [Example(r[data.prompt_field], r[data.completion_field]) for r in read_jsonl(path, limit)]
+        return MappedRecords(jsonl_records(path, limit), partial(_example, str(data.prompt_field),
+                                                                 str(data.completion_field)))
 
     def loss_weights(self, data: Any) -> Any:
         from thinker.data.tokenize import LossWeights

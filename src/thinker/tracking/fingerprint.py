@@ -261,6 +261,8 @@ def _data_identity(cfg: DictConfig) -> dict[str, Any]:
             out[f"{key}_sha256"] = file_sha256(resolve_input(str(configured))) if configured else None
     else:
         configured = _select(cfg, "data.path")
+        if str(configured).startswith("hf://"):  # a hub dataset (thinker.data.hub): its id and split name it
+            out["hub"] = str(configured)
         out["sha256"] = file_sha256(resolve_input(str(configured))) if configured else None
     return out
 

@@ -188,3 +188,17 @@ def test_a_run_trains_exactly_the_estimated_tokens_and_records_its_cost(tmp_path
     metrics = mlflow.get_run(record["mlflow_run_id"]).data.metrics
     assert metrics["estimated_trained_tokens"] == metrics["trained_tokens"]
     assert metrics["actual_usd"] == pytest.approx(actual["usd"])
+
+
+def test_a_big_data_file_is_left_to_thinker_estimate_unless_a_budget_asks(tmp_path, monkeypatch, caplog):
+    import logging
+
+    from thinker.estimate import cost
+
+    monkeypatch.setattr(cost, "COUNT_AT_CHECK_BYTES", 10)  # the shipped sample counts as big here
+    with caplog.at_level(logging.INFO, logger="thinker"):
+        assert cost.estimate_at_config_check(compose([]), tmp_path) is None
+    assert "not counted at config check" in caplog.text
+    cfg = compose(["budget.max_usd=1000"])
+    full_tokenizer(cfg)
+    assert cost.estimate_at_config_check(cfg, tmp_path).tokens is not None

@@ -194,6 +194,18 @@ def budget_limit(cfg: DictConfig) -> float | None:
     return float(value) if value is not None else None
 
 
+COUNT_AT_CHECK_BYTES = 64 * 1024 * 1024
+
+
+def _data_bytes(cfg: DictConfig, run_dir: Path) -> int:
+    from thinker.data.source import effective_data_path
+
+    try:
+        return Path(effective_data_path(cfg, run_dir)).stat().st_size
+    except OSError:
+        return 0
+
+
 def estimate_at_config_check(cfg: DictConfig, run_dir: Path) -> Estimate | None:
     """The run's estimate, printed as one line, and budget.max_usd enforced; None for a stage that trains
     nothing. Tokens are counted with the tokenizer snapshot (no transformers import) unless budget.max_usd is
@@ -201,6 +213,11 @@ def estimate_at_config_check(cfg: DictConfig, run_dir: Path) -> Estimate | None:
     if str(cfg.stage) not in ("train", "run"):
         return None
     limit = budget_limit(cfg)
+    size = _data_bytes(cfg, run_dir)
+    if limit is None and size > COUNT_AT_CHECK_BYTES:  # tokenising it twice would double a big run's start
+        log.info("estimate: not counted at config check for a %.0f MB data file (thinker estimate counts it; "
+                 "budget.max_usd makes the check count it)", size / 1e6)
+        return None
     try:
         est = estimate_run(cfg, heavy=limit is not None, run_dir=run_dir)
     except (OSError, ValueError) as exc:  # unreadable data: the validate stage reports it, with its line number

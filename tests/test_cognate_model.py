@@ -268,6 +268,16 @@ def test_cached_generation_is_the_uncached_greedy_output():
     assert model.generation_config.use_cache  # generate() takes the cached path unless told otherwise
 
 
+def test_a_folder_saved_without_the_cache_generates_with_it(tmp_path):
+    from thinker.models.loading import load_causal_lm
+
+    model = small_model()
+    model.generation_config.use_cache = False  # what folders saved before the cache existed say
+    model.save_pretrained(tmp_path / "old", safe_serialization=True)
+    assert json.loads((tmp_path / "old" / "generation_config.json").read_text())["use_cache"] is False
+    assert load_causal_lm(str(tmp_path / "old"), method="full", quant=None).generation_config.use_cache is True
+
+
 def test_the_cache_follows_repeated_rows_and_refuses_packed_positions():
     model = _varied_ponderer()
     ids = batch(1, 10, seed=5)
@@ -544,3 +554,15 @@ def test_a_registered_cognate_model_fine_tunes_chats_and_merges_like_any_other(t
 
     refused = launch(["model=my-cognate", "method=qlora", *quick, "hydra.run.dir=run2"], cwd=tmp_path, env=env)
     assert refused.returncode == int(ExitCode.CONFIG) and "4-bit" in refused.stderr
+
+
+def test_a_prompt_of_padding_alone_generates_the_same_with_the_cache():
+    """generate() numbers a row whose prompt is all padding from 1 (its padding at 0): the cache takes the
+    positions it is given, as the uncached pass does."""
+    model = _varied_ponderer()
+    prompt = batch(2, 5, seed=6)
+    mask = torch.ones_like(prompt)
+    mask[1] = 0
+    runs = [model.generate(input_ids=prompt, attention_mask=mask, max_new_tokens=6, do_sample=False,
+                           use_cache=use_cache, pad_token_id=0, eos_token_id=None) for use_cache in (False, True)]
+    assert torch.equal(runs[0], runs[1])

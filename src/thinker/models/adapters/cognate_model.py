@@ -596,12 +596,15 @@ class CognateModel(CognatePreTrainedModel):
             layout = token_layout(x.shape[:2], x.device, self.config.memory_chunk, attention_mask, position_ids)
         else:
             layout = cached_layout(cache, x.shape[0], x.shape[1], x.device, self.config.memory_chunk, attention_mask)
-            # generate() passes the positions it counts from the mask; packed rows restart them, which a cache
-            # of one example per row cannot follow
-            given = position_ids[:, -x.shape[1]:].to(x.device) if position_ids is not None else None
-            if given is not None and not bool(((given == layout.positions) | ~layout.valid).all()):
-                raise ValueError("the Cognate cache holds one example per row: position_ids of packed rows "
-                                 "need use_cache=False")
+            if position_ids is not None:
+                # generate() passes the positions it counts from the mask (rotary angles, as the uncached pass
+                # uses them); a packed row restarts them at a later token, which one example per row cannot follow
+                given = position_ids[:, -x.shape[1]:].to(x.device).long()
+                index = layout.chunk * self.config.memory_chunk + layout.offset
+                if bool((layout.valid & (given == 0) & (index > 0)).any()):
+                    raise ValueError("the Cognate cache holds one example per row: position_ids of packed rows "
+                                     "need use_cache=False")
+                layout.positions = given
         rope = self.rotary(layout.positions, x.dtype)
         for i, layer in enumerate(self.layers):
             x = layer(x, rope, layout.attention_mask, cache, i)

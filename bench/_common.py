@@ -31,3 +31,52 @@ def quiet() -> None:
     warnings.filterwarnings("ignore")
     for name in ("thinker", "lightning", "lightning.pytorch", "lightning.fabric", "transformers", "peft"):
         logging.getLogger(name).setLevel(logging.ERROR)
+
+
+# ---------------------------------------------------------------- model shapes with random weights (no hub)
+
+# Qwen2.5's published configs (config.json of Qwen/Qwen2.5-{0.5B,1.5B,7B}); "tiny" is the builtin tiny-qwen
+SHAPES: dict[str, dict[str, Any]] = {
+    "0.5b": {"hidden_size": 896, "intermediate_size": 4864, "num_hidden_layers": 24, "num_attention_heads": 14,
+             "num_key_value_heads": 2, "vocab_size": 151936, "tie_word_embeddings": True},
+    "1.5b": {"hidden_size": 1536, "intermediate_size": 8960, "num_hidden_layers": 28, "num_attention_heads": 12,
+             "num_key_value_heads": 2, "vocab_size": 151936, "tie_word_embeddings": True},
+    "7b": {"hidden_size": 3584, "intermediate_size": 18944, "num_hidden_layers": 28, "num_attention_heads": 28,
+           "num_key_value_heads": 4, "vocab_size": 152064, "tie_word_embeddings": False},
+}
+QWEN25_COMMON = {"max_position_embeddings": 32768, "rope_theta": 1000000.0, "rms_norm_eps": 1e-6,
+                 "hidden_act": "silu", "use_sliding_window": False}
+
+
+def save_random_qwen2(shape: str, folder: Path, tokenizer_from: str | None = None, device: str = "cpu") -> int:
+    """A random-initialised Qwen2 of `shape` saved to `folder` in bf16 safetensors (built on `device`: a 7B
+    initialises in seconds on a GPU); with the tokenizer of `tokenizer_from` (the builtin tiny-qwen's: its ids
+    are valid in any of these vocabularies). Returns the parameter count."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer, Qwen2Config
+
+    torch.manual_seed(0)
+    config = Qwen2Config(**QWEN25_COMMON, **SHAPES[shape])
+    with torch.device(device):
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
+    model.save_pretrained(folder, safe_serialization=True)
+    if tokenizer_from is not None:
+        AutoTokenizer.from_pretrained(tokenizer_from).save_pretrained(folder)
+    count = sum(p.numel() for p in model.parameters())
+    del model
+    if device == "cuda":
+        torch.cuda.empty_cache()
+    return count
+
+
+def cuda_peak_bytes(reset: bool = False) -> int:
+    """torch.cuda.max_memory_allocated since the last reset (0 without CUDA); `reset` starts a new phase."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return 0
+    torch.cuda.synchronize()
+    peak = torch.cuda.max_memory_allocated()
+    if reset:
+        torch.cuda.reset_peak_memory_stats()
+    return int(peak)

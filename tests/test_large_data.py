@@ -113,7 +113,7 @@ def test_a_run_capped_by_max_steps_tokenises_only_the_chunks_its_steps_need(tmp_
     capped = tokenized_data(compose([*common, "trainer.max_steps=2"]), path, CharTokenizer(), packed=False)
     whole = tokenized_data(compose([*common, "trainer.max_steps=-1"]), path, CharTokenizer(), packed=False)
     assert whole.read_train_examples == 90 and len(whole.train_rows) == 90  # validation_split 0.1
-    assert capped.read_train_examples == 20  # 2 steps x 4 rows fit in the first chunk of 20
+    assert capped.read_train_examples == 20 and capped.split_train_examples == 90  # 2 x 4 rows: the first chunk
     assert capped.train_rows == whole.train_rows[:20]  # the same seeded order, cut after the chunk
     assert capped.val_rows == whole.val_rows
 

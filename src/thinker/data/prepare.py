@@ -65,6 +65,7 @@ class PreparedData:
     stats: TokenStats  # of the training split
     read_train_examples: int  # before examples without a trainable token were left out
     read_val_examples: int = 0
+    split_train_examples: int = 0  # in the training split; more than read_train_examples when max_steps cut it
 
 
 def prepare_training_data(cfg: DictConfig, run_dir: Path, tokenizer: Any, packed: bool) -> PreparedData:
@@ -78,6 +79,10 @@ def prepare_training_data(cfg: DictConfig, run_dir: Path, tokenizer: Any, packed
     log.info("data: %d train / %d held-out examples, %d tokens in %d rows (packing %s), %d truncated, "
              "%d left out (no completion token within max_seq_length)", len(prepared.train), len(prepared.val),
              st.tokens, st.rows, "on" if packed else "off", st.truncated, read - len(prepared.train) - len(prepared.val))
+    if prepared.split_train_examples > prepared.read_train_examples:
+        log.info("data: trainer.max_steps trains on the first %d of the %d training examples (tokenised %d at a "
+                 "time; docs/data.md, \"Large files and hub datasets\")", prepared.read_train_examples,
+                 prepared.split_train_examples, CHUNK_EXAMPLES)
     if st.trained_tokens == 0:
         raise ThinkerError(
             f"no completion token survives trainer.max_seq_length={max_len} (prompts fill every sequence)",
@@ -122,7 +127,8 @@ def tokenized_data(cfg: DictConfig, data_path: Path, tokenizer: Any, packed: boo
 
     train_tok, train_rows, read_train = tokenized_rows(train_idx, rows_for_max_steps(cfg))
     val_tok, val_rows, read_val = tokenized_rows(val_idx[:CHUNK_EXAMPLES], None)
-    return PreparedData(train_tok, val_tok, train_rows, val_rows, stats(train_tok, train_rows), read_train, read_val)
+    return PreparedData(train_tok, val_tok, train_rows, val_rows, stats(train_tok, train_rows), read_train, read_val,
+                        len(train_idx))
 
 
 def rows_for_max_steps(cfg: DictConfig) -> int | None:

@@ -200,3 +200,28 @@ def test_a_hub_dataset_that_is_not_cached_offline_is_one_error_line(hub_env, tmp
     assert out.returncode == ExitCode.VALIDATE
     errors = [line for line in out.stderr.splitlines() if line.startswith("[thinker] error:")]
     assert len(errors) == 1 and "hub dataset org/missing" in errors[0] and "Traceback" not in out.stderr
+
+
+def test_writing_a_hub_dataset_imports_no_torch_transformers_or_mlflow(hub_env, tmp_path):
+    # the validate stage writes it, and validating must stay light (tests/test_lazy_imports.py)
+    import subprocess
+    import sys
+
+    _root, env = hub_env
+    code = ("import sys; from pathlib import Path; from thinker.data.hub import write_hub_dataset; "
+            f"n = write_hub_dataset('org/claims', 'train', Path({str(tmp_path / 'out.jsonl')!r})); "
+            "print(n, [m for m in ('torch', 'transformers', 'mlflow') if m in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert out.stdout.split()[:2] == ["12", "[]"], out.stderr[-2000:]
+
+
+@pytest.mark.slow
+def test_a_hub_dataset_trains_offline(hub_env, tmp_path):
+    _root, env = hub_env
+    out = launch(["stage=train", "data=jsonl", "data.path=hf://org/claims", "method=lora", "trainer.max_steps=2",
+                  "trainer.evaluations=0", "validation.pytest.enabled=false"], tmp_path, env)
+    assert out.returncode == 0, out.stderr[-3000:]
+    folder = run_folder(tmp_path)
+    record = json.loads((folder / "run_record.json").read_text())
+    assert record["dataset_path"].endswith("data/jsonl.jsonl")
+    assert (folder / "weights").is_dir()

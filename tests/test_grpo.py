@@ -10,12 +10,11 @@ import pytest
 from conftest import compose
 
 from thinker.config import rules
+from thinker.data.examples import Example
 from thinker.errors import ThinkerError
 from thinker.rewards import builtin
 from thinker.rewards.advantages import group_advantages, kl_penalised
 from thinker.rewards.spec import build_rewards, reward_specs, score
-from thinker.data.examples import Example
-
 
 # ---------------------------------------------------------------- rewards
 

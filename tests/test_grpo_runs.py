@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 from pathlib import Path
 
 import pytest
@@ -50,13 +51,15 @@ def task(tmp_path_factory, private_models_dir):
     return data, clean_env(PYTHONPATH=pythonpath, THINKER_MODELS_DIR=str(private_models_dir), HF_HUB_OFFLINE="1")
 
 
-def mlflow_metrics(cwd: Path) -> tuple[object, dict[str, list[tuple[int, float]]]]:
+METRICS = ["reward/mean", "reward/std", "reward/rl_rewards.vowel_share", "advantage/std", "kl/policy_ref",
+           "kl/sample_train", "entropy", "completion/length", "train_loss"]
+
+
+def mlflow_metrics(cwd: Path, keys: list[str] = METRICS) -> tuple[object, object, dict[str, list[tuple[int, float]]]]:
     import mlflow
 
     client = mlflow.tracking.MlflowClient(f"sqlite:///{cwd / 'mlflow.db'}")
-    (run,) = client.search_runs([client.get_experiment_by_name("thinker").experiment_id])
-    keys = ["reward/mean", "reward/std", "reward/rl_rewards.vowel_share", "advantage/std", "kl/policy_ref",
-            "kl/sample_train", "entropy", "completion/length", "train_loss"]
+    (run,) = client.search_runs([e.experiment_id for e in client.search_experiments()])
     return client, run, {k: sorted((m.step, m.value) for m in client.get_metric_history(run.info.run_id, k))
                          for k in keys}
 
@@ -174,3 +177,55 @@ def test_local_and_tinker_steps_agree_on_the_same_rollouts(task, server, loss):
         trained = [lp[len(p) - 1:] for lp, p in zip(output_logprobs(remote), prompt_ids, strict=True)]
         for row, (q, p) in enumerate(zip(sampled, trained, strict=True)):
             assert p == pytest.approx(q, abs=2e-3), f"step {step + 1}, completion {row}"
+
+
+def test_the_gsm8k_preset_trains_and_reports_answer_accuracy_before_and_after(private_models_dir, tmp_path):
+    """experiment=gsm8k_grpo end to end, shortened: the shipped rewards score GSM8K answers and the eval stage
+    prints the held-out answer accuracy of the base -> the trained weights."""
+    env = clean_env(THINKER_MODELS_DIR=str(private_models_dir), HF_HUB_OFFLINE="1")
+    out = launch(["experiment=gsm8k_grpo", "trainer.max_steps=2", "trainer.batch_size=2", "objective.group_size=2",
+                  "objective.max_new_tokens=8", "evaluation.max_samples=2", "evaluation.decoding.max_new_tokens=8",
+                  "validation.pytest.enabled=false", "hydra.run.dir=run"], cwd=tmp_path, env=env, timeout=900)
+    assert out.returncode == 0, out.stderr[-3000:]
+    record = json.loads((tmp_path / "run" / "run_record.json").read_text())
+    assert record["stages"]["eval"]["status"] == "passed"
+    assert "answer_accuracy" in record["metrics"] and "base_answer_accuracy" in record["metrics"]
+    assert re.search(r"answer_accuracy\s+\d\.\d{4} -> \d\.\d{4}", out.stdout), out.stdout[-2000:]
+    client, run, history = mlflow_metrics(tmp_path, ["reward/gsm8k_answer", "reward/length_penalty"])
+    assert [s for s, _ in history["reward/gsm8k_answer"]] == [1, 2]
+
+
+def test_resume_continues_as_the_uninterrupted_run_would(task, tmp_path):
+    """Stopped by SIGTERM during step 4 and resumed: steps 5-6 sample the same completions (the RNG state), from
+    the same prompts (the loader's position) and update with the same optimizer state as an uninterrupted run."""
+    import signal
+
+    import lightning.pytorch as pl
+    from conftest import compose
+
+    from thinker.backends.local.grpo import train_grpo
+    from thinker.errors import ExitCode, ThinkerError
+
+    class SignalAtStep(pl.Callback):
+        sent = False
+
+        def on_train_batch_end(self, trainer, *args):
+            if trainer.global_step == 3 and not self.sent:
+                self.sent = True
+                os.kill(os.getpid(), signal.SIGTERM)
+
+    data, _ = task
+    overrides = ["objective=grpo", "data=jsonl", f"data.path={data}", "logger=none", "callbacks=none",
+                 "objective.rewards=[{length_penalty:{scale_chars:40}}]", "objective.group_size=4",
+                 "objective.max_new_tokens=8", "trainer.max_steps=6", "trainer.evaluations=2", "trainer.batch_size=2",
+                 "optimizer.lr=0.01", "method=lora"]
+    straight = train_grpo(compose(overrides), tmp_path / "straight").extra["grpo_history"]
+    with pytest.raises(ThinkerError) as stopped:
+        train_grpo(compose(overrides), tmp_path / "stopped", callbacks=(SignalAtStep(),))
+    assert stopped.value.exit_code == ExitCode.INTERRUPTED
+    resumed = train_grpo(compose([*overrides, "resume=true"]), tmp_path / "stopped").extra["grpo_history"]
+    # the stop lands at the end of the step after the signal (the graceful stop checks at each batch end)
+    assert [h["step"] for h in resumed] == [5.0, 6.0]
+    for again, first in zip(resumed, straight[4:], strict=True):
+        for key in ("reward/mean", "train_loss", "completion/length", "kl/policy_ref"):
+            assert again[key] == pytest.approx(first[key], rel=1e-4, abs=1e-6), (again["step"], key)

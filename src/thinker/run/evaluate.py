@@ -55,7 +55,7 @@ def stage_eval(ctx: StageContext) -> None:
     if task.pairs:  # preference pairs: scored by log-probabilities, before -> after
         from thinker.run.evaluate_preference import stage_eval_preference
 
-        stage_eval_preference(ctx, task)
+        stage_eval_preference(ctx, weights_to_evaluate(ctx), eval_tokenizer(cfg))
         return
     if not task.scores_claims:
         stage_eval_heldout(ctx, task)
@@ -147,6 +147,8 @@ def stage_eval_heldout(ctx: StageContext, task: Any) -> None:
                 generate = backend.sampler(report, cfg)
                 metrics.update(generation_check(task, examples, generate, int(cfg.evaluation.batch_size),
                                                 lambda: eval_tokenizer(cfg), backend.samples_conversations))
+                if rl_before_after(cfg):
+                    metrics.update(base_generation_metrics(cfg, backend, task, examples))
             finally:
                 backend.close()
     if not metrics:
@@ -156,12 +158,34 @@ def stage_eval_heldout(ctx: StageContext, task: Any) -> None:
                     "in this run (data.validation_split > 0, trainer.evaluations > 0)", cfg.data.format)
         return
     print("\n".join([f"evaluation on held-out {cfg.data.name} data"] +
-                    [f"{name:<16}{value:.4f}" for name, value in metrics.items()]), flush=True)
+                    [f"{name:<16}" + (f"{metrics['base_' + name]:.4f} -> " if f"base_{name}" in metrics else "")
+                     + f"{value:.4f}" for name, value in metrics.items() if not name.startswith("base_")]), flush=True)
     record.metrics.update(metrics)
     session = ctx.open_session()
     if session is not None:
         session.log_metrics(metrics, step=last_step(record))
     record.stage_update("eval", "passed", metrics=metrics)
+
+
+def rl_before_after(cfg: DictConfig) -> bool:
+    """objective=grpo reports the task's generation metrics of the base beside the trained weights' (before ->
+    after: reinforcement learning is judged by what it changed; docs/objectives.md)."""
+    return bool(cfg.evaluation.compare_base) and str(cfg.objective.get("name", "sft")) == "grpo"
+
+
+def base_generation_metrics(cfg: DictConfig, backend: Any, task: Any, examples: list[Any]) -> dict[str, float]:
+    """The generation check of the weights the run started from, as base_<metric> (none if the backend cannot
+    name them)."""
+    from thinker.backends import TrainingReport
+    from thinker.evaluation.heldout import generation_check
+
+    weights = backend.base_weights(cfg)
+    if weights is None:
+        return {}
+    generate = backend.sampler(TrainingReport(backend=backend.name, weights=weights), cfg)
+    before = generation_check(task, examples, generate, int(cfg.evaluation.batch_size), lambda: eval_tokenizer(cfg),
+                              backend.samples_conversations)
+    return {f"base_{name}": value for name, value in before.items()}
 
 
 def eval_tokenizer(cfg: DictConfig) -> Any:

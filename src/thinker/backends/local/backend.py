@@ -137,7 +137,6 @@ def load_training_model(cfg: DictConfig) -> tuple[Path, Any, Any, dict[str, Any]
     # the adapters' initial values depend on the seed alone (what backend=tinker asks its service for too)
     torch.manual_seed(int(cfg.seed))
     model = apply_method(model, cfg.method, checkpointing="gradient_checkpointing" in optimizations)
-    speedups = apply_speedups(model, cfg, device)
     trainable, total = count_parameters(model)
     log.info("parameters: %s trainable of %s total (%.2f%%)", f"{trainable:,}", f"{total:,}",
              100.0 * trainable / max(total, 1))
@@ -176,6 +175,7 @@ def train(cfg: DictConfig, run_dir: Path, session: Any = None, callbacks: tuple 
     optimizations = {str(o) for o in cfg.trainer.optimizations}
     ckpt_path = resume_checkpoint(run_dir) if cfg.resume else None
     path, tokenizer, model, quant = load_training_model(cfg)
+    speedups = apply_speedups(model, cfg, device)
     trainable, total = count_parameters(model)
 
     # data: the same tokens, masks and weights as every backend (thinker.data.prepare)

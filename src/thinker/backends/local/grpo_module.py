@@ -147,6 +147,7 @@ class GrpoModule(FineTuneModule):
         self.trained_tokens += int(metrics["sampled_tokens"])
         self.history.append({"step": float(step), **metrics})
         self.train_history.append((step, metrics["train_loss"]))
+        self.log("loss", metrics["train_loss"], prog_bar=True, logger=False, on_step=True)  # the progress lines
         self.log("reward", metrics["reward/mean"], prog_bar=True, logger=False, on_step=True)
         if step % self.log_every_n_steps == 0 or step >= self.total_steps:
             self.log_to_tracker(metrics, step)

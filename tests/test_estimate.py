@@ -134,6 +134,38 @@ def test_openai_is_priced_by_base_model_id():
     assert published_price("openai", "an-unlisted-model", None, "full", "sft").train is None
 
 
+def test_openai_prices_dpo_like_sft_where_it_offers_dpo():
+    from thinker.estimate.prices import published_price
+
+    assert published_price("openai", "gpt-4.1-mini-2025-04-14", None, "full", "dpo").train == pytest.approx(
+        published_price("openai", "gpt-4.1-mini-2025-04-14", None, "full", "sft").train)
+    assert published_price("openai", "gpt-4o-mini-2024-07-18", None, "full", "dpo").train is None  # no DPO offered
+
+
+def test_a_price_not_read_on_the_providers_page_says_unverified(tmp_path, monkeypatch):
+    """conf/prices marks what could not be checked against the provider's own page (docs/costs.md, Prices)."""
+    from thinker.estimate.cost import estimate_run
+    from thinker.estimate.prices import PRICES_DIR_ENV, published_price
+
+    assert "unverified price" in published_price("together", None, 7_000_000_000, "lora", "sft").describe()
+    assert "unverified price" not in published_price("fireworks", None, 7_000_000_000, "lora", "sft").describe()
+    assert "unverified price" in published_price("fireworks", None, 7_000_000_000, "lora", "dpo").describe()
+    cfg = compose(["backend=provider", "provider=together", "provider.base_model=some/model"])
+    full_tokenizer(cfg)
+    assert "unverified price" in estimate_run(cfg).line()
+    overridden = estimate_run(compose(["backend=provider", "provider=together", "provider.base_model=some/model",
+                                       "budget.train_usd_per_mtok=1"]))
+    assert "unverified" not in overridden.line()  # the user's own rate
+    (tmp_path / "together.yaml").write_text(textwrap.dedent("""\
+        source: my contract
+        sizes:
+          - {max_params: 100_000_000_000, lora: {sft: 0.1}}
+    """))
+    monkeypatch.setenv(PRICES_DIR_ENV, str(tmp_path))
+    own = published_price("together", None, 7_000_000_000, "lora", "sft")
+    assert own.train == 0.1 and "unverified" not in own.describe()
+
+
 def test_thinker_estimate_prints_each_job_and_the_total_as_json(tmp_path):
     env = clean_env()
     out = subprocess.run([sys.executable, "-m", "thinker.commands.cli", "estimate", "--json", "-m",

@@ -1,5 +1,9 @@
 """Published prices, read from conf/prices/<name>.yaml (THINKER_PRICES_DIR: a folder of your own): each file
-names its source and date, and budget.train_usd_per_mtok / sample_usd_per_mtok override a price for one run."""
+names its source and date, and budget.train_usd_per_mtok / sample_usd_per_mtok override a price for one run.
+
+`verified: false` (for a whole file, or an entry; an entry's may name objectives: {sft: true, dpo: false}) marks
+a figure that could not be checked against the provider's own page: the estimate then says "unverified price"
+(docs/costs.md, Prices). A file without the key is the user's own and is not marked."""
 
 from __future__ import annotations
 
@@ -23,10 +27,13 @@ class Price:
     prefill: float | None = None
     source: str | None = None
     as_of: str | None = None
+    verified: bool | None = None  # False: not checked against the provider's page; None: not said
 
     def describe(self) -> str:
         where = f"{self.source}, {self.as_of}" if self.as_of else str(self.source)
-        return f"${self.train:g}/M train tokens ({where})" if self.train is not None else f"no price ({where})"
+        if self.train is None:
+            return f"no price ({where})"
+        return f"${self.train:g}/M train tokens ({where}{'; unverified price' if self.verified is False else ''})"
 
 
 def prices_dir() -> Path:
@@ -52,13 +59,20 @@ def price_table(name: str) -> dict[str, Any] | None:
     return _table(str(prices_dir()), name)
 
 
-def _by_size(table: dict[str, Any], params: int | None, method: str, objective: str) -> float | None:
+def _size_row(table: dict[str, Any], params: int | None) -> dict[str, Any] | None:
     if params is None:
         return None
     for size in table.get("sizes") or []:
         if params <= int(size["max_params"]):
-            return (size.get(method) or {}).get(objective)
+            return size
     return None
+
+
+def _verified(flag: Any, objective: str) -> bool | None:
+    """An entry's `verified`: a bool, or one per objective ({sft: true, dpo: false})."""
+    if isinstance(flag, dict):
+        flag = flag.get(objective)
+    return None if flag is None else bool(flag)
 
 
 def published_price(table_name: str, model_id: str | None, params: int | None, method: str,
@@ -72,9 +86,12 @@ def published_price(table_name: str, model_id: str | None, params: int | None, m
     entry = (table.get("models") or {}).get(model_id or "")
     if entry is not None:
         train = entry.get("train", entry.get(objective))
-        return Price(train, entry.get("sample"), entry.get("prefill"), source, as_of)
-    return Price(_by_size(table, params, "lora" if method == "qlora" else method, objective), source=source,
-                 as_of=as_of)
+        verified = _verified(entry.get("verified", table.get("verified")), objective)
+        return Price(train, entry.get("sample"), entry.get("prefill"), source, as_of, verified)
+    row = _size_row(table, params) or {}
+    train = (row.get("lora" if method == "qlora" else method) or {}).get(objective)
+    verified = _verified(row.get("verified", table.get("verified")), objective)
+    return Price(train, source=source, as_of=as_of, verified=verified)
 
 
 def with_overrides(price: Price, budget: Any) -> Price:

@@ -193,11 +193,11 @@ def test_a_bad_hub_record_is_named_by_its_line(hub_env, tmp_path):
     assert "line 3" in out.stdout + out.stderr
 
 
-def test_a_hub_dataset_that_is_not_cached_offline_is_one_error_line(hub_env, tmp_path):
+def test_a_hub_dataset_that_is_not_cached_offline_is_one_error_line_at_config_check(hub_env, tmp_path):
     _root, env = hub_env
     out = launch(["stage=validate", "data=jsonl", "data.path=hf://org/missing", "validation.pytest.enabled=false"],
                  tmp_path, env)
-    assert out.returncode == ExitCode.VALIDATE
+    assert out.returncode == ExitCode.CONFIG
     errors = [line for line in out.stderr.splitlines() if line.startswith("[thinker] error:")]
     assert len(errors) == 1 and "hub dataset org/missing" in errors[0] and "Traceback" not in out.stderr
 
@@ -225,3 +225,18 @@ def test_a_hub_dataset_trains_offline(hub_env, tmp_path):
     record = json.loads((folder / "run_record.json").read_text())
     assert record["dataset_path"].endswith("data/jsonl.jsonl")
     assert (folder / "weights").is_dir()
+
+
+def test_the_config_check_knows_which_hub_ids_load_offline(hub_env, tmp_path):
+    from thinker.config.check import violations
+
+    root, _env = hub_env
+    offline = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_CACHE": str(root / "cache")}
+
+    def problems(path, env):
+        return [v.what for v in violations(compose(["data=jsonl", f"data.path={path}"]), env)]
+
+    assert not any("hub" in what for what in problems("hf://org/claims", offline))
+    assert any("hub dataset org/missing is not in the datasets cache" in w for w in problems("hf://org/missing", offline))
+    assert not any("hub" in what for what in problems("hf://org/missing", {}))  # online: the hub may have it
+    assert any("not a hub dataset id" in what for what in problems("hf://org/name/extra", {}))

@@ -262,6 +262,25 @@ def data_source_valid(cfg: DictConfig, env: Mapping[str, str]) -> Iterator[Viola
                         "data.claims_file / data.corpus_file", "set both to SciFact release files")
 
 
+def hub_dataset_loadable(cfg: DictConfig, env: Mapping[str, str]) -> Iterator[Violation]:
+    # data.path=hf://org/name[:split] (thinker.data.hub): a malformed id, or one HF_HUB_OFFLINE=1 cannot load
+    # because it is not cached, is known before the validate stage would load it
+    from thinker.data.hub import cached, hub_cache_dir, hub_dataset, offline
+    from thinker.errors import ThinkerError
+
+    if cfg.data.get("source_format"):
+        return
+    try:
+        hub = hub_dataset(cfg.data.get("path"))
+    except ThinkerError as error:
+        yield Violation(error.what, error.where, error.fix)
+        return
+    if hub is not None and offline(env) and not cached(hub[0], env):
+        yield Violation(f"hub dataset {hub[0]} is not in the datasets cache ({hub_cache_dir(env)}) and "
+                        "HF_HUB_OFFLINE=1 keeps it from being downloaded", f"data.path={cfg.data.path}",
+                        "run once online (HF_HUB_OFFLINE unset), or set HF_DATASETS_CACHE to the cache that has it")
+
+
 def input_files_regular(cfg: DictConfig, env: Mapping[str, str]) -> Iterator[Violation]:
     # A named pipe as an input file would block the run forever, a device would never end: refused before
     # anything opens it (thinker.paths.check_input_file, which the readers call again).
@@ -414,6 +433,7 @@ RULES: list[Rule] = [
     output_name_free,
     evaluation_settings_valid,
     data_source_valid,
+    hub_dataset_loadable,
     input_files_regular,
     data_task_known,
     data_schema_valid,

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
 from thinker.errors import ThinkerError
@@ -38,14 +39,26 @@ def hub_dataset(path: object) -> tuple[str, str] | None:
     return repo_id, split or DEFAULT_SPLIT
 
 
-def hub_cache_dir() -> Path:
+def hub_cache_dir(env: Mapping[str, str] | None = None) -> Path:
     """Where `datasets` keeps the Arrow files of hub datasets for thinker."""
-    configured = os.environ.get("HF_DATASETS_CACHE")
+    configured = (os.environ if env is None else env).get("HF_DATASETS_CACHE")
     if configured:
         return Path(configured).expanduser()
     from thinker.models.paths import models_dir
 
     return models_dir() / "hub_datasets"
+
+
+def offline(env: Mapping[str, str]) -> bool:
+    return any(str(env.get(key, "")).lower() in ("1", "true", "yes", "on")
+               for key in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
+
+
+def cached(repo_id: str, env: Mapping[str, str]) -> bool:
+    """Whether `datasets` has a prepared copy of `repo_id` in thinker's cache (what it loads offline:
+    <cache>/<org>___<name>/<config>/<version>/<hash>/)."""
+    folder = hub_cache_dir(env) / repo_id.replace("/", "___")
+    return any(p.is_dir() for p in folder.glob("*/*/*"))
 
 
 def write_hub_dataset(repo_id: str, split: str, target: Path) -> int:
@@ -55,11 +68,10 @@ def write_hub_dataset(repo_id: str, split: str, target: Path) -> int:
     try:
         dataset = datasets.load_dataset(repo_id, split=split, cache_dir=str(hub_cache_dir()))
     except (FileNotFoundError, ConnectionError, ValueError) as exc:
-        offline = os.environ.get("HF_HUB_OFFLINE") == "1" or os.environ.get("HF_DATASETS_OFFLINE") == "1"
         raise ThinkerError(
             f"hub dataset {repo_id} (split {split}) cannot be loaded ({type(exc).__name__}: {str(exc)[:200]})",
             f"data.path=hf://{repo_id}",
-            "load it once online (HF_HUB_OFFLINE unset) so it is cached" if offline
+            "load it once online (HF_HUB_OFFLINE unset) so it is cached" if offline(os.environ)
             else "check the id and split on huggingface.co, and HF_TOKEN for a gated dataset", stage="validate",
         ) from exc
     target.parent.mkdir(parents=True, exist_ok=True)

@@ -2,6 +2,14 @@
 
     python bench/memory.py                  # all four variants, 2 steps each
     python bench/memory.py --steps 3 --variants lora-bf16 qlora
+    python bench/memory.py --device cuda --shape 7b --batch-size 4 --seq-len 1024 --variants lora-bf16 qlora
+
+On CUDA (--device cuda) each variant's peak is torch.cuda.max_memory_allocated (loading, and training alone),
+every variant computes under bf16 autocast (Lightning's bf16-mixed), and --shape 0.5b / 1.5b / 7b builds
+Qwen2.5's config of that size with random weights (bench/_common.py; no hub). There, lora-bf16 is the
+baseline as users write it (HF + PEFT: the base in bf16, the loss from the logits); lora and qlora are ours:
+the local backend's loading (frozen base in bf16, adapters fp32), the switches of --optimizations (default
+fused_kernels: the loss never holds the full logits) and its weighted loss.
 
 A random-initialised Qwen2 model (hidden 768, 12 layers, 12 heads / 4 KV heads, MLP 2048, vocab 32000,
 tied embeddings: ~100M parameters) is saved once with save_pretrained (safetensors). Each variant then
@@ -46,7 +54,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _common import ROOT, compose, quiet
+from _common import ROOT, SHAPES, compose, cuda_peak_bytes, quiet, save_random_qwen2
 
 ARCH = {
     "hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12, "num_key_value_heads": 4,
@@ -129,6 +137,65 @@ def unique_bytes(tensors: Any) -> int:
 # ---------------------------------------------------------------- one variant (runs in its own process)
 
 
+def cuda_worker(variant: str, model_dir: str, args: argparse.Namespace) -> dict[str, Any]:
+    """One variant on CUDA: peaks from torch.cuda.max_memory_allocated, bf16 autocast throughout."""
+    import torch
+
+    from thinker.backends.local.backend import apply_method, qlora_settings
+    from thinker.backends.local.module import FineTuneModule
+    from thinker.backends.local.optimizers import build_optimizer
+    from thinker.backends.local.speedups import apply_speedups
+    from thinker.models.loading import count_parameters, load_causal_lm
+
+    method_name, _ = VARIANTS[variant]
+    ours = variant != "lora-bf16"
+    optimizations = [o for o in args.optimizations.split(",") if o] if ours else []
+    if variant == "qlora-gc":
+        optimizations.append("gradient_checkpointing")
+    cfg = compose([f"method={method_name}", "optimizer=adamw", "trainer.accelerator=gpu", "trainer.precision=bf16",
+                   f"trainer.optimizations=[{','.join(['sequence_packing', *optimizations])}]"])
+    cuda_peak_bytes(reset=True)
+    quant = qlora_settings(cfg) if method_name == "qlora" else None
+    dtype = "fp32" if method_name == "full" else "bf16"  # a full fine-tune keeps fp32 master weights
+    model = load_causal_lm(model_dir, method=method_name, quant=quant, dtype=dtype, device_map={"": 0})
+    model = apply_method(model, cfg.method, checkpointing="gradient_checkpointing" in optimizations)
+    speedups = apply_speedups(model, cfg, "cuda") if ours else None
+    model.train()
+    load_peak = cuda_peak_bytes(reset=True)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = build_optimizer(cfg.optimizer, params, "cuda")
+    vocab = model.config.vocab_size if hasattr(model, "config") else model.get_base_model().config.vocab_size
+    ids = torch.randint(0, vocab, (args.batch_size, args.seq_len), generator=torch.Generator().manual_seed(0)).cuda()
+    batch = {"input_ids": ids, "labels": ids, "weights": torch.ones_like(ids, dtype=torch.float32),
+             "position_ids": torch.arange(args.seq_len, device="cuda").expand_as(ids)}
+    module = FineTuneModule(model, cfg.optimizer, 1, "cuda",
+                            hidden_state_loss=speedups.hidden_state_loss if speedups else None)
+    started = time.perf_counter()
+    for _ in range(args.steps):
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            if ours:
+                weighted, _losses = module.weighted_and_token_losses(batch)
+                loss = weighted / (args.batch_size * (args.seq_len - 1))
+            else:  # HF + PEFT as users write it: the model's own loss from the full logits
+                loss = model(input_ids=ids, labels=ids, use_cache=False).loss
+        loss.backward()
+        optimizer.step()
+        trainable_state = unique_bytes([p.grad for p in params if p.grad is not None]) + unique_bytes(
+            v for state in optimizer.state.values() for v in state.values())
+        optimizer.zero_grad(set_to_none=True)
+    torch.cuda.synchronize()
+    seconds = (time.perf_counter() - started) / args.steps
+    train_peak = cuda_peak_bytes()
+    trainable, total = count_parameters(model)
+    return {
+        "variant": variant, "trainable": trainable, "total": total, "base_rss": 0,
+        "weights": unique_bytes(model.state_dict().values()), "trainable_state": trainable_state,
+        "load_peak": load_peak, "loaded": unique_bytes(model.state_dict().values()), "train_peak": train_peak,
+        "peak": max(load_peak, train_peak), "seconds_per_step": seconds, "loss": float(loss),
+        "speedups": speedups.summary() if speedups else "HF + PEFT",
+    }
+
+
 def worker(variant: str, model_dir: str, steps: int, batch: int, seq_len: int) -> dict[str, Any]:
     import bitsandbytes  # noqa: F401  (imported before the baseline, like everything else)
     import peft  # noqa: F401
@@ -179,7 +246,8 @@ def worker(variant: str, model_dir: str, steps: int, batch: int, seq_len: int) -
 def run_variant(variant: str, model_dir: str, args: argparse.Namespace) -> dict[str, Any]:
     """Run one variant in a fresh interpreter and parse the JSON line it prints."""
     cmd = [sys.executable, __file__, "--worker", variant, "--model-dir", model_dir, "--steps", str(args.steps),
-           "--batch-size", str(args.batch_size), "--seq-len", str(args.seq_len)]
+           "--batch-size", str(args.batch_size), "--seq-len", str(args.seq_len), "--device", args.device,
+           "--optimizations", args.optimizations]
     env = dict(os.environ)
     if args.fixed_mmap_threshold:
         env["MALLOC_MMAP_THRESHOLD_"] = FIXED_MMAP_THRESHOLD
@@ -203,7 +271,8 @@ def print_table(results: list[dict[str, Any]]) -> None:
         print(f"{LABELS[r['variant']]:31} {r['trainable']:11,d} {mib(r['weights'])} {mib(r['trainable_state'])} "
               f"{mib(r['load_peak'])} {mib(r['loaded'])} {mib(r['train_peak'])} {mib(r['peak'])} "
               f"{r['seconds_per_step']:7.1f}")
-    print("MiB above the RSS after imports, except weights (state_dict tensors, quantisation state included)")
+    print("MiB above the RSS after imports (CUDA: allocated bytes), except weights (state_dict tensors,")
+    print("quantisation state included)")
     print("and grad+opt (gradients + AdamW state of the trainable parameters). load pk: peak while loading;")
     print("loaded: RSS once loaded; train pk: peak during the steps; peak: the process's overall peak.")
 
@@ -216,22 +285,42 @@ def main() -> None:
     parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=DEFAULT_VARIANTS)
     parser.add_argument("--fixed-mmap-threshold", action="store_true",
                         help=f"run the variants with MALLOC_MMAP_THRESHOLD_={FIXED_MMAP_THRESHOLD} (see above)")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument("--shape", choices=("100m", *SHAPES), default="100m",
+                        help="100m: the ~100M model above; else Qwen2.5's config of that size, random weights")
+    parser.add_argument("--optimizations", default="fused_kernels",
+                        help="CUDA: our trainer.optimizations besides sequence_packing (comma-separated)")
     parser.add_argument("--worker", choices=list(VARIANTS), help=argparse.SUPPRESS)
     parser.add_argument("--model-dir", help=argparse.SUPPRESS)
     args = parser.parse_args()
     quiet()
 
+    if args.worker and args.device == "cuda":
+        result = cuda_worker(args.worker, args.model_dir, args)
+        print(RESULT_PREFIX + json.dumps(result), flush=True)
+        return
     if args.worker:
         result = worker(args.worker, args.model_dir, args.steps, args.batch_size, args.seq_len)
         print(RESULT_PREFIX + json.dumps(result), flush=True)
         return
 
     with tempfile.TemporaryDirectory() as model_dir:
-        n_params = save_random_model(Path(model_dir))
+        if args.shape == "100m":
+            n_params = save_random_model(Path(model_dir))
+            arch = ARCH
+        else:
+            n_params = save_random_qwen2(args.shape, Path(model_dir), device=args.device)
+            arch = f"Qwen2.5-{args.shape} shape"
         allocator = f"MALLOC_MMAP_THRESHOLD_={FIXED_MMAP_THRESHOLD}" if args.fixed_mmap_threshold else "default"
-        print(f"random-init Qwen2 {ARCH}: {n_params:,} parameters; batch {args.batch_size} x {args.seq_len} "
-              f"tokens, {args.steps} steps per variant, each in a fresh process; glibc malloc {allocator}")
+        where = "torch.cuda.max_memory_allocated" if args.device == "cuda" else f"RSS, glibc malloc {allocator}"
+        print(f"random-init Qwen2 {arch}: {n_params:,} parameters; batch {args.batch_size} x {args.seq_len} "
+              f"tokens, {args.steps} steps per variant, each in a fresh process on {args.device}; {where}")
         results = [run_variant(v, model_dir, args) for v in args.variants]
+    if args.device == "cuda":
+        LABELS["lora-bf16"] = "HF + PEFT lora (bf16 base)"
+        LABELS["lora"] = "ours lora (bf16 base)"
+        for r in results:
+            print(f"  {LABELS[r['variant']]}: {r['speedups']}")
     print_table(results)
     by_name = {r["variant"]: r for r in results}
     if "qlora" in by_name and "lora-bf16" in by_name:

@@ -272,3 +272,29 @@ def test_sampler_and_trainer_log_probs_agree_at_step_zero_on_tinker_serve(tmp_pa
             for q, p in zip(s.logprobs, lp[len(prompt) - 1:], strict=True)]
     assert len(gaps) == sum(len(s.tokens) for s in sequences) > 0
     assert abs(sum(gaps) / len(gaps)) < 1e-3 and max(abs(g) for g in gaps) < 1e-3
+
+
+def test_a_step_is_grad_accum_micro_batches_of_batch_size_prompts(tmp_path):
+    """trainer.grad_accum micro-batches of trainer.batch_size prompts make one optimizer step on backend=local
+    (backend=tinker sends the same prompts in one forward_backward): the step's table holds every completion
+    of its micro-batches, and its reward is their mean."""
+    import json
+
+    from thinker.backends.local.grpo import train_grpo
+
+    data = tmp_path / "prompts.jsonl"
+    data.write_text("".join(json.dumps({"prompt": f"Say {w}", "completion": "-"}) + "\n"
+                            for w in "one two three four five six seven eight nine ten".split()))
+    cfg = compose(["objective=grpo", "data=jsonl", f"data.path={data}", "data.validation_split=0", "logger=none",
+                   "callbacks=none", "objective.rewards=[{length_penalty:{scale_chars:10}}]", "objective.group_size=2",
+                   "objective.max_new_tokens=4", "objective.table_every=1", "trainer.batch_size=2",
+                   "trainer.grad_accum=2", "trainer.max_steps=2", "trainer.evaluations=1", "method=lora"])
+    report = train_grpo(cfg, tmp_path / "run")
+    assert report.metrics["optimizer_steps"] == 2
+    tables = [json.loads((tmp_path / "run" / "rl_samples" / f"step_00000{s}.json").read_text()) for s in (1, 2)]
+    for table, step in zip(tables, report.extra["grpo_history"], strict=True):
+        assert len(table["data"]) == 2 * 2 * 2  # grad_accum x batch_size prompts x group_size completions
+        rewards = [row[table["columns"].index("reward")] for row in table["data"]]
+        assert step["reward/mean"] == pytest.approx(sum(rewards) / len(rewards))
+    prompts = {row[0] for table in tables for row in table["data"]}
+    assert len(prompts) == 8  # four different prompts a step, none repeated

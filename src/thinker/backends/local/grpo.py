@@ -29,8 +29,10 @@ log = logging.getLogger("thinker")
 
 
 def grpo_steps(n_prompts: int, cfg: DictConfig) -> tuple[int, int]:
-    """(optimizer steps, steps per epoch): one step per trainer.batch_size prompts."""
-    per_epoch = max(1, math.ceil(n_prompts / int(cfg.trainer.batch_size)))
+    """(optimizer steps, steps per epoch): one step per trainer.grad_accum micro-batches of trainer.batch_size
+    prompts (the steps backend=tinker plans from the same loader)."""
+    micro_batches = math.ceil(n_prompts / int(cfg.trainer.batch_size))
+    per_epoch = max(1, math.ceil(micro_batches / int(cfg.trainer.grad_accum)))
     by_epochs = per_epoch * int(cfg.trainer.epochs)
     max_steps = int(cfg.trainer.max_steps)
     return (min(by_epochs, max_steps) if max_steps > 0 else by_epochs), per_epoch
@@ -64,11 +66,13 @@ def train_grpo(cfg: DictConfig, run_dir: Path, session: Any = None, callbacks: t
     every = checkpoint_interval(steps, cfg)
     module = GrpoModule(model, tokenizer, prompts, records, rewards, cfg.objective, cfg.optimizer, steps, device,
                         int(cfg.trainer.log_every_n_steps), table_writer(run_dir, session))
-    data = PromptDataModule(len(prompts), int(cfg.trainer.batch_size), int(cfg.seed), bool(cfg.data.shuffle))
+    data = PromptDataModule(len(prompts), int(cfg.trainer.batch_size), int(cfg.seed), bool(cfg.data.shuffle),
+                            int(cfg.trainer.grad_accum))
     run = LightningRun(cfg, run_dir, session, steps=steps, every=every, steps_per_epoch=per_epoch, has_val=False,
                        max_epochs=int(cfg.trainer.epochs), single_process=True, callbacks=callbacks)
-    log.info("grpo: %d steps of %d prompts x %d completions (%s loss, rewards %s), checkpoint every %d", steps,
-             int(cfg.trainer.batch_size), int(cfg.objective.group_size), cfg.objective.loss,
+    log.info("grpo: %d steps of %d x %d prompts x %d completions (%s loss, rewards %s), checkpoint every %d",
+             steps, int(cfg.trainer.grad_accum), int(cfg.trainer.batch_size), int(cfg.objective.group_size),
+             cfg.objective.loss,
              ", ".join(f"{r.name} x {r.weight:g}" for r in rewards), every)
     run.fit(module, ckpt_path, {"datamodule": data}, None)
 

@@ -129,12 +129,19 @@ class GrpoModule(FineTuneModule):
         self.table_writer = table_writer
         self.history: list[dict[str, float]] = []  # every step's metrics (tests, the run's report)
 
-    def training_step(self, batch: list[int], batch_idx: int) -> torch.Tensor:
+    def training_step(self, batch: list[list[int]], batch_idx: int) -> torch.Tensor:
+        """One optimizer step over `trainer.grad_accum` micro-batches of `trainer.batch_size` prompts: each is
+        sampled, scored and back-propagated in turn (memory for one), the summed loss is backend=tinker's one
+        forward_backward over all of them."""
         optimizer, scheduler = self.optimizers(), self.lr_schedulers()
-        result = grpo_step(self.model, self.tokenizer, [self.prompts[i] for i in batch],
-                           [self.records[i] for i in batch], list(batch), self.rewards, self.objective,
-                           self.loss_config, self.reference)
-        self.manual_backward(result.loss)
+        results = []
+        for micro in batch:
+            result = grpo_step(self.model, self.tokenizer, [self.prompts[i] for i in micro],
+                               [self.records[i] for i in micro], list(micro), self.rewards, self.objective,
+                               self.loss_config, self.reference)
+            self.manual_backward(result.loss)
+            result.loss, result.rollout, result.token_advantages = result.loss.detach(), None, None
+            results.append(result)
         if self.max_grad_norm > 0:
             self.clip_gradients(optimizer, gradient_clip_val=self.max_grad_norm, gradient_clip_algorithm="norm")
         lr = optimizer.param_groups[0]["lr"]
@@ -143,7 +150,8 @@ class GrpoModule(FineTuneModule):
         scheduler.step()
 
         step = int(self.global_step)
-        metrics = {**result.metrics, "lr": lr}
+        table = [row for r in results for row in r.table]
+        metrics = {**merge_metrics(results, table), "lr": lr}
         self.trained_tokens += int(metrics["sampled_tokens"])
         self.history.append({"step": float(step), **metrics})
         self.train_history.append((step, metrics["train_loss"]))
@@ -152,5 +160,31 @@ class GrpoModule(FineTuneModule):
         if step % self.log_every_n_steps == 0 or step >= self.total_steps:
             self.log_to_tracker(metrics, step)
         if self.table_writer is not None and table_due(step, int(self.objective.table_every)):
-            self.table_writer(step, result.table)
-        return result.loss.detach()
+            self.table_writer(step, table)
+        return torch.tensor(metrics["train_loss"])
+
+
+TOKEN_MEANS = ("kl/sample_train", "entropy", "clip_fraction", "kl/policy_ref")  # per sampled token
+
+
+def merge_metrics(results: list[StepResult], table: list[dict[str, Any]]) -> dict[str, float]:
+    """One step's metrics from its micro-batches': sums, maxima, means over its sampled tokens or completions
+    (the reward's over every completion of the step); one micro-batch gives its own metrics back."""
+    if len(results) == 1:
+        return dict(results[0].metrics)
+    tokens = [r.metrics["sampled_tokens"] for r in results]
+    rows = [len(r.table) for r in results]
+    merged: dict[str, float] = {"train_loss": sum(r.metrics["train_loss"] for r in results),
+                                "sampled_tokens": sum(tokens),
+                                "kl/sample_train_max": max(r.metrics["kl/sample_train_max"] for r in results)}
+    for key in results[0].metrics:
+        if key in merged or key in ("reward/mean", "reward/std"):
+            continue
+        weights = tokens if key in TOKEN_MEANS else rows
+        if key == "advantage/std":  # pooled: every micro-batch's advantages are centred within their groups
+            merged[key] = (sum(w * r.metrics[key] ** 2 for w, r in zip(weights, results, strict=True))
+                           / max(sum(weights), 1)) ** 0.5
+        else:
+            merged[key] = sum(w * r.metrics[key] for w, r in zip(weights, results, strict=True)) / max(sum(weights), 1)
+    merged["reward/mean"], merged["reward/std"] = mean_std([row["reward"] for row in table])
+    return merged

@@ -59,9 +59,6 @@ class TinkerGrpoTrainer(TinkerTrainer):
         from thinker.rewards.prompts import training_prompts
         from thinker.rewards.spec import build_rewards, reward_specs
 
-        if int(self.cfg.trainer.grad_accum) != 1:
-            log.warning("objective=grpo takes trainer.batch_size prompts a step; trainer.grad_accum=%s is ignored",
-                        self.cfg.trainer.grad_accum)
         self.rewards = build_rewards(reward_specs(self.cfg.objective.rewards))
         self.prompts, self.records = training_prompts(self.cfg, self.run_dir, tokenizer)
         self.prompt_ids = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in self.prompts]
@@ -78,6 +75,8 @@ class TinkerGrpoTrainer(TinkerTrainer):
         return self.base_sampler
 
     def submit(self, index: int) -> Submitted:
+        """The step's grad_accum x batch_size prompts in one forward_backward (backend=local accumulates the
+        same summed loss over its micro-batches)."""
         from tinker import types
 
         from thinker.backends.schedules import scheduled_multiplier

@@ -2,6 +2,7 @@
 
     python bench/grokfast.py                       # seeds 0 1 2, 10000 steps each at most
     python bench/grokfast.py --seeds 0 1 2 3 4 5 --budget 15000
+    python bench/grokfast.py --paper               # the paper's own table: x * y mod 97 (bench/grokfast_paper.py)
 
 The task: (a + b) mod 47. Half of the 47 x 47 pairs train, the other half is held out. A small MLP (each of a and
 b embedded in 32 dimensions, concatenated, one ReLU layer of 128, logits over the 47 residues) is trained on
@@ -138,7 +139,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds to run (default 0 1 2)")
     parser.add_argument("--budget", type=int, default=Task.budget, help=f"steps per run at most ({Task.budget})")
+    parser.add_argument("--paper", action="store_true",
+                        help="the Grokfast paper's x * y mod 97 transformer instead (bench/grokfast_paper.py)")
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import grokfast_paper
+
+    grokfast_paper.add_arguments(parser)
     args = parser.parse_args()
+    if args.paper:
+        grokfast_paper.main_paper(args)
+        return
     task = Task(budget=args.budget)
 
     print(f"(a + b) mod {task.modulus}, {task.train_fraction:.0%} of pairs for training, MLP {task.embed_dim}x2 -> "

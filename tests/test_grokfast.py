@@ -298,3 +298,42 @@ def test_grokfast_groks_faster():
     assert fast.steps <= 0.7 * plain.capped(task), (plain, fast)
     # grokking: GrokFast memorises the training pairs before it generalises
     assert fast.memorised is not None and fast.memorised < fast.steps, fast
+
+
+def load_paper_bench():
+    spec = importlib.util.spec_from_file_location("grokfast_paper", ROOT / "bench" / "grokfast_paper.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_paper_task_and_model_at_tiny_size():
+    """bench/grokfast.py --paper's task (the Grokfast paper's x * y mod p, 50/50) and model, at p = 7 and width
+    16: the equations, the split, the answer-only logits (the top block computing only the last position must
+    equal the paper's block over every position) and the two optimizers (the baseline is GrokFastAdamW, lamb 0)."""
+    paper = load_paper_bench()
+    task = paper.PaperTask(modulus=7, width=16, heads=2, batch_size=8, threshold=0.0)
+    data = paper.equations(7)
+    assert data.shape == (5, 7 * 6)
+    x, op, y, eq, r = data
+    assert (op == 8).all() and (eq == 7).all() and (y > 0).all() and torch.equal(r, x * y % 7)
+    train, valid = paper.split(task)
+    assert train.shape[1] == valid.shape[1] == 21
+    pairs = {tuple(c) for c in torch.cat([train, valid], dim=1).T.tolist()}
+    assert len(pairs) == 42  # disjoint halves covering every equation
+
+    model, optimizer = paper.build(task, grokfast=False, weight_decay=0.005)
+    assert isinstance(optimizer, GrokFastAdamW) and optimizer.grokfast.lamb == 0.0
+    assert optimizer.param_groups[0]["weight_decay"] == 0.005
+    assert paper.build(task, grokfast=True, weight_decay=0.005)[1].grokfast.lamb == task.lamb
+    inputs = train[:-1, :5]
+    logits = model(inputs)
+    assert logits.shape == (5, 9)
+    h = model.token_embeddings(inputs) + model.position_embeddings(torch.arange(4))[:, None]
+    for layer in model.layers:  # the paper's code: every block over every position, then the last position
+        h = layer(h, model.mask)
+    torch.testing.assert_close(logits, model.head(model.ln_f(h[-1])), rtol=1e-5, atol=1e-6)
+
+    outcome = paper.train(task, grokfast=True, weight_decay=0.005, max_steps=100)
+    assert outcome.steps == outcome.ran == 3  # threshold 0: done after the first epoch of ceil(21 / 8) steps

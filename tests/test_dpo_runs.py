@@ -59,3 +59,73 @@ def test_dpo_runs_the_whole_pipeline_on_the_local_backend(models_dir, tmp_path, 
     assert history["rewards/margin"][0][1] == pytest.approx(0.0, abs=1e-4)
     assert history["loss"][-1][1] < math.log(2)  # and the policy moved towards the chosen completions
     assert history["pref_accuracy"] and history["base_pref_accuracy"]
+
+
+# ---------------------------------------------------------------- in process: resume, accumulation, full
+
+IN_PROCESS = ["experiment=claims_dpo", "logger=none", "callbacks=none", "data.max_examples=24",
+              "trainer.max_seq_length=768", "validation.pytest.enabled=false"]
+
+
+def run_dpo(run_dir: Path, overrides: list[str], callbacks: tuple = ()):
+    from conftest import compose
+
+    from thinker.backends.local.backend import train
+
+    cfg = compose([*IN_PROCESS, f"output.dir={run_dir}", *overrides])
+    return train(cfg, run_dir, None, callbacks=callbacks)
+
+
+def adapter_weights(report) -> dict:
+    return {n: p.detach().clone() for n, p in report.objects["model"].named_parameters() if p.requires_grad}
+
+
+def test_an_interrupted_dpo_run_resumes_to_the_same_weights(private_models_dir, tmp_path):
+    import os
+    import signal
+
+    import lightning.pytorch as pl
+    import torch
+
+    from thinker.errors import ExitCode, ThinkerError
+
+    # 21 train pairs, batch 2 x grad_accum 2: 6 steps an epoch; 9 steps cross into epoch 1; the signal after
+    # step 7 stops the run at the end of step 8 (GracefulStop checks after Lightning's own callbacks)
+    steps = ["trainer.max_steps=9", "trainer.evaluations=3", "trainer.batch_size=2", "trainer.grad_accum=2"]
+    straight = run_dpo(tmp_path / "straight", steps)
+
+    class StopAt(pl.Callback):
+        sent = False
+
+        def on_train_batch_end(self, trainer, *args):
+            if trainer.global_step == 7 and not self.sent:
+                self.sent = True
+                os.kill(os.getpid(), signal.SIGTERM)
+
+    with pytest.raises(ThinkerError) as info:
+        run_dpo(tmp_path / "interrupted", steps, callbacks=(StopAt(),))
+    assert info.value.exit_code == ExitCode.INTERRUPTED
+    resumed = run_dpo(tmp_path / "interrupted", [*steps, "resume=true"])
+    assert resumed.metrics["optimizer_steps"] == straight.metrics["optimizer_steps"] == 9
+    assert resumed.metrics["train_loss"] == pytest.approx(straight.metrics["train_loss"], rel=1e-4)
+    ours, theirs = adapter_weights(resumed), adapter_weights(straight)
+    assert all(torch.allclose(ours[n], theirs[n], atol=1e-6) for n in ours)
+
+
+def test_grad_accumulation_trains_the_same_step_as_one_batch(private_models_dir, tmp_path):
+    import torch
+
+    one = ["trainer.max_steps=1", "trainer.evaluations=0", "data.shuffle=false", "optimizer.max_grad_norm=0"]
+    whole = run_dpo(tmp_path / "whole", [*one, "trainer.batch_size=4", "trainer.grad_accum=1"])
+    split = run_dpo(tmp_path / "split", [*one, "trainer.batch_size=1", "trainer.grad_accum=4"])
+    assert whole.metrics["train_loss"] == pytest.approx(split.metrics["train_loss"], rel=1e-5)
+    ours, theirs = adapter_weights(split), adapter_weights(whole)
+    assert all(torch.allclose(ours[n], theirs[n], atol=1e-6) for n in ours)
+
+
+def test_full_dpo_trains_against_a_frozen_copy(private_models_dir, tmp_path):
+    report = run_dpo(tmp_path, ["method=full", "trainer.max_steps=2", "trainer.evaluations=1"])
+    module = report.objects["module"]
+    assert module.reference is not None and not any(p.requires_grad for p in module.reference.parameters())
+    assert module.history[0]["loss"] == pytest.approx(math.log(2), abs=1e-4)
+    assert (tmp_path / "weights" / "model.safetensors").exists()

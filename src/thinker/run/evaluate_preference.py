@@ -15,16 +15,15 @@ from thinker.run.context import StageContext, last_step
 log = logging.getLogger("thinker")
 
 
-def heldout_pairs(ctx: StageContext) -> list[tuple[Any, Any]]:
+def heldout_pairs(ctx: StageContext, tokenizer: Any) -> list[tuple[Any, Any]]:
     """The held-out pairs, tokenized as training tokenized them (pairs cut to nothing left out)."""
     from thinker.data.source import effective_data_path
     from thinker.evaluation.heldout import heldout_examples
-    from thinker.run.evaluate import eval_tokenizer
     from thinker.tasks.preference import tokenize_pairs
 
     cfg = ctx.cfg
     pairs = heldout_examples(cfg, effective_data_path(cfg, ctx.run_dir))
-    return tokenize_pairs(eval_tokenizer(cfg), pairs, int(cfg.trainer.max_seq_length))[0]
+    return tokenize_pairs(tokenizer, pairs, int(cfg.trainer.max_seq_length))[0]
 
 
 def _skip(ctx: StageContext, reason: str, **details: Any) -> None:
@@ -32,19 +31,18 @@ def _skip(ctx: StageContext, reason: str, **details: Any) -> None:
     log.warning("evaluation skipped: %s", reason)
 
 
-def stage_eval_preference(ctx: StageContext, task: Any) -> None:
+def stage_eval_preference(ctx: StageContext, report: Any, tokenizer: Any) -> None:
+    """`report`: the weights to evaluate (thinker.run.evaluate.weights_to_evaluate); `tokenizer`: the model's."""
     from thinker.backends import instantiate_backend
     from thinker.evaluation.preference import preference_metrics, reward_metrics, score_pairs
-    from thinker.run.evaluate import weights_to_evaluate
 
     cfg, record = ctx.cfg, ctx.record
-    report = weights_to_evaluate(ctx)
     backend = instantiate_backend(cfg)
     skip = backend.eval_skip_reason(report, cfg)
     if skip:
         _skip(ctx, skip, weights=report.weights.uri)
         return
-    pairs = heldout_pairs(ctx)
+    pairs = heldout_pairs(ctx, tokenizer)
     if not pairs:
         _skip(ctx, "no held-out preference pairs (data.validation_split=0, or max_seq_length cut them all)")
         return

@@ -163,7 +163,8 @@ def train(cfg: DictConfig, run_dir: Path, session: Any = None, callbacks: tuple 
         # preference pairs against a reference (docs/objectives.md, "Preference tuning")
         from thinker.backends.local.dpo import train_dpo
 
-        return train_dpo(cfg, run_dir, session, callbacks)
+        quiet_lightning()
+        return train_dpo(cfg, run_dir, load_training_model(cfg), session, callbacks)
     if str(OmegaConf.select(cfg, "objective.name", default="sft")) == "grpo":
         # reinforcement learning samples its own completions each step (docs/objectives.md)
         from thinker.backends.local.grpo import train_grpo

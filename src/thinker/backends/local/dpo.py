@@ -114,8 +114,10 @@ def dpo_steps(n_pairs: int, cfg: DictConfig) -> tuple[int, int]:
     return (min(by_epochs, max_steps) if max_steps > 0 else by_epochs), per_epoch
 
 
-def train_dpo(cfg: DictConfig, run_dir: Path, session: Any = None, callbacks: tuple = ()) -> TrainingReport:
-    from thinker.backends.local.backend import load_training_model
+def train_dpo(cfg: DictConfig, run_dir: Path, start: tuple[Path, Any, Any, Any], session: Any = None,
+              callbacks: tuple = ()) -> TrainingReport:
+    """`start`: (start-point path, tokenizer, model with the method applied, 4-bit settings), loaded as for
+    fine-tuning (thinker.backends.local.backend.load_training_model, which calls this)."""
     from thinker.backends.local.dpo_module import DpoModule
     from thinker.backends.local.resume import resume_checkpoint
     from thinker.models.loading import count_parameters
@@ -123,7 +125,7 @@ def train_dpo(cfg: DictConfig, run_dir: Path, session: Any = None, callbacks: tu
     quiet_lightning()
     device = device_type(cfg)
     ckpt_path = resume_checkpoint(run_dir) if cfg.resume else None
-    path, tokenizer, model, quant = load_training_model(cfg)
+    path, tokenizer, model, quant = start
     method = str(cfg.method.name)
     if "sequence_packing" in {str(o) for o in cfg.trainer.optimizations}:
         log.info("sequence_packing is not applied to preference pairs (each pair is two rows of one micro-batch)")

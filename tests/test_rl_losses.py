@@ -163,3 +163,17 @@ def test_the_table_holds_every_policy_loss_of_the_sdk():
     types = pytest.importorskip("tinker.types")
     sdk = set(get_args(types.LossFnType)) - {"cross_entropy", "custom"}
     assert set(rl_losses.LOSSES) == sdk
+
+
+def test_dros_penalty_leaves_the_prompt_positions_of_a_cookbook_datum_alone():
+    """A prompt position carries neither an advantage nor a sampler log-prob (q = 0): its (log p - q)^2 would
+    pull the prompt's log p to 0, so it costs nothing; a sampled token with advantage 0 keeps its penalty."""
+    logprobs = torch.tensor([[-2.0, -1.5, -0.7, -0.4]], requires_grad=True)
+    q = torch.tensor([[0.0, 0.0, -0.5, -0.6]])
+    advantages = torch.tensor([[0.0, 0.0, 0.0, 1.5]])
+    loss = rl_losses.elementwise("dro", logprobs, {"logprobs": q, "advantages": advantages},
+                                 rl_losses.check_config("dro", None))
+    loss.sum().backward()
+    expected = [0.0, 0.0, 0.5 * 0.05 * 0.2**2, -(-0.4 * 1.5 - 0.5 * 0.05 * 0.2**2)]
+    assert loss.detach()[0].tolist() == pytest.approx(expected, abs=1e-7)
+    assert logprobs.grad[0, :2].tolist() == [0.0, 0.0]

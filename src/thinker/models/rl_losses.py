@@ -62,8 +62,13 @@ def cispo(logprobs: torch.Tensor, sampling_logprobs: torch.Tensor, advantages: t
 
 def dro(logprobs: torch.Tensor, sampling_logprobs: torch.Tensor, advantages: torch.Tensor,
         beta: float = DRO_BETA) -> torch.Tensor:
-    """-(log p A - beta/2 (log p - log q)^2): a quadratic penalty keeps p near the sampler."""
-    return -(logprobs * advantages - 0.5 * beta * (logprobs - sampling_logprobs) ** 2)
+    """-(log p A - beta/2 (log p - log q)^2): a quadratic penalty keeps p near the sampler.
+
+    The penalty counts on sampled tokens only: a position with neither an advantage nor a sampler log-prob is a
+    prompt position in tinker-cookbook's Datum layout (q = 0 there is no sampler's value), and pulling its
+    log p towards 0 would train the prompt. backend=local scores the sampled tokens alone, so both agree."""
+    sampled = ((advantages != 0) | (sampling_logprobs != 0)).to(logprobs.dtype)
+    return -(logprobs * advantages - 0.5 * beta * sampled * (logprobs - sampling_logprobs) ** 2)
 
 
 def gspo(logprobs: torch.Tensor, sampling_logprobs: torch.Tensor, advantages: torch.Tensor,

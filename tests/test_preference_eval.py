@@ -70,3 +70,24 @@ def test_optuna_can_search_beta_by_pref_accuracy():
                        "hparams_search.direction=maximize", "stage=train"])
     assert [p[0] for p in search_problems(no_eval)] == [
         "hparams_search.objective=pref_accuracy is not reported by this run: stage=train does not evaluate"]
+
+
+def test_the_sweep_plan_of_preference_data_maximises_pref_accuracy(tmp_path):
+    from conftest import CONF
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from omegaconf import open_dict
+
+    from thinker.sweeps.plan import plan
+
+    def planned(overrides):
+        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+            cfg = hydra_compose(config_name="config", overrides=overrides, return_hydra_config=True)
+        with open_dict(cfg):
+            cfg.hydra.sweep.dir = str(tmp_path / "multirun" / "2026-01-01" / "12-00-00")
+        return plan(cfg)
+
+    info = planned(["experiment=claims_dpo"])
+    assert (info.objective, info.direction, info.sweeper) == ("pref_accuracy", "maximize", "basic")
+    info = planned([])  # claim data: the held-out loss, minimised, as before
+    assert (info.objective, info.direction) == (None, "minimize")

@@ -183,6 +183,7 @@ def test_the_task_is_chosen_by_data_format_and_reports_preference_metrics():
     (["objective=dpo", "data=preference", "objective.beta=0"], "objective.beta=0.0 is not allowed"),
     (["objective=dpo", "data=preference", "objective.beta=-0.1"], "objective.beta=-0.1 is not allowed"),
     (["objective=dpo", "data=preference", "objective.loss=kto"], "objective.loss=kto is not a preference loss"),
+    (["objective=dpo", "data=preference", "objective.reference=gpt2"], "objective.reference=gpt2 is not supported"),
 ])
 def test_objective_settings_that_cannot_train_are_refused(overrides, what):
     found = [v.what for v in rules.violations(compose([*overrides, "stage=validate"]), {})]

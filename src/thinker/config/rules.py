@@ -353,6 +353,10 @@ def dpo_settings_valid(cfg: DictConfig, env: Mapping[str, str]) -> Iterator[Viol
     if loss not in DpoLoss.values():
         yield Violation(f"objective.loss={loss} is not a preference loss thinker knows", "objective.loss",
                         f"use one of {', '.join(DpoLoss.values())}")
+    reference = str(OmegaConf.select(cfg, "objective.reference", default="base"))
+    if reference != "base":  # the weights the run starts from; another model as reference is not offered
+        yield Violation(f"objective.reference={reference} is not supported", "objective.reference",
+                        "use objective.reference=base (the starting weights; LoRA and QLoRA switch their adapters off)")
 
 
 def targets_installed(cfg: DictConfig, env: Mapping[str, str]) -> Iterator[Violation]:

@@ -15,7 +15,7 @@ A random-initialised Qwen2 model (hidden 768, 12 layers, 12 heads / 4 KV heads, 
 tied embeddings: ~100M parameters) is saved once with save_pretrained (safetensors). Each variant then
 runs in a FRESH Python process, so one variant's peak cannot hide in another's: it imports everything,
 notes its resident memory (RSS), loads the model with thinker.models.loading.load_causal_lm, applies the
-method as the local backend does (thinker.backends.local.backend.apply_method: peft all-linear rank 16,
+method as the local backend does (thinker.backends.local.training_model.apply_method: peft all-linear rank 16,
 and prepare_model_for_kbit_training for qlora) and runs a few training steps (forward, backward, AdamW
 step) on a random batch of 2 x 256 tokens.
 
@@ -141,10 +141,10 @@ def cuda_worker(variant: str, model_dir: str, args: argparse.Namespace) -> dict[
     """One variant on CUDA: peaks from torch.cuda.max_memory_allocated, bf16 autocast throughout."""
     import torch
 
-    from thinker.backends.local.backend import apply_method, qlora_settings
     from thinker.backends.local.module import FineTuneModule
     from thinker.backends.local.optimizers import build_optimizer
     from thinker.backends.local.speedups import apply_speedups
+    from thinker.backends.local.training_model import apply_method, qlora_settings
     from thinker.models.loading import count_parameters, load_causal_lm
 
     method_name, _ = VARIANTS[variant]
@@ -202,8 +202,8 @@ def worker(variant: str, model_dir: str, steps: int, batch: int, seq_len: int) -
     import torch
     import transformers.models.qwen2.modeling_qwen2  # noqa: F401  (transformers imports it lazily)
 
-    from thinker.backends.local.backend import apply_method, qlora_settings
     from thinker.backends.local.optimizers import build_optimizer
+    from thinker.backends.local.training_model import apply_method, qlora_settings
     from thinker.models.loading import count_parameters, load_causal_lm
 
     method_name, dtype = VARIANTS[variant]

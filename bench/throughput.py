@@ -204,7 +204,7 @@ def baseline_model(cfg: Any, path: str, device: str) -> Any:
     import transformers
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 
-    from thinker.backends.local.backend import qlora_settings
+    from thinker.backends.local.training_model import qlora_settings
     from thinker.models.loading import load_causal_lm
 
     transformers.set_seed(int(cfg.seed))

@@ -153,7 +153,7 @@ def test_the_kl_penalty_is_tinker_cookbooks():
 def tiny():
     import torch
 
-    from thinker.backends.local.backend import apply_method
+    from thinker.backends.local.training_model import apply_method
     from thinker.models.loading import load_causal_lm, load_tokenizer, resolve_model_path
     from thinker.paths import resolve_input
 

@@ -127,9 +127,9 @@ def test_local_and_tinker_steps_agree_on_the_same_rollouts(task, server, loss):
     from conftest import compose
     from tinker import types
 
-    from thinker.backends.local.backend import load_training_model
     from thinker.backends.local.grpo_module import Reference, grpo_step
     from thinker.backends.local.optimizers import build_optimizer
+    from thinker.backends.local.training_model import load_training_model
     from thinker.backends.tinker.datums import output_logprobs
     from thinker.backends.tinker.grpo import completion_datum
     from thinker.data.examples import Example

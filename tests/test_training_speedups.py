@@ -30,7 +30,7 @@ def qwen2(attn: str = "sdpa", dtype: torch.dtype = torch.float32):
 def with_lora(model, checkpointing: bool = False):
     from omegaconf import OmegaConf
 
-    from thinker.backends.local.backend import apply_method
+    from thinker.backends.local.training_model import apply_method
 
     method = OmegaConf.create({"name": "lora", "rank": 4, "alpha": 8.0, "dropout": 0.0,
                                "target_modules": "all-linear", "bias": "none"})
@@ -221,8 +221,8 @@ def test_fused_kernels_loss_trains_the_output_layer_of_a_full_fine_tune():
 def test_a_lora_output_layer_keeps_the_logits_path():
     from omegaconf import OmegaConf
 
-    from thinker.backends.local.backend import apply_method
     from thinker.backends.local.losses import HiddenStateLoss
+    from thinker.backends.local.training_model import apply_method
 
     method = OmegaConf.create({"name": "lora", "rank": 4, "alpha": 8.0, "dropout": 0.0,
                                "target_modules": "q_proj,lm_head", "bias": "none"})
@@ -266,7 +266,7 @@ def test_liger_path_weights_each_token_through_groups():
 def test_a_bf16_frozen_base_with_fp32_adapters_trains_like_fp32(tmp_path):
     """trainer.precision=bf16: LoRA loads the frozen base in bf16 (half its memory) with the adapters in fp32,
     as peft recommends; loss and gradients stay within bf16's rounding of the fp32 base's."""
-    from thinker.backends.local.backend import base_weights_dtype
+    from thinker.backends.local.training_model import base_weights_dtype
     from thinker.models.loading import load_causal_lm
 
     qwen2().save_pretrained(tmp_path, safe_serialization=True)

@@ -117,7 +117,7 @@ def dpo_steps(n_pairs: int, cfg: DictConfig) -> tuple[int, int]:
 def train_dpo(cfg: DictConfig, run_dir: Path, start: tuple[Path, Any, Any, Any], session: Any = None,
               callbacks: tuple = ()) -> TrainingReport:
     """`start`: (start-point path, tokenizer, model with the method applied, 4-bit settings), loaded as for
-    fine-tuning (thinker.backends.local.backend.load_training_model, which calls this)."""
+    fine-tuning (thinker.backends.local.training_model.load_training_model; backend.train calls this)."""
     from thinker.backends.local.dpo_module import DpoModule
     from thinker.backends.local.resume import resume_checkpoint
     from thinker.models.loading import count_parameters

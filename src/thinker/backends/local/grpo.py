@@ -45,10 +45,10 @@ def table_writer(run_dir: Path, session: Any) -> Any:
 
 
 def train_grpo(cfg: DictConfig, run_dir: Path, session: Any = None, callbacks: tuple = ()) -> TrainingReport:
-    from thinker.backends.local.backend import load_training_model
     from thinker.backends.local.grpo_module import GrpoModule
     from thinker.backends.local.prompts import PromptDataModule
     from thinker.backends.local.resume import resume_checkpoint
+    from thinker.backends.local.training_model import load_training_model
     from thinker.models.loading import count_parameters
     from thinker.rewards.prompts import training_prompts
     from thinker.rewards.report import reward_window

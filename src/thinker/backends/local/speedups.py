@@ -11,7 +11,7 @@ beyond float rounding (docs/backends/local.md, "Speed and memory"):
 - `trainer.compile`: torch.compile of each decoder layer in place (parameter names, checkpoints and saved
   weights unchanged); a layer the compiler cannot handle runs eagerly;
 - gradient checkpointing (trainer.optimizations gradient_checkpointing) is applied with the method
-  (thinker.backends.local.backend.apply_method), so compiled layers are the checkpointed ones.
+  (thinker.backends.local.training_model.apply_method), so compiled layers are the checkpointed ones.
 """
 
 from __future__ import annotations

@@ -56,8 +56,30 @@ class PaperTask:
     # the AdamW value of the grokking literature (Power et al. 2022).
     weight_decay: float = 1.0
     baseline_weight_decay: float = 0.0  # the paper's baseline: no filter, no weight decay
+    # "adamw": GrokFastAdamW (ours). "adam-l2": the paper's optimizer, for comparison: GrokFastFilter, then
+    # torch.optim.Adam, whose weight_decay is an L2 term (the paper's value: 0.005)
+    optimizer: str = "adamw"
     threshold: float = 0.95  # validation accuracy that counts as generalised
     seed: int = 0
+
+
+PAPER_L2 = 0.005  # the paper's weight decay, as Adam's L2 term
+
+
+class PaperAdam(torch.optim.Adam):
+    """The paper's update: the GrokFast-EMA filter on the gradients (ours, GrokFastFilter), then Adam, which adds
+    the L2 term weight_decay * p to the filtered gradient and normalises both."""
+
+    def __init__(self, params: Any, alpha: float, lamb: float, **adam: Any):
+        params = list(params)
+        super().__init__(params, **adam)
+        from thinker.pretraining.grokfast import GrokFastFilter
+
+        self.grokfast = GrokFastFilter(params, alpha, lamb)
+
+    def step(self, closure: Any = None) -> Any:  # type: ignore[override]
+        self.grokfast.apply_tensor()
+        return super().step(closure)
 
 
 class Block(nn.Module):
@@ -130,6 +152,9 @@ def build(task: PaperTask, grokfast: bool, weight_decay: float) -> tuple[nn.Modu
 
     torch.manual_seed(task.seed)
     model = Decoder(task)
+    if task.optimizer == "adam-l2":
+        return model, PaperAdam(model.parameters(), task.alpha, task.lamb if grokfast else 0.0, lr=task.lr,
+                                betas=task.betas, weight_decay=weight_decay)
     optimizer = GrokFastAdamW(model.parameters(), lr=task.lr, betas=task.betas, weight_decay=weight_decay,
                               alpha=task.alpha, lamb=task.lamb if grokfast else 0.0)
     return model, optimizer
@@ -197,8 +222,12 @@ def add_arguments(parser: Any) -> None:
     group.add_argument("--baseline-steps", type=int, default=40_000,
                        help="baseline steps at most (default 40000, past the paper's 39890)")
     group.add_argument("--grokfast-steps", type=int, default=5_000, help="GrokFast steps at most (default 5000)")
-    group.add_argument("--weight-decay", type=float, default=PaperTask.weight_decay,
-                       help=f"the GrokFast run's (decoupled) weight decay (default {PaperTask.weight_decay})")
+    group.add_argument("--optimizer", choices=("adamw", "adam-l2"), default="adamw",
+                       help="adamw: GrokFastAdamW (default); adam-l2: the paper's, our filter then torch.optim.Adam "
+                            "with an L2 weight decay")
+    group.add_argument("--weight-decay", type=float, default=None,
+                       help=f"the GrokFast run's weight decay (default {PaperTask.weight_decay} for adamw, "
+                            f"{PAPER_L2} for adam-l2)")
     group.add_argument("--baseline-weight-decay", type=float, default=PaperTask.baseline_weight_decay,
                        help="the baseline's weight decay (default 0, the paper's baseline)")
     group.add_argument("--seed", type=int, default=0, help="split, initial weights and batch order (default 0)")
@@ -222,11 +251,15 @@ def _run_for(task: PaperTask, grokfast: bool, max_steps: int, seconds: float) ->
 def main_paper(args: Any) -> None:
     """Both runs at once, one process and one thread each (a 2-core CPU runs them side by side), then the table
     and, last, the ratio baseline / GrokFast of the steps to 95% validation accuracy."""
-    task = PaperTask(seed=args.seed, weight_decay=args.weight_decay, baseline_weight_decay=args.baseline_weight_decay)
+    decay = args.weight_decay if args.weight_decay is not None else (
+        PAPER_L2 if args.optimizer == "adam-l2" else PaperTask.weight_decay)
+    task = PaperTask(seed=args.seed, weight_decay=decay, baseline_weight_decay=args.baseline_weight_decay,
+                     optimizer=args.optimizer)
     started = time.monotonic()
     budget = args.minutes * 60  # each worker's own clock starts with its run
     print(f"x * y mod {task.modulus}, 50/50 split, {task.layers}-layer transformer decoder (width {task.width}, "
-          f"{task.heads} heads), batch {task.batch_size}, GrokFastAdamW lr {task.lr} betas {task.betas}, warm-up "
+          f"{task.heads} heads), batch {task.batch_size}, "
+          f"{'GrokFastAdamW' if task.optimizer == 'adamw' else 'GrokFastFilter + Adam (L2)'} lr {task.lr} betas {task.betas}, warm-up "
           f"{task.warmup}; GrokFast alpha {task.alpha} lamb {task.lamb} weight decay {task.weight_decay}; baseline "
           f"the same optimizer with lamb 0, weight decay {task.baseline_weight_decay}; steps to "
           f"{task.threshold:.0%} validation accuracy (checked every epoch); within {args.minutes:g} minutes")

@@ -337,3 +337,23 @@ def test_paper_task_and_model_at_tiny_size():
 
     outcome = paper.train(task, grokfast=True, weight_decay=0.005, max_steps=100)
     assert outcome.steps == outcome.ran == 3  # threshold 0: done after the first epoch of ceil(21 / 8) steps
+
+
+def test_paper_optimizer_filters_then_adds_the_l2_term():
+    """--optimizer adam-l2 (the paper's update, for comparison): our filter, then Adam with its L2 term."""
+    import dataclasses
+
+    paper = load_paper_bench()
+    task = dataclasses.replace(paper.PaperTask(modulus=7, width=16, heads=2), optimizer="adam-l2")
+    model, optimizer = paper.build(task, grokfast=True, weight_decay=0.005)
+    reference = copy.deepcopy(model)
+    adam = torch.optim.Adam(reference.parameters(), lr=task.lr, betas=task.betas, weight_decay=0.005)
+    batch = paper.split(task)[0][:, :8]
+    for net in (model, reference):
+        torch.nn.functional.cross_entropy(net(batch[:-1]), batch[-1]).backward()
+    for p in reference.parameters():  # the first step: ema = g, so g + lamb * ema = (1 + lamb) g
+        p.grad.mul_(1 + task.lamb)
+    optimizer.step()
+    adam.step()
+    for mine, expected in zip(model.parameters(), reference.parameters(), strict=True):
+        torch.testing.assert_close(mine, expected)

@@ -127,6 +127,11 @@ class ProviderAdapter:
     def api_key(self) -> str:
         return os.environ.get(str(self.api_key_env), "").strip()
 
+    def integration_key(self, integration: str) -> str:
+        """The key an integration logs with (capabilities' integration_keys names its variable), for the create
+        request only: it is never recorded."""
+        return os.environ.get(self.capabilities().integration_keys.get(integration, ""), "")
+
     def sdk_module(self) -> str | None:
         """The import name of the provider's SDK (checked at config check without importing it)."""
         return None

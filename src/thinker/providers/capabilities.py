@@ -103,3 +103,10 @@ class Finding:
 
 def universal_range(key: str, caps: Capabilities) -> Range:
     return caps.parameter_ranges.get(key, PARAMETER_RANGES[key])
+
+
+def narrowed(key: str, low: float, high: float) -> Range:
+    """The universal range of `key` intersected with the provider's published bounds."""
+    universal = PARAMETER_RANGES[key]
+    return Range(max(universal.min, low), min(universal.max, high), universal.default, universal.seed_name,
+                 integer=universal.integer, min_exclusive=universal.min_exclusive)

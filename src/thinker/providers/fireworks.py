@@ -38,10 +38,22 @@ from thinker.errors import ThinkerError
 from thinker.providers.adapter import JobEvent, JobState, JobStatus, UploadedFiles
 from thinker.providers.capabilities import Capabilities, Finding, ParameterDefinition, PreferenceSupport
 from thinker.providers.checks import is_preference
+from thinker.providers.job_fields import (
+    LIVE,
+    examples_per_step,
+    fingerprint_tag,
+    finite_number,
+    options_of,
+    slug,
+    state_of,
+    timestamp_of,
+    wandb_fields,
+)
 from thinker.providers.sdk_adapter import SdkAdapter
 
 ACCOUNT_ENV = "FIREWORKS_ACCOUNT_ID"
 WANDB_KEY_ENV = "WANDB_API_KEY"
+WANDB_NAMES = {"project": "project", "entity": "entity", "name": "run_id"}  # wandbConfig's names
 MODEL_ID_CHARS = 63  # a Fireworks resource id: lowercase letters, digits and dashes
 MAX_UPLOAD_BYTES = 150 * 1000 * 1000  # the single-request dataset upload takes files up to 150 MB
 MIN_EXAMPLES = 3  # Fireworks refuses SFT datasets with fewer examples
@@ -71,8 +83,6 @@ STATES: dict[str, JobState] = {
     "JOB_STATE_DELETED": JobState.cancelled,
     "JOB_STATE_ARCHIVED": JobState.cancelled,
 }
-# a job in these states is this config's job: a re-launch reattaches instead of paying again
-LIVE = (JobState.queued, JobState.running, JobState.succeeded)
 
 # metric names in Fireworks' metrics file -> the flow's names
 METRICS: dict[str, str] = {
@@ -173,58 +183,38 @@ class FireworksAdapter(SdkAdapter):
     def translate(self, job: JobConfiguration, files: UploadedFiles) -> dict[str, Any]:
         """The kwargs of `client.supervised_fine_tuning_jobs.create` (create adds the job id and display name,
         which carry the config fingerprint)."""
-        schedule, optimizer = job.schedule, job.optimizer
-        samples = int(schedule.batch_size) * int(schedule.gradient_accumulation)
-        if is_preference(job):
-            return self._dpo_payload(job, files, samples)
-        payload: dict[str, Any] = {
-            "dataset": files.training_file_id,
-            "base_model": model_name(str(job.model.base_model)),
-            "epochs": int(schedule.epochs),
-            "learning_rate": float(optimizer.learning_rate),
-            "lora_rank": int(job.method.lora.rank),
-            "max_context_length": int(schedule.sequence_length),
-            "batch_size_samples": samples,
-            "optimizer_weight_decay": float(optimizer.weight_decay),
-            "learning_rate_warmup_steps": self._warmup_steps(job, files.training_file_id, samples),
-        }
+        samples, options = examples_per_step(job), options_of(job)
+        training: dict[str, Any] = {
+            "base_model": model_name(str(job.model.base_model)), "epochs": int(job.schedule.epochs),
+            "learning_rate": float(job.optimizer.learning_rate), "lora_rank": int(job.method.lora.rank),
+            "max_context_length": int(job.schedule.sequence_length), "batch_size_samples": samples,
+            "optimizer_weight_decay": float(job.optimizer.weight_decay),
+            "learning_rate_warmup_steps": self._warmup_steps(job, files.training_file_id, samples)}
+        if options.get("region"):
+            training["region"] = str(options["region"])
+        if is_preference(job):  # `client.dpo_jobs.create`: the same settings, under trainingConfig
+            return {"dataset": files.training_file_id, "training_config": training,
+                    "loss_config": {"method": "DPO", "dpo": {"beta": float(job.objective.beta)}}}
+        payload: dict[str, Any] = {"dataset": files.training_file_id, **training}
         if files.validation_file_id:
             payload["evaluation_dataset"] = files.validation_file_id
         else:
             payload["eval_auto_carveout"] = False  # no validation split: train on every example
-        options = dict(job.metadata or {})
         if "is_turbo" in options:
             payload["is_turbo"] = bool(options["is_turbo"])
-        if options.get("region"):
-            payload["region"] = str(options["region"])
         # lrScheduler is in Fireworks' API but not in fireworks-ai 1.2.28's create(): it travels as extra body,
         # with provider.metadata (parameters of Fireworks' API thinker does not declare, as they are)
         payload["extra_body"] = {"lrScheduler": lr_scheduler(job, options.get("lr_decay_ratio")),
                                  **dict(job.passthrough or {})}
-        wandb = job.integrations.wandb
-        if wandb.project:
-            payload["wandb_config"] = {k: v for k, v in {"enabled": True, "project": wandb.project,
-                                                         "entity": wandb.entity, "run_id": wandb.name}.items()
-                                       if v is not None}
+        wandb = wandb_fields(job, WANDB_NAMES)
+        if wandb:
+            payload["wandb_config"] = {"enabled": True, **wandb}
         return payload
-
-    def _dpo_payload(self, job: JobConfiguration, files: UploadedFiles, samples: int) -> dict[str, Any]:
-        """The kwargs of `client.dpo_jobs.create`: the training settings SFT sends, under trainingConfig."""
-        training = {"base_model": model_name(str(job.model.base_model)), "epochs": int(job.schedule.epochs),
-                    "learning_rate": float(job.optimizer.learning_rate), "lora_rank": int(job.method.lora.rank),
-                    "max_context_length": int(job.schedule.sequence_length), "batch_size_samples": samples,
-                    "optimizer_weight_decay": float(job.optimizer.weight_decay),
-                    "learning_rate_warmup_steps": self._warmup_steps(job, files.training_file_id, samples)}
-        region = dict(job.metadata or {}).get("region")
-        if region:
-            training["region"] = str(region)
-        return {"dataset": files.training_file_id, "training_config": training,
-                "loss_config": {"method": "DPO", "dpo": {"beta": float(job.objective.beta)}}}
 
     def status(self, job_id: str) -> JobStatus:
         remote = self.request(lambda client: jobs_api(client, job_id).get(job_id), f"read job {job_id}")
         provider_state = str(remote.state or "JOB_STATE_UNSPECIFIED")
-        state = STATES.get(provider_state, JobState.running)
+        state = state_of(STATES, provider_state)
         progress = percent(getattr(remote, "job_progress", None))
         error = None
         if state == JobState.failed:
@@ -273,7 +263,7 @@ class FireworksAdapter(SdkAdapter):
                 if remote is None:
                     self._next_job_id[fingerprint] = job_id
                     return None
-                if STATES.get(str(remote.state), JobState.running) in LIVE:
+                if state_of(STATES, str(remote.state)) in LIVE:
                     return job_id
         raise ThinkerError(f"every Fireworks job id for this config is taken ({job_id})", f"provider={self.name}",
                            "delete old thinker-* jobs (firectl supervised-fine-tuning-job delete) and re-launch",
@@ -288,7 +278,7 @@ class FireworksAdapter(SdkAdapter):
         if job.output.suffix and not dpo:  # the fine-tune's model id: output.name, then this job's id
             body["output_model"] = output_model_id(str(job.output.suffix), job_id)
         if "wandb_config" in body:  # the key from the environment, in this request only (never recorded)
-            body["wandb_config"] = {**body["wandb_config"], "api_key": os.environ.get(WANDB_KEY_ENV, "")}
+            body["wandb_config"] = {**body["wandb_config"], "api_key": self.integration_key("wandb")}
         if dpo:
             return self.create_once(lambda client: job_id_of(client.dpo_jobs.create(dpo_job_id=job_id, **body).name)
                                     or job_id)
@@ -402,13 +392,13 @@ class FireworksAdapter(SdkAdapter):
         now = time.time()
         states = self._states.setdefault(job_id, {})
         # a DPO job has no update time, progress or top-level base model: those milestones are left out
-        states.setdefault(provider_state, timestamp(getattr(remote, "update_time", None)) or now)
+        states.setdefault(provider_state, timestamp_of(getattr(remote, "update_time", None)) or now)
         epochs = self._epochs.setdefault(job_id, {})
         progress = getattr(remote, "job_progress", None)
         if progress is not None and progress.epoch is not None:
             for epoch in range(int(progress.epoch) + 1):
                 epochs.setdefault(epoch, now)
-        created = timestamp(remote.create_time) or min(states.values())
+        created = timestamp_of(remote.create_time) or min(states.values())
         base = getattr(remote, "base_model", None) or getattr(remote.training_config, "base_model", None)
         events = [JobEvent(f"{job_id}:created", created, f"job {job_id} created ({base})")]
         events += [JobEvent(f"{job_id}:state:{state}", when, f"state {state}") for state, when in states.items()]
@@ -502,7 +492,7 @@ class FireworksAdapter(SdkAdapter):
 def job_ids(fingerprint: str, dpo: bool = False, attempts: int = 20):
     """thinker-<first 16 hex of the fingerprint>, then -2, -3, ... (Fireworks ids: lowercase, digits, '-');
     a DPO job's are thinker-dpo-<...>."""
-    base = "thinker-" + (DPO_TAG if dpo else "") + (re.sub(r"[^a-z0-9]", "", fingerprint.lower())[:16] or "job")
+    base = "thinker-" + (DPO_TAG if dpo else "") + (fingerprint_tag(fingerprint, 16) or "job")
     yield base
     for n in range(2, attempts + 1):
         yield f"{base}-{n}"
@@ -535,7 +525,7 @@ def job_id_of(name: str | None) -> str | None:
 
 def output_model_id(suffix: str, job_id: str) -> str:
     """output.name, as a Fireworks model id, then the job's id (unique: a re-launch never clashes)."""
-    lead = re.sub(r"[^0-9a-z-]+", "-", suffix.lower()).strip("-")
+    lead = slug(suffix)
     tail = job_id.rsplit("/", 1)[-1]
     return f"{lead[:MODEL_ID_CHARS - len(tail) - 1].rstrip('-')}-{tail}" if lead else tail
 
@@ -551,8 +541,8 @@ def percent(progress: Any) -> float | None:
 
 def deployment_id_of(model: str) -> str:
     """A deterministic deployment id for a model (so a re-run finds the deployment it made)."""
-    slug = re.sub(r"[^a-z0-9-]", "-", model.rsplit("/", 1)[-1].lower()).strip("-")
-    return (slug if slug.startswith("thinker-") else f"thinker-{slug}")[:63].rstrip("-")
+    name = re.sub(r"[^a-z0-9-]", "-", model.rsplit("/", 1)[-1].lower()).strip("-")
+    return (name if name.startswith("thinker-") else f"thinker-{name}")[:63].rstrip("-")
 
 
 def lr_scheduler(job: JobConfiguration, decay_ratio: Any) -> dict[str, Any]:
@@ -577,12 +567,8 @@ def parse_metrics(text: str) -> dict[int, dict[str, float]]:
         if not isinstance(record, dict) or not isinstance(record.get("step"), int | float):
             continue
         values = record.get("data") if isinstance(record.get("data"), dict) else record
-        point = {METRICS[k]: float(v) for k, v in values.items()
-                 if k in METRICS and isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)}
+        point = {METRICS[k]: float(v) for k, v in values.items() if k in METRICS and finite_number(v)}
         if point:
             metrics.setdefault(int(record["step"]), {}).update(point)
     return metrics
 
-
-def timestamp(value: Any) -> float | None:
-    return value.timestamp() if hasattr(value, "timestamp") else None

@@ -34,11 +34,25 @@ from pathlib import Path
 from typing import Any
 
 from thinker.config.job_configuration import JobConfiguration
-from thinker.config.ranges import PARAMETER_RANGES, Range
 from thinker.errors import ThinkerError
 from thinker.providers.adapter import FINGERPRINT_KEY, JobEvent, JobState, JobStatus, UploadedFiles
-from thinker.providers.capabilities import Capabilities, Finding, ParameterDefinition, PreferenceSupport
+from thinker.providers.capabilities import (
+    Capabilities,
+    Finding,
+    ParameterDefinition,
+    PreferenceSupport,
+    narrowed,
+)
 from thinker.providers.checks import is_preference
+from thinker.providers.job_fields import (
+    base_model_of,
+    examples_per_step,
+    live_words,
+    options_of,
+    state_of,
+    step_progress,
+    wandb_fields,
+)
 from thinker.providers.sdk_adapter import CREATE_JOB, SdkAdapter
 
 # OpenAI's supervised fine-tuning snapshots (its model-optimization guide); `ft:` models (earlier fine-tunes)
@@ -60,7 +74,7 @@ ALTERNATIVES = ["together", "fireworks"]
 
 STATES = {"validating_files": JobState.queued, "queued": JobState.queued, "running": JobState.running,
           "succeeded": JobState.succeeded, "failed": JobState.failed, "cancelled": JobState.cancelled}
-LIVE_STATES = ("validating_files", "queued", "running", "succeeded")  # a job find_job may reattach to
+LIVE_STATES = live_words(STATES)  # a job find_job may reattach to
 METRIC_NAMES = {"train_loss": "train_loss", "train_mean_token_accuracy": "train_accuracy",
                 "valid_loss": "val_batch_loss", "valid_mean_token_accuracy": "val_batch_accuracy",
                 "full_valid_loss": "val_loss", "full_valid_mean_token_accuracy": "val_accuracy"}
@@ -160,9 +174,9 @@ class OpenAIAdapter(SdkAdapter):
                 + schedule_findings(job) + rate_findings(job) + suffix_findings(job))
 
     def translate(self, job: JobConfiguration, files: UploadedFiles) -> dict[str, Any]:
-        options = dict(job.metadata or {})
+        options = options_of(job)
         hyperparameters: dict[str, Any] = {"n_epochs": int(job.schedule.epochs),
-                                           "batch_size": effective_batch(job)}
+                                           "batch_size": examples_per_step(job)}
         if options.get("learning_rate_multiplier") is not None:
             hyperparameters["learning_rate_multiplier"] = float(options["learning_rate_multiplier"])
         method = "supervised"
@@ -179,8 +193,8 @@ class OpenAIAdapter(SdkAdapter):
         suffix = options.get("suffix") or job.output.suffix  # provider.options.suffix, else output.name
         if suffix:
             payload["suffix"] = str(suffix)[:SUFFIX_MAX]
-        wandb = {k: v for k, v in vars(job.integrations.wandb).items() if v is not None}
-        if wandb.get("project"):
+        wandb = wandb_fields(job, {"project": "project", "entity": "entity", "name": "name"})
+        if wandb:
             payload["integrations"] = [{"type": "wandb", "wandb": wandb}]
         if job.passthrough:  # provider.metadata: parameters of OpenAI's API thinker does not declare
             payload["extra_body"] = dict(job.passthrough)
@@ -254,12 +268,8 @@ class OpenAIAdapter(SdkAdapter):
         job_id = str(job.id)
         metrics = {step: dict(values) for step, values in sorted(self._metrics.get(job_id, {}).items())}
         total = self._total_steps.get(job_id)
-        state = STATES.get(str(job.status), JobState.running)  # an unknown word: still going (e.g. paused)
-        progress = None
-        if state is JobState.succeeded:
-            progress = 1.0
-        elif total and metrics:
-            progress = min(1.0, max(metrics) / total)
+        state = state_of(STATES, str(job.status))  # an unknown word: still going (e.g. paused)
+        progress = step_progress(state, max(metrics) if metrics else None, total)
         error = None
         if job.error is not None and job.error.message:
             error = f"{job.error.message} ({job.error.code})" if job.error.code else str(job.error.message)
@@ -330,7 +340,7 @@ def model_findings(job: JobConfiguration, configured: str | None) -> list[Findin
 
 
 def batch_findings(job: JobConfiguration) -> list[Finding]:
-    batch = effective_batch(job)
+    batch = examples_per_step(job)
     low, high = OPENAI_BATCH
     if low <= batch <= high:
         return []
@@ -361,7 +371,7 @@ def schedule_findings(job: JobConfiguration) -> list[Finding]:
 
 
 def rate_findings(job: JobConfiguration) -> list[Finding]:
-    multiplier = dict(job.metadata or {}).get("learning_rate_multiplier")
+    multiplier = options_of(job).get("learning_rate_multiplier")
     lr = job.optimizer.learning_rate
     if multiplier is None:
         return [Finding("optimizer.lr", f"optimizer.lr={lr} is dropped: OpenAI scales its own unpublished base "
@@ -377,7 +387,7 @@ def rate_findings(job: JobConfiguration) -> list[Finding]:
 
 
 def suffix_findings(job: JobConfiguration) -> list[Finding]:
-    suffix = dict(job.metadata or {}).get("suffix")
+    suffix = options_of(job).get("suffix")
     if suffix is None or 1 <= len(str(suffix)) <= SUFFIX_MAX:
         return []
     return [Finding("provider.options.suffix", f"provider.options.suffix is {len(str(suffix))} characters; "
@@ -385,22 +395,6 @@ def suffix_findings(job: JobConfiguration) -> list[Finding]:
 
 
 # ---------------------------------------------------------------- small helpers
-
-
-def narrowed(key: str, low: float, high: float) -> Range:
-    """The universal range of `key` intersected with the provider's published bounds."""
-    universal = PARAMETER_RANGES[key]
-    return Range(max(universal.min, low), min(universal.max, high), universal.default, universal.seed_name,
-                 integer=universal.integer, min_exclusive=universal.min_exclusive)
-
-
-def base_model_of(job: JobConfiguration, configured: str | None) -> str | None:
-    model = job.model.base_model or configured
-    return str(model) if model else None
-
-
-def effective_batch(job: JobConfiguration) -> int:
-    return int(job.schedule.batch_size) * int(job.schedule.gradient_accumulation or 1)
 
 
 def steps_in_message(message: str) -> int | None:

@@ -15,10 +15,8 @@ The SDK is imported inside methods only: capabilities, validate and translate wo
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 from collections.abc import Mapping
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +26,17 @@ from thinker.errors import ThinkerError
 from thinker.providers.adapter import JobEvent, JobState, JobStatus, UploadedFiles
 from thinker.providers.capabilities import Capabilities, Finding, ParameterDefinition, PreferenceSupport
 from thinker.providers.checks import default_of, is_preference
+from thinker.providers.job_fields import (
+    fingerprint_tag,
+    is_number,
+    live_words,
+    options_of,
+    slug,
+    state_of,
+    step_progress,
+    timestamp_of,
+    wandb_fields,
+)
 from thinker.providers.sdk_adapter import SdkAdapter, first_line
 
 # Together's job states -> the universal ones (docs/decisions/0003-universal-job-configuration.md). cancel_requested already decides the outcome, so polling stops there.
@@ -44,7 +53,7 @@ STATES: dict[str, JobState] = {
     "cancelled": JobState.cancelled,
 }
 # a job in one of these may be reattached to (queued, running or succeeded); failed/cancelled ones never
-REATTACHABLE = {"pending", "queued", "running", "compressing", "uploading", "completed"}
+REATTACHABLE = live_words(STATES)
 FAILURE_EVENTS = {"job_error", "job_user_error"}
 SUFFIX_TAG = "thinker-"
 MAX_SUFFIX = 40
@@ -142,7 +151,7 @@ class TogetherAdapter(SdkAdapter):
     def translate(self, job: JobConfiguration, files: UploadedFiles) -> dict[str, Any]:
         """`client.fine_tuning.create` kwargs. `suffix` (the fingerprint) is added by create()."""
         schedule, optimizer = job.schedule, job.optimizer
-        options = dict(job.metadata or {})
+        options = options_of(job)
         payload: dict[str, Any] = {
             "training_file": files.training_file_id,
             "model": job.model.base_model,
@@ -166,18 +175,16 @@ class TogetherAdapter(SdkAdapter):
         patience = options.get("early_stopping_patience")
         if patience is not None:
             payload.update(early_stopping_enabled=True, early_stopping_patience=int(patience))
-        wandb = job.integrations.wandb
-        if wandb.project:
-            payload.update({k: v for k, v in {"wandb_project_name": wandb.project, "wandb_entity": wandb.entity,
-                                              "wandb_name": wandb.name}.items() if v is not None})
+        payload.update(wandb_fields(job, {"project": "wandb_project_name", "entity": "wandb_entity",
+                                          "name": "wandb_name"}))
         payload.update(dict(job.passthrough or {}))  # provider.metadata: create() parameters, as they are
         return payload
 
     def job_suffix(self, fingerprint: str, name: str | None = None) -> str:
         """The model-name suffix that ties a Together job to the config that made it, after output.name's
         first characters when it is set (Together's suffix holds 40)."""
-        tag = SUFFIX_TAG + re.sub(r"[^0-9a-z]", "", str(fingerprint).lower())[:FINGERPRINT_CHARS]
-        lead = re.sub(r"[^0-9a-z-]+", "-", str(name or "").lower()).strip("-")[:MAX_SUFFIX - len(tag) - 1]
+        tag = SUFFIX_TAG + fingerprint_tag(fingerprint, FINGERPRINT_CHARS)
+        lead = slug(name or "")[:MAX_SUFFIX - len(tag) - 1]
         return f"{lead.rstrip('-')}-{tag}" if lead.rstrip("-") else tag
 
     # ------------------------------------------------------------------ SDK calls
@@ -202,12 +209,12 @@ class TogetherAdapter(SdkAdapter):
         mine = [j for j in listing.data or [] if _suffix_of(j) == suffix and str(j.status) in REATTACHABLE]
         if not mine:
             return None
-        return str(max(mine, key=lambda j: _timestamp(j.created_at)).id)
+        return str(max(mine, key=lambda j: timestamp_of(j.created_at) or 0.0).id)
 
     def create(self, payload: dict[str, Any], job: JobConfiguration, fingerprint: str) -> str:
         body = {**payload, "suffix": self.job_suffix(fingerprint, job.output.suffix)}
         if "wandb_project_name" in body:  # the key from the environment, in this request only (never recorded)
-            body["wandb_api_key"] = os.environ.get(WANDB_KEY_ENV, "")
+            body["wandb_api_key"] = self.integration_key("wandb")
         unknown = sorted(set(dict(job.passthrough or {})) - sdk_create_parameters())
         if unknown:
             raise ThinkerError(f"provider.metadata {', '.join(unknown)} is not a parameter of Together's "
@@ -241,10 +248,9 @@ class TogetherAdapter(SdkAdapter):
             events = events.data or []
             metrics = self._metrics(client, job_id)
         provider_state = str(job.status)
-        state = STATES.get(provider_state, JobState.running)  # a state newer than this SDK: still going
+        state = state_of(STATES, provider_state)
         total = max((e.total_steps or 0 for e in events), default=0) or None
-        done = max([*metrics, *(e.step or 0 for e in events)], default=0)
-        progress = 1.0 if state == JobState.succeeded else (min(1.0, done / total) if total else None)
+        progress = step_progress(state, max([*metrics, *(e.step or 0 for e in events)], default=0), total)
         return JobStatus(
             job_id=str(job.id), state=state, provider_state=provider_state, progress=progress,
             model_id=getattr(job, "x_model_output_name", None) if state == JobState.succeeded else None,
@@ -314,13 +320,13 @@ def _schedule_findings(job: JobConfiguration) -> list[Finding]:
     if evaluations > 0 and not has_validation:
         found.append(Finding("trainer.evaluations", f"trainer.evaluations={evaluations} is dropped: with "
                              "data.validation_split=0 there is no validation file", error=False))
-    options = dict(job.metadata or {})
+    options = options_of(job)
     if options.get("max_batch_size") is True and job.schedule.batch_size != default_of("trainer.batch_size"):
         found.append(Finding("trainer.batch_size", f"trainer.batch_size={job.schedule.batch_size} is "
                              "dropped: provider.options.max_batch_size=true lets Together choose",
                              error=False))
     patience = options.get("early_stopping_patience")
-    if isinstance(patience, int | float) and not isinstance(patience, bool):
+    if is_number(patience):
         needed = int(patience) + 2  # one baseline evaluation, one warmup evaluation, then `patience`
         if not has_validation or evaluations < needed:
             found.append(Finding("provider.options.early_stopping_patience",
@@ -422,18 +428,14 @@ def _step_metrics(rows: list[Mapping[str, Any]]) -> dict[int, dict[str, float]]:
     """Together's rows (train and eval rows apart, each with its step) -> {step: {flow name: value}}."""
     metrics: dict[int, dict[str, float]] = {}
     for row in rows:
-        step = next((row[k] for k in STEP_KEYS if _number(row.get(k))), None)
+        step = next((row[k] for k in STEP_KEYS if is_number(row.get(k))), None)
         if step is None:
             continue
         for key, value in row.items():
             name = _metric_name(key)
-            if name and _number(value):
+            if name and is_number(value):
                 metrics.setdefault(int(step), {})[name] = float(value)
     return metrics
-
-
-def _number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def _metric_name(key: str) -> str | None:
@@ -453,7 +455,7 @@ def _events(events: list[Any]) -> list[JobEvent]:
         digest = hashlib.sha1(f"{event.created_at}|{event.type}|{event.message}".encode()).hexdigest()[:16]
         seen[digest] = seen.get(digest, 0) + 1
         level = str(event.level or "info")
-        out.append(JobEvent(event_id=f"{digest}-{seen[digest]}", created_at=_timestamp(event.created_at),
+        out.append(JobEvent(event_id=f"{digest}-{seen[digest]}", created_at=timestamp_of(event.created_at) or 0.0,
                             message=str(event.message),
                             level="error" if "error" in level else "warning" if "warn" in level else "info"))
     return out
@@ -464,17 +466,6 @@ def _failure_text(provider_state: str, events: list[Any]) -> str:
         if str(event.type) in FAILURE_EVENTS or "error" in str(event.level or ""):
             return str(event.message)
     return f"Together ended the job with status {provider_state}"
-
-
-def _timestamp(value: Any) -> float:
-    if isinstance(value, datetime):
-        return value.timestamp()
-    if _number(value):
-        return float(value)
-    try:
-        return datetime.fromisoformat(str(value).replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return 0.0
 
 
 def _is_create_post(error: Any) -> bool:

@@ -106,6 +106,9 @@ def describe(caps: Any) -> str:
     if caps.parameter_ranges:
         lines.append("  ranges:")
         lines += [f"    {key:<28}{rng.describe()}" for key, rng in sorted(caps.parameter_ranges.items())]
+    if caps.refused_keys:
+        lines.append("  not honoured (refused when set):")
+        lines += [f"    {key:<28}{why}" for key, why in sorted(caps.refused_keys.items())]
     if caps.ignored_keys:
         lines.append("  not settable (dropped with a warning when set):")
         lines += [f"    {key:<28}{why}" for key, why in sorted(caps.ignored_keys.items())]

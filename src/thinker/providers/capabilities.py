@@ -63,6 +63,9 @@ class Capabilities:
     # unless the user's value differs from the seed default in a way that changes training (then refused):
     # {"optimizer.max_grad_norm": "Together clips at 1.0"}
     ignored_keys: dict[str, str] = field(default_factory=dict)
+    # universal keys it cannot honour, with why: refused at config check when set to anything but the default
+    # (training would differ from what the config says): {"trainer.max_steps": "Fireworks trains whole epochs"}
+    refused_keys: dict[str, str] = field(default_factory=dict)
     custom_parameters: dict[str, ParameterDefinition] = field(default_factory=dict)
     # methods whose result can be sampled without a paid deployment (else eval needs evaluation.provider_deploy)
     serverless_inference: list[str] = field(default_factory=list)

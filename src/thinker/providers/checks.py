@@ -39,6 +39,7 @@ LORA_KEYS = ("method.rank", "method.alpha", "method.dropout", "method.target_mod
 PLAIN_DEFAULTS: dict[str, Any] = {"trainer.max_steps": -1, "trainer.train_on_inputs": "auto",
                                   "method.target_modules": "all-linear", "optimizer.scheduler.type": "cosine"}
 TRAINING_OPTIMIZER = "adamw"  # what every hosted provider trains with
+CONSTANT_SCHEDULERS = ("constant", "constant_with_warmup")
 
 
 def job_value(job: JobConfiguration, key: str) -> Any:
@@ -69,10 +70,21 @@ def generic_findings(caps: Capabilities, job: JobConfiguration) -> list[Finding]
     if caps.supported_schedulers and scheduler not in caps.supported_schedulers:
         found.append(Finding("optimizer.scheduler.type", f"{name} has no {scheduler} learning-rate schedule",
                              f"set optimizer.scheduler.type={' or '.join(caps.supported_schedulers)}"))
+    floor = job.optimizer.scheduler.min_lr_ratio
+    if scheduler in CONSTANT_SCHEDULERS and scheduler in caps.supported_schedulers and floor not in (
+            None, default_of("optimizer.scheduler.min_lr_ratio")):
+        found.append(Finding("optimizer.scheduler.min_lr_ratio", f"optimizer.scheduler.min_lr_ratio={floor} is "
+                             "dropped: a constant schedule has no floor", error=False))
     for key in JOB_FIELDS:
         if key in LORA_KEYS and method not in ("lora", "qlora"):
             continue
         value = job_value(job, key)
+        if key in caps.refused_keys:
+            if value is not None and value != default_of(key):
+                found.append(Finding(key, f"{key}={value}: {caps.refused_keys[key]}",
+                                     f"set {key}={default_of(key)} (the default), or use a provider that offers it "
+                                     f"(thinker providers capabilities <name>)"))
+            continue
         if key in caps.ignored_keys:
             if value is not None and value != default_of(key):
                 found.append(Finding(key, f"{key}={value} is dropped: {caps.ignored_keys[key]}", error=False))

@@ -40,6 +40,7 @@ from thinker.providers.capabilities import Capabilities, Finding, ParameterDefin
 from thinker.providers.checks import is_preference
 from thinker.providers.job_fields import (
     LIVE,
+    add_step_metrics,
     examples_per_step,
     fingerprint_tag,
     finite_number,
@@ -135,6 +136,7 @@ class FireworksAdapter(SdkAdapter):
                 "method.rank": Range(4, 128, 8, "lora.rank", integer=True),  # and a power of two
                 "trainer.max_seq_length": Range(512, 33000, 2048, "schedule.sequenceLength", integer=True),
             },
+            refused_keys={"trainer.max_steps": "Fireworks trains whole epochs: choose trainer.epochs"},
             ignored_keys={
                 "optimizer.max_grad_norm": "Fireworks clips gradients itself (its API has no setting for it)",
                 "method.alpha": "Fireworks sets the LoRA alpha itself (its API takes only the rank)",
@@ -354,19 +356,12 @@ class FireworksAdapter(SdkAdapter):
             found.append(Finding("optimizer.scheduler.cycles", f"optimizer.scheduler.cycles={scheduler.cycles}: "
                                  "Fireworks' cosine schedule anneals once from the peak (half a cycle)",
                                  "set optimizer.scheduler.cycles=0.5, or another scheduler"))
-        if str(scheduler.type) in ("constant", "constant_with_warmup") and scheduler.min_lr_ratio:
-            found.append(Finding("optimizer.scheduler.min_lr_ratio", f"optimizer.scheduler.min_lr_ratio="
-                                 f"{scheduler.min_lr_ratio} is dropped: a constant schedule has no floor",
-                                 error=False))
         if str(job.schedule.train_on_inputs) == "enabled":
             found.append(Finding("trainer.train_on_inputs", "Fireworks computes the loss on assistant turns only, "
                                  "so prompts cannot be trained on", "set trainer.train_on_inputs=auto"))
         if is_preference(job) and str(scheduler.type) != "cosine":
             found.append(Finding("optimizer.scheduler.type", f"optimizer.scheduler.type={scheduler.type} is "
                                  "dropped: Fireworks' DPO jobs run their own learning-rate schedule", error=False))
-        if job.schedule.max_steps not in (None, -1):
-            found.append(Finding("trainer.max_steps", f"trainer.max_steps={job.schedule.max_steps}: Fireworks "
-                                 "trains whole epochs", "set trainer.max_steps=-1 and choose trainer.epochs"))
         if isinstance(job.schedule.evaluations, int) and job.schedule.evaluations > 1:
             found.append(Finding("trainer.evaluations", f"trainer.evaluations={job.schedule.evaluations} is "
                                  "dropped: Fireworks evaluates the validation dataset at its own cadence",
@@ -567,8 +562,6 @@ def parse_metrics(text: str) -> dict[int, dict[str, float]]:
         if not isinstance(record, dict) or not isinstance(record.get("step"), int | float):
             continue
         values = record.get("data") if isinstance(record.get("data"), dict) else record
-        point = {METRICS[k]: float(v) for k, v in values.items() if k in METRICS and finite_number(v)}
-        if point:
-            metrics.setdefault(int(record["step"]), {}).update(point)
+        add_step_metrics(metrics, record["step"], values, METRICS.get, finite_number)
     return metrics
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -69,6 +69,16 @@ def timestamp_of(value: Any) -> float | None:
         return datetime.fromisoformat(str(value).replace("Z", "+00:00")).timestamp()
     except ValueError:
         return None
+
+
+def add_step_metrics(metrics: dict[int, dict[str, float]], step: Any, values: Mapping[str, Any],
+                     name_of: Callable[[str], str | None], keep: Callable[[Any], bool] = is_number) -> None:
+    """Merge one row of a provider's step metrics into `metrics`: its values under the flow's names (train_loss,
+    val_loss, ...; `name_of` gives None for what is not a metric), those `keep` accepts."""
+    for key, value in values.items():
+        name = name_of(key)
+        if name and keep(value):
+            metrics.setdefault(int(step), {})[name] = float(value)
 
 
 def state_of(states: Mapping[str, JobState], word: str) -> JobState:

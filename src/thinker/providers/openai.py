@@ -115,6 +115,8 @@ class OpenAIAdapter(SdkAdapter):
             supported_methods=["full"],
             parameter_ranges={"trainer.epochs": narrowed("trainer.epochs", *OPENAI_EPOCHS),
                               "trainer.batch_size": narrowed("trainer.batch_size", *OPENAI_BATCH)},
+            refused_keys={"trainer.max_steps": "OpenAI trains whole epochs (n_epochs): choose trainer.epochs",
+                          "optimizer.scheduler.type": SCHEDULE_NOTE},
             ignored_keys={
                 "trainer.max_seq_length": "OpenAI has no sequence-length setting (each example trains whole, up "
                                           "to the base model's own training context)",
@@ -350,24 +352,12 @@ def batch_findings(job: JobConfiguration) -> list[Finding]:
 
 
 def schedule_findings(job: JobConfiguration) -> list[Finding]:
-    """Refused rather than dropped: a chosen schedule shape, a step budget or loss on prompts change training
-    in ways OpenAI cannot honour (the defaults leave the choice to OpenAI)."""
-    found = []
-    scheduler = str(job.optimizer.scheduler.type)
-    if scheduler != "cosine":
-        found.append(Finding("optimizer.scheduler.type", f"optimizer.scheduler.type={scheduler} cannot be "
-                             f"honoured: {SCHEDULE_NOTE}",
-                             "drop the optimizer.scheduler.type override, or use a provider that offers it "
-                             "(thinker providers capabilities together)"))
-    if job.schedule.max_steps not in (None, -1):
-        found.append(Finding("trainer.max_steps", f"trainer.max_steps={job.schedule.max_steps} cannot be "
-                             "honoured: OpenAI trains whole epochs (n_epochs)",
-                             "drop trainer.max_steps and set trainer.epochs"))
-    if str(job.schedule.train_on_inputs) == "enabled":
-        found.append(Finding("trainer.train_on_inputs", "trainer.train_on_inputs=enabled cannot be honoured: "
-                             "OpenAI trains on the assistant's messages only",
-                             "use trainer.train_on_inputs=auto (or disabled, the same at OpenAI)"))
-    return found
+    """Loss on prompts is refused rather than dropped (disabled is what OpenAI does anyway)."""
+    if str(job.schedule.train_on_inputs) != "enabled":
+        return []
+    return [Finding("trainer.train_on_inputs", "trainer.train_on_inputs=enabled cannot be honoured: OpenAI trains "
+                    "on the assistant's messages only", "use trainer.train_on_inputs=auto (or disabled, the same "
+                    "at OpenAI)")]
 
 
 def rate_findings(job: JobConfiguration) -> list[Finding]:

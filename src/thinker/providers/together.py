@@ -25,8 +25,9 @@ from thinker.config.ranges import Range
 from thinker.errors import ThinkerError
 from thinker.providers.adapter import JobEvent, JobState, JobStatus, UploadedFiles
 from thinker.providers.capabilities import Capabilities, Finding, ParameterDefinition, PreferenceSupport
-from thinker.providers.checks import default_of, is_preference
+from thinker.providers.checks import CONSTANT_SCHEDULERS, default_of, is_preference
 from thinker.providers.job_fields import (
+    add_step_metrics,
     fingerprint_tag,
     is_number,
     live_words,
@@ -62,7 +63,6 @@ FINGERPRINT_CHARS = 12  # 48 bits of the fingerprint: `thinker-` + 12 = 20 of To
 TRAIN_ON_INPUTS: dict[str, bool | str] = {"auto": "auto", "enabled": True, "disabled": False}
 # schedules Together runs as they are, and the two that are exactly its linear schedule with a floor of 1.0
 NATIVE_SCHEDULERS = ("cosine", "linear")
-CONSTANT_SCHEDULERS = ("constant", "constant_with_warmup")
 # Together's metric names (W&B style, one row per logged step) -> the flow's names
 METRIC_NAMES = {
     "train/loss": "train_loss",
@@ -95,6 +95,8 @@ class TogetherAdapter(SdkAdapter):
             supported_schedulers=[*NATIVE_SCHEDULERS, *CONSTANT_SCHEDULERS],
             # Together caps LoRA rank at 64 (16 on a few very large models: checked at create time)
             parameter_ranges={"method.rank": Range(1, 64, 8, "lora.rank", integer=True)},
+            refused_keys={"trainer.max_steps": "provider=together trains whole epochs (n_epochs) and has no step "
+                                               "limit: choose trainer.epochs"},
             custom_parameters={
                 "max_batch_size": ParameterDefinition(
                     "boolean", "send batch_size='max': Together picks the largest batch the model's hardware "
@@ -137,11 +139,6 @@ class TogetherAdapter(SdkAdapter):
         if not job.model.base_model:
             found.append(Finding("provider.base_model", "provider=together has no model id for this model",
                                  f"set provider.base_model=<a Together model id>, e.g. {EXAMPLE_MODEL}"))
-        max_steps = job.schedule.max_steps
-        if max_steps is not None and int(max_steps) > 0:
-            found.append(Finding("trainer.max_steps", f"trainer.max_steps={max_steps}: provider=together "
-                                 "trains whole epochs (n_epochs) and has no step limit",
-                                 "set trainer.max_steps=-1 and choose trainer.epochs"))
         if str(job.method.type) == "lora":
             found += _lora_findings(job)
         return found + _scheduler_findings(job) + _schedule_findings(job)
@@ -302,15 +299,10 @@ def _lora_findings(job: JobConfiguration) -> list[Finding]:
 
 def _scheduler_findings(job: JobConfiguration) -> list[Finding]:
     scheduler = job.optimizer.scheduler
-    kind = str(scheduler.type)
-    found = []
-    if kind != "cosine" and scheduler.cycles != default_of("optimizer.scheduler.cycles"):
-        found.append(Finding("optimizer.scheduler.cycles", f"optimizer.scheduler.cycles={scheduler.cycles} "
-                             "is dropped: only the cosine schedule has cycles", error=False))
-    if kind in CONSTANT_SCHEDULERS and scheduler.min_lr_ratio != default_of("optimizer.scheduler.min_lr_ratio"):
-        found.append(Finding("optimizer.scheduler.min_lr_ratio", f"optimizer.scheduler.min_lr_ratio="
-                             f"{scheduler.min_lr_ratio} is dropped: a {kind} rate never decays", error=False))
-    return found
+    if str(scheduler.type) == "cosine" or scheduler.cycles == default_of("optimizer.scheduler.cycles"):
+        return []
+    return [Finding("optimizer.scheduler.cycles", f"optimizer.scheduler.cycles={scheduler.cycles} is dropped: "
+                    "only the cosine schedule has cycles", error=False)]
 
 
 def _schedule_findings(job: JobConfiguration) -> list[Finding]:
@@ -431,10 +423,7 @@ def _step_metrics(rows: list[Mapping[str, Any]]) -> dict[int, dict[str, float]]:
         step = next((row[k] for k in STEP_KEYS if is_number(row.get(k))), None)
         if step is None:
             continue
-        for key, value in row.items():
-            name = _metric_name(key)
-            if name and is_number(value):
-                metrics.setdefault(int(step), {})[name] = float(value)
+        add_step_metrics(metrics, step, row, _metric_name)
     return metrics
 
 

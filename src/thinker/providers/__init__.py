@@ -6,6 +6,8 @@
 - checks.py: the checks every provider shares, driven by its capabilities;
 - sdk_adapter.py: the plumbing of the providers reached through a Stainless-generated SDK (client and key
   check, call errors, the create POST, chat), so a provider module keeps only what is its own;
+- job_fields.py: what every provider reads the same way (base model, examples per step, W&B settings under its
+  own names, fingerprint tags, timestamps, step metrics, its state table's live states);
 - upload_format.py: our data as the provider's upload file (chat messages JSONL), checked against its limits;
 - flow.py: validate -> convert -> upload -> reattach or create -> poll -> mirror into MLflow -> result;
 - jobs_ledger.py: the jobs this project started (`thinker jobs`);

@@ -234,3 +234,23 @@ def test_a_big_data_file_is_left_to_thinker_estimate_unless_a_budget_asks(tmp_pa
     cfg = compose(["budget.max_usd=1000"])
     full_tokenizer(cfg)
     assert cost.estimate_at_config_check(cfg, tmp_path).tokens is not None
+
+
+def test_data_that_does_not_read_leaves_the_estimate_to_the_validate_stage(tmp_path, caplog):
+    """The config check counts tokens before the validate stage has checked the data: a record that is a list
+    or lacks its completion is the validate stage's to report (with its line), not a crash of the estimate."""
+    import logging
+
+    from thinker.errors import ThinkerError
+    from thinker.estimate import cost
+
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": "p", "completion": "CLAIM[c1]: x"}\n[1, 2]\n{"prompt": ""}\n')
+    cfg = compose([f"data.path={bad}"])
+    full_tokenizer(cfg)  # the tokenizer snapshot the light count needs: without it nothing is counted at all
+    with caplog.at_level(logging.WARNING, logger="thinker"):
+        assert cost.estimate_at_config_check(cfg, tmp_path) is None
+    assert "no estimate: the data could not be counted before validation" in caplog.text
+    with pytest.raises(ThinkerError) as refused:
+        cost.estimate_at_config_check(compose([f"data.path={bad}", "budget.max_usd=1"]), tmp_path)
+    assert refused.value.exit_code == 2 and "thinker validate" in refused.value.line()

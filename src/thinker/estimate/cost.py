@@ -220,10 +220,16 @@ def estimate_at_config_check(cfg: DictConfig, run_dir: Path) -> Estimate | None:
         return None
     try:
         est = estimate_run(cfg, heavy=limit is not None, run_dir=run_dir)
-    except (OSError, ValueError) as exc:  # unreadable data: the validate stage reports it, with its line number
+    except ThinkerError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the data is not validated yet (a record that is a list, a missing
+        # field, bad JSON): the validate stage reports it with its line number; the estimate only steps aside
+        reason = f"{type(exc).__name__}: {exc}"
         if limit is not None:
-            raise
-        log.warning("no estimate: %s", exc)
+            raise ThinkerError(f"budget.max_usd={limit:g} needs the run's cost, and its data could not be counted "
+                               f"({reason})", f"data.path={cfg.data.path}",
+                               "run `thinker validate` with the same overrides to see the bad lines") from exc
+        log.warning("no estimate: the data could not be counted before validation (%s)", reason)
         return None
     log.info("%s", est.line())
     check_budget([est], limit, "this run")

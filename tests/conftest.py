@@ -49,8 +49,10 @@ def composed():
 
 
 def clean_env(**extra: str) -> dict[str, str]:
-    """The environment without any credential, plus `extra`."""
-    env = {k: v for k, v in os.environ.items() if not k.endswith(("_API_KEY", "_TOKEN"))}
+    """The environment without any credential and without MLFLOW_TRACKING_URI (a launch tracks into its working
+    directory's mlflow.db, which the tests read), plus `extra`."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.endswith(("_API_KEY", "_TOKEN")) and k != "MLFLOW_TRACKING_URI"}
     env.update(extra)
     return env
 

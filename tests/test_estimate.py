@@ -214,10 +214,10 @@ def test_a_run_trains_exactly_the_estimated_tokens_and_records_its_cost(tmp_path
     measured = [json.loads(line) for line in (tmp_path / "throughput.jsonl").read_text().splitlines()]
     assert measured[-1]["tokens"] == estimate["tokens"]["tokens"]
     assert "estimate: 3 steps" in out.stdout + out.stderr
-    import mlflow
+    from mlflow.tracking import MlflowClient
 
-    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    metrics = mlflow.get_run(record["mlflow_run_id"]).data.metrics
+    # a client of its own: mlflow.set_tracking_uri would export MLFLOW_TRACKING_URI to every later launch
+    metrics = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}").get_run(record["mlflow_run_id"]).data.metrics
     assert metrics["estimated_trained_tokens"] == metrics["trained_tokens"]
     assert metrics["actual_usd"] == pytest.approx(actual["usd"])
 
@@ -254,3 +254,21 @@ def test_data_that_does_not_read_leaves_the_estimate_to_the_validate_stage(tmp_p
     with pytest.raises(ThinkerError) as refused:
         cost.estimate_at_config_check(compose([f"data.path={bad}", "budget.max_usd=1"]), tmp_path)
     assert refused.value.exit_code == 2 and "thinker validate" in refused.value.line()
+
+
+def test_a_search_is_estimated_from_what_its_trials_share():
+    """An Optuna search's first trial is estimated without the search space on the command line
+    (choice(...), interval(...), a,b): Hydra cannot compose those outside its sweeper."""
+    from thinker.estimate.sweep import fixed_overrides
+
+    overrides = ["method=lora", "trainer.max_seq_length=choice(32,256)", "optimizer.lr=interval(1e-5,1e-3)",
+                 "seed=1,2", "logger=none"]
+    assert fixed_overrides(overrides) == ["method=lora", "logger=none"]
+
+
+def test_data_whose_every_example_is_left_out_plans_no_step():
+    """No training row at all (every example longer than trainer.max_seq_length is left out): zero steps,
+    not a division by zero at config check; training itself says what is wrong."""
+    from thinker.estimate.tokens import stepped_tokens
+
+    assert stepped_tokens([], compose(["trainer.max_steps=5"]), 1) == (0, 0, 0)

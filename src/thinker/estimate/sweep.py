@@ -33,6 +33,15 @@ def job_overrides(overrides: list[str], params: dict[str, Any] | None = None) ->
     return [list(job) for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
 
 
+def fixed_overrides(overrides: list[str]) -> list[str]:
+    """The overrides of a search without its search space (choice(...), interval(...), a,b): what every trial
+    shares, so the first trial is estimated from the config it starts from."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parsed = OverridesParser.create().parse_overrides(overrides)
+    return [line for line, override in zip(overrides, parsed, strict=True) if not override.is_sweep_override()]
+
+
 def estimate_jobs(jobs: list[list[str]], compose: Callable[[list[str]], DictConfig], heavy: bool,
                   repeat: int = 1) -> list[JobEstimate]:
     return [JobEstimate(job, estimate_run(compose(job), heavy=heavy), repeat) for job in jobs]
@@ -65,7 +74,7 @@ def check_sweep_budget(config: DictConfig) -> list[JobEstimate] | None:
     try:
         if "optuna" in target.lower():  # the first trial's estimate, n_trials times
             trials = int(OmegaConf.select(config, "hydra.sweeper.n_trials", default=1) or 1)
-            jobs = estimate_jobs([overrides], compose, heavy=limit is not None, repeat=trials)
+            jobs = estimate_jobs([fixed_overrides(overrides)], compose, heavy=limit is not None, repeat=trials)
         else:
             params = OmegaConf.select(config, "hydra.sweeper.params", default=None) or {}
             params = OmegaConf.to_container(params, resolve=True) if not isinstance(params, dict) else params
@@ -78,6 +87,15 @@ def check_sweep_budget(config: DictConfig) -> list[JobEstimate] | None:
         release_stderr()
         print(mask_text(err.line()), file=sys.stderr, flush=True)
         raise SystemExit(int(ExitCode.CONFIG)) from None
+    except Exception as exc:  # noqa: BLE001 - without a budget the estimate is information: each job's config
+        # check still estimates and reports that job (data not yet validated, a search space it cannot compose)
+        if limit is not None:
+            raise
+        import logging
+
+        logging.getLogger("thinker").warning("no sweep estimate (%s: %s); each job estimates itself",
+                                             type(exc).__name__, exc)
+        return None
     total = total_usd(jobs)
     import logging
 

@@ -61,6 +61,8 @@ def stepped_tokens(rows: list[Row], cfg: DictConfig, world: int) -> tuple[int, i
     n_batches = math.ceil(math.ceil(len(rows) / world) / batch)
     steps = total_optimizer_steps(n_batches, cfg)
     per_epoch = len(loaders[0])
+    if per_epoch == 0:  # no row to train on (every example left out): training says so; nothing is trained
+        return 0, 0, 0
     full, rest = divmod(steps, per_epoch)
     tokens = full * sum(len(r) for r in rows)
     trained = full * sum(row_trained(r) for r in rows)

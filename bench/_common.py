@@ -80,3 +80,24 @@ def cuda_peak_bytes(reset: bool = False) -> int:
     if reset:
         torch.cuda.reset_peak_memory_stats()
     return int(peak)
+
+
+def run_sides_in_children(script: str, argv: list[str], sides: tuple[str, ...]) -> list[dict[str, Any]] | None:
+    """Each side of a comparison in a fresh process (`script ... --side NAME`), as bench/dpo.py and
+    bench/grpo.py run theirs: the child prints one `RESULT {json}` line. None (after printing the child's
+    output) when a side gave no result."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    rows = []
+    for side in sides:
+        out = subprocess.run([sys.executable, script, *argv, "--side", side], cwd=ROOT,
+                             capture_output=True, text=True, env={**os.environ, "TQDM_DISABLE": "1"})
+        line = next((ln for ln in out.stdout.splitlines() if ln.startswith("RESULT ")), None)
+        if line is None:
+            print(out.stdout[-2000:], out.stderr[-4000:], sep="\n")
+            return None
+        rows.append(json.loads(line[len("RESULT "):]))
+    return rows

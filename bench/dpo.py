@@ -20,15 +20,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from _common import ROOT, compose, quiet
+from _common import compose, quiet, run_sides_in_children
 
 LR = 1e-3
 BETA = 0.1
@@ -128,15 +126,9 @@ def main(argv: list[str] | None = None) -> int:
         result = run_thinker(args) if args.side == "thinker" else run_trl(args)
         print("RESULT " + json.dumps(result), flush=True)
         return 0
-    rows = []
-    for side in ("trl", "thinker"):
-        out = subprocess.run([sys.executable, __file__, *(argv or sys.argv[1:]), "--side", side], cwd=ROOT,
-                             capture_output=True, text=True, env={**os.environ, "TQDM_DISABLE": "1"})
-        line = next((ln for ln in out.stdout.splitlines() if ln.startswith("RESULT ")), None)
-        if line is None:
-            print(out.stdout[-2000:], out.stderr[-4000:], sep="\n")
-            return 1
-        rows.append(json.loads(line[len("RESULT "):]))
+    rows = run_sides_in_children(__file__, list(argv or sys.argv[1:]), ("trl", "thinker"))
+    if rows is None:
+        return 1
     print(f"DPO, LoRA on tiny-qwen, {args.pairs} pairs x 1 epoch, batch {args.batch_size}, {args.device}")
     print(f"{'side':<16}{'steps':>6}{'seconds':>9}{'tokens/s':>10}{'peak MB':>9}{'mean loss':>10}")
     for r in rows:
